@@ -1,0 +1,81 @@
+"""The ``sandbox-agent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+
+SERVER_EXAMPLES = """\
+examples:
+  sandbox-agent server                          # 127.0.0.1:2468, data in ~/.local/share/sandbox-agent
+  sandbox-agent server --port 8080 --data-dir /tmp/sa
+  sandbox-agent server --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sandbox-agent",
+        description="Run and drive the sandbox-agent process manager.",
+    )
+    parser.add_argument("--version", action="version", version=f"sandbox-agent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    server = commands.add_parser(
+        "server",
+        help="run the HTTP server",
+        description="Serve the process API (/v1), its OpenAPI document and the inspector (/ui/).",
+        epilog=SERVER_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    server.add_argument("--host", help="address to listen on (env SANDBOX_AGENT_HOST; default 127.0.0.1)")
+    server.add_argument("--port", type=int, help="port to listen on (env SANDBOX_AGENT_PORT; default 2468)")
+    auth = server.add_mutually_exclusive_group()
+    auth.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (env SANDBOX_AGENT_TOKEN)")
+    auth.add_argument(
+        "--no-token", action="store_true", help="allow a non-loopback address without a token (anyone can run commands)"
+    )
+    server.add_argument("--data-dir", help="where state and logs live (env SANDBOX_AGENT_DATA_DIR)")
+    server.add_argument(
+        "--cors-allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let browser pages from ORIGIN call the API (repeatable; '*' for any)",
+    )
+    server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    server.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "server":
+        return _server(args)
+    parser.print_help()
+    return 2
+
+
+def _server(args: argparse.Namespace) -> int:
+    from .server import ConfigError, Settings, serve
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    try:
+        settings = Settings.resolve(
+            host=args.host,
+            port=args.port,
+            token=args.token,
+            no_token=args.no_token,
+            data_dir=args.data_dir,
+            cors_origins=args.cors_allow_origin,
+            log_level=args.log_level,
+            access_log=args.access_log,
+        )
+    except ConfigError as exc:
+        print(f"sandbox-agent: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)

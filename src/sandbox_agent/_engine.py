@@ -1,0 +1,476 @@
+"""The process engine: the one place that knows what a managed process is.
+
+It keeps the registry, starts supervisors through the launcher, signals them, adopts the
+ones a previous server left running, and serves log reads and follows. It knows nothing
+of HTTP; the server and the tests drive it directly::
+
+    manager = ProcessManager("/tmp/data")
+    await manager.start()
+    process = await manager.spawn(StartProcess(command="echo", args=["hi"]))
+    ...
+    await manager.close()   # the processes keep running
+
+On disk, ``<data dir>/processes/<id>/`` holds ``state.json`` (written by the supervisor,
+or by the engine once the supervisor is known to be gone) and the three logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from . import _follow, _logstore, _validate
+from ._exceptions import BadRequest, NotFound, SandboxAgentError, ServerError
+from ._ids import ID_PATTERN, check_id, new_id
+from ._inotify import IN_MODIFY, Inotify
+from ._launcher import LauncherClient
+from ._models import LogPaths, Logs, Process, StartProcess
+from ._supervisor import (
+    KILL_SIGNAL_REQUEST,
+    LOG_FILES,
+    PARTIAL_DELAY,
+    STATE_FILE,
+    STOP_SIGNAL_REQUEST,
+    boot_id,
+    process_start_ticks,
+    read_json,
+    write_json_atomic,
+)
+from ._types import StreamName
+
+logger = logging.getLogger("sandbox_agent.engine")
+
+EXITED = ("stopped", "killed")
+_POLL_INTERVAL = 0.05
+
+
+class DataDirInUse(SandboxAgentError):
+    """Another server already manages this data directory."""
+
+
+class _Record:
+    """One process: its directory, its last known state, and how we watch it."""
+
+    __slots__ = ("id", "dir", "state", "pidfd", "feeds", "_json", "_model")
+
+    def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
+        self.id: str = state["id"]
+        self.dir = pid_dir
+        self.state = state
+        self.pidfd: int | None = None
+        self.feeds: dict[str, _follow.Feed] = {}
+        self._json: bytes | None = None
+        self._model: Process | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.state.get("status") in EXITED
+
+    @property
+    def sort_key(self) -> tuple[float, str]:
+        return (float(self.state.get("startedAt") or 0.0), self.id)
+
+    def update(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self._json = None
+        self._model = None
+
+    def model(self) -> Process:
+        if self._model is None:
+            s = self.state
+            stopped = s.get("stoppedAt")
+            self._model = Process(
+                id=self.id,
+                command=s["command"],
+                args=s["args"],
+                status=s["status"],
+                exit_code=s.get("exitCode"),
+                exit_signal=s.get("exitSignal"),
+                log_paths=LogPaths(**{name: os.path.join(self.dir, file) for name, file in LOG_FILES.items()}),
+                started_at=int(s.get("startedAt") or 0),
+                stopped_at=None if stopped is None else int(stopped),
+                cwd=s.get("cwd"),
+                pid=s.get("pid"),
+            )
+        return self._model
+
+    def json(self) -> bytes:
+        if self._json is None:
+            self._json = self.model().model_dump_json(by_alias=True).encode()
+        return self._json
+
+
+class ProcessManager:
+    """Registry and lifecycle of the processes under one data directory."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        stop_timeout: float = 10.0,
+        partial_delay: float = PARTIAL_DELAY,
+        python: str = sys.executable,
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.processes_dir = self.data_dir / "processes"
+        self.stop_timeout = stop_timeout
+        self.partial_delay = partial_delay
+        self._launcher = LauncherClient(python)
+        self._records: dict[str, _Record] = {}
+        self._ordered: list[_Record] | None = None
+        self._lock_fd: int | None = None
+        self._inotify: Inotify | None = None
+        self._watches: dict[int, _follow.Feed] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self.processes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+        self.lock()
+        _raise_fd_limit()
+        loop = asyncio.get_running_loop()
+        self._inotify = Inotify.create()
+        if self._inotify is not None:
+            loop.add_reader(self._inotify.fd, self._on_inotify)
+        else:
+            logger.warning("inotify is not available: followers poll every %.0f ms", _POLL_INTERVAL * 1000)
+            self._poller = asyncio.create_task(self._poll_feeds())
+        self._load_records()
+        await self._launcher.start()
+
+    async def close(self) -> None:
+        """Stop serving; the managed processes and their supervisors keep running."""
+        self.begin_shutdown()
+        loop = asyncio.get_running_loop()
+        for record in self._records.values():
+            self._unwatch_supervisor(record)
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._inotify is not None:
+            loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        await self._launcher.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def begin_shutdown(self) -> None:
+        """End every follow stream so that open connections can close."""
+        self._closing = True
+        for record in self._records.values():
+            for stream in list(record.feeds):
+                self._drop_feed(record, stream)
+
+    def lock(self) -> None:
+        """Claim the data directory for this manager; DataDirInUse if another has it."""
+        if self._lock_fd is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.data_dir / "server.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataDirInUse(
+                    f"another sandbox-agent server is using {self.data_dir}; stop it or pass another --data-dir"
+                ) from None
+            raise
+        self._lock_fd = fd
+
+    # -- adoption ----------------------------------------------------------
+
+    def _load_records(self) -> None:
+        our_boot = boot_id()
+        for entry in os.scandir(self.processes_dir):
+            if not ID_PATTERN.fullmatch(entry.name) or not entry.is_dir():
+                continue
+            for leftover in Path(entry.path).glob(f"{STATE_FILE}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+            try:
+                state = read_json(os.path.join(entry.path, STATE_FILE))
+            except FileNotFoundError:
+                continue  # a spawn that never started: nothing to show
+            except (OSError, ValueError) as exc:
+                logger.error("skipping %s: unreadable state (%s)", entry.path, exc)
+                continue
+            record = _Record(entry.path, state)
+            self._records[record.id] = record
+            if record.exited:
+                continue
+            if state.get("bootId") == our_boot and self._watch_supervisor(record):
+                continue
+            self._settle_lost(record)
+        self._ordered = None
+        logger.info("loaded %d processes from %s", len(self._records), self.processes_dir)
+
+    def _watch_supervisor(self, record: _Record) -> bool:
+        """Watch the record's supervisor for exit; False if it is already gone."""
+        pid = record.state.get("supervisorPid")
+        if not isinstance(pid, int):
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        # Checked after the pidfd is open, so the pid cannot be reused in between.
+        if process_start_ticks(pid) != record.state.get("supervisorStart"):
+            os.close(pidfd)
+            return False
+        record.pidfd = pidfd
+        asyncio.get_running_loop().add_reader(pidfd, self._on_supervisor_exit, record)
+        return True
+
+    def _unwatch_supervisor(self, record: _Record) -> None:
+        if record.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(record.pidfd)
+            os.close(record.pidfd)
+            record.pidfd = None
+
+    def _on_supervisor_exit(self, record: _Record) -> None:
+        self._unwatch_supervisor(record)
+        try:
+            state = read_json(os.path.join(record.dir, STATE_FILE))
+        except (OSError, ValueError) as exc:
+            logger.error("cannot read the state of %s after its supervisor exited: %s", record.id, exc)
+            state = record.state
+        record.update(state)
+        if not record.exited:
+            self._settle_lost(record)
+        self._ordered = None
+        for feed in record.feeds.values():
+            feed.finish(record.state)
+
+    def _settle_lost(self, record: _Record) -> None:
+        """The supervisor is gone with no exit recorded: the process ended unseen."""
+        # Read once more: it may have recorded the exit just before it went.
+        with contextlib.suppress(OSError, ValueError):
+            record.update(read_json(os.path.join(record.dir, STATE_FILE)))
+        if record.exited:
+            return
+        logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
+        state = dict(record.state, status="stopped", exitCode=None, exitSignal=None, stoppedAt=time.time())
+        write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
+        record.update(state)
+
+    # -- the API's operations -------------------------------------------------
+
+    async def spawn(self, request: StartProcess) -> Process:
+        """Start ``request.command`` under a new supervisor; return once it runs."""
+        if request.tty or request.interactive:
+            raise BadRequest(
+                "tty and interactive processes are not supported by this server yet; "
+                "start the process without them (its stdin is /dev/null)"
+            )
+        cwd = _validate.resolve_cwd(request.cwd)
+        env = _validate.build_env(request.env)
+        executable = _validate.resolve_command(request.command, cwd, env)
+        _validate.check_args(request.args)
+        process_id = new_id()
+        pid_dir = self.processes_dir / process_id
+        pid_dir.mkdir(mode=0o700)
+        message = {
+            "op": "spawn",
+            "id": process_id,
+            "dir": str(pid_dir),
+            "command": request.command,
+            "executable": executable,
+            "args": request.args,
+            "cwd": cwd,
+            "env": env,
+            "stopTimeout": self.stop_timeout if request.stop_timeout is None else request.stop_timeout,
+            "partialDelay": self.partial_delay,
+        }
+        try:
+            reply = await self._launcher.request(message)
+        except BaseException:
+            shutil.rmtree(pid_dir, ignore_errors=True)
+            raise
+        if not reply.get("ok"):
+            shutil.rmtree(pid_dir, ignore_errors=True)
+            raise BadRequest(f"could not start {request.command!r}: {reply.get('error', 'unknown error')}")
+        record = _Record(str(pid_dir), reply["state"])
+        self._records[process_id] = record
+        self._ordered = None
+        if not self._watch_supervisor(record):
+            # It already finished (a quick command): its final state is on disk.
+            self._on_supervisor_exit(record)
+        return record.model()
+
+    def list(self) -> list[Process]:
+        return [record.model() for record in self._sorted()]
+
+    def list_json(self) -> bytes:
+        """``{"processes": [...]}`` serialized, reusing each record's cached JSON."""
+        return b'{"processes":[' + b",".join(record.json() for record in self._sorted()) + b"]}"
+
+    def get(self, process_id: str) -> Process:
+        return self._record(process_id).model()
+
+    def get_json(self, process_id: str) -> bytes:
+        return self._record(process_id).json()
+
+    def stop(self, process_id: str) -> None:
+        """SIGTERM to the process group, SIGKILL after the stop timeout; no-op once exited."""
+        self._signal(self._record(process_id), STOP_SIGNAL_REQUEST)
+
+    def kill(self, process_id: str) -> None:
+        """SIGKILL to the process group; the status becomes ``killed``. No-op once exited."""
+        self._signal(self._record(process_id), KILL_SIGNAL_REQUEST)
+
+    async def delete(self, process_id: str) -> None:
+        record = self._record(process_id)
+        if not record.exited:
+            raise BadRequest(
+                f"process {process_id} is still {record.state.get('status')}; stop or kill it first, then delete it"
+            )
+        for stream in list(record.feeds):
+            self._drop_feed(record, stream)
+        del self._records[process_id]
+        self._ordered = None
+        await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
+
+    def logs(self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False) -> Logs:
+        record = self._record(process_id)
+        path = os.path.join(record.dir, LOG_FILES[stream])
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return Logs(content="", lines=0)
+        try:
+            end = _logstore.complete_end(fd, os.fstat(fd).st_size)
+            start = 0 if tail is None else _logstore.tail_start(fd, end, tail)
+            data = _logstore.read_range(fd, start, end)
+        finally:
+            os.close(fd)
+        if strip:
+            data = _logstore.strip_timestamps(data)
+        return Logs(content=_logstore.decode(data), lines=_logstore.count_lines(data))
+
+    async def follow(
+        self,
+        process_id: str,
+        *,
+        stream: StreamName = "combined",
+        tail: int | None = None,
+        resume_from: int | None = None,
+    ) -> AsyncIterator[_follow.FollowEvent]:
+        """Snapshot, then each new line, then the exit. See ``_follow.follow_feed``.
+
+        Checks (unknown id, bad resume offset) raise before the first event, so that a
+        caller can still answer with an error status.
+        """
+        record = self._record(process_id)
+        if self._closing:
+            raise ServerError("the server is shutting down; reconnect in a moment")
+        feed = self._feed(record, stream)
+        feed.users += 1
+        feed.catch_up()
+        if resume_from is not None and not feed.is_line_boundary(resume_from):
+            self._release_feed(record, stream, feed)
+            raise BadRequest(
+                f"Last-Event-ID {resume_from} is not a position in this {stream} log; "
+                "reconnect with the same stream parameter, or without Last-Event-ID"
+            )
+        return self._follow(record, stream, feed, tail, resume_from)
+
+    async def _follow(
+        self, record: _Record, stream: str, feed: _follow.Feed, tail: int | None, resume_from: int | None
+    ) -> AsyncIterator[_follow.FollowEvent]:
+        try:
+            async for event in _follow.follow_feed(feed, tail=tail, resume_from=resume_from):
+                yield event
+        finally:
+            self._release_feed(record, stream, feed)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _record(self, process_id: str) -> _Record:
+        record = self._records.get(check_id(process_id))
+        if record is None:
+            raise NotFound(f"no process with id {process_id}; list the processes with GET /v1/process")
+        return record
+
+    def _sorted(self) -> list[_Record]:
+        if self._ordered is None:
+            self._ordered = sorted(self._records.values(), key=lambda r: r.sort_key, reverse=True)
+        return self._ordered
+
+    def _signal(self, record: _Record, sig: signal.Signals) -> None:
+        if record.exited or record.pidfd is None:
+            return
+        try:
+            signal.pidfd_send_signal(record.pidfd, sig)
+        except ProcessLookupError:
+            pass  # the supervisor is exiting; its exit handler records the end
+
+    def _feed(self, record: _Record, stream: str) -> _follow.Feed:
+        feed = record.feeds.get(stream)
+        if feed is None:
+            path = os.path.join(record.dir, LOG_FILES[stream])
+            if not os.path.exists(path):
+                open(path, "ab").close()  # noqa: SIM115 - a process that never wrote
+            feed = _follow.Feed(path)
+            if self._inotify is not None and not record.exited:
+                feed.watch = self._inotify.add_watch(path, IN_MODIFY)
+                self._watches[feed.watch] = feed
+            if record.exited:
+                feed.exit_state = record.state
+            record.feeds[stream] = feed
+        return feed
+
+    def _release_feed(self, record: _Record, stream: str, feed: _follow.Feed) -> None:
+        if record.feeds.get(stream) is feed:
+            feed.users -= 1
+            if feed.users <= 0:
+                self._drop_feed(record, stream)
+
+    def _drop_feed(self, record: _Record, stream: str) -> None:
+        feed = record.feeds.pop(stream)
+        if feed.watch is not None and self._inotify is not None:
+            self._watches.pop(feed.watch, None)
+            self._inotify.rm_watch(feed.watch)
+        feed.close()
+
+    def _on_inotify(self) -> None:
+        assert self._inotify is not None
+        seen = set()
+        for wd, _mask in self._inotify.read():
+            if wd not in seen:
+                seen.add(wd)
+                feed = self._watches.get(wd)
+                if feed is not None:
+                    feed.catch_up()
+
+    async def _poll_feeds(self) -> None:
+        while True:
+            await asyncio.sleep(_POLL_INTERVAL)
+            for record in list(self._records.values()):
+                for feed in list(record.feeds.values()):
+                    feed.catch_up()
+
+
+def _raise_fd_limit() -> None:
+    # Every running process costs the server a pidfd: allow as many as the system lets us.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -1,0 +1,91 @@
+"""Errors raised by the engine and by the client, one hierarchy for both.
+
+    SandboxAgentError
+    ├── ConnectionFailed        (client only: the server could not be reached)
+    └── ProblemError            (anything the API answers with problem+json)
+        ├── BadRequest          400: the request itself is wrong
+        ├── Unauthorized        401: missing or wrong token
+        ├── NotFound            404: no such process (or route)
+        ├── Conflict            409: the process is in the wrong state for this
+        └── ServerError         5xx: our fault, not the caller's
+
+The server maps each class to its status in one place; the client maps the status back
+to the class, so ``except sandbox_agent.NotFound`` works the same on both sides.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "ConnectionFailed",
+    "NotFound",
+    "ProblemError",
+    "SandboxAgentError",
+    "ServerError",
+    "Unauthorized",
+]
+
+
+class SandboxAgentError(Exception):
+    """Base class of every error sandbox-agent raises on purpose."""
+
+
+class ConnectionFailed(SandboxAgentError):
+    """The server could not be reached (refused, timed out, dropped)."""
+
+
+class ProblemError(SandboxAgentError):
+    """An error with an HTTP status and a plain-words ``detail`` (RFC 9457)."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str, *, status: int | None = None, title: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if title is not None:
+            self.title = title
+
+
+class BadRequest(ProblemError):
+    status = 400
+    title = "Bad Request"
+
+
+class Unauthorized(ProblemError):
+    status = 401
+    title = "Unauthorized"
+
+
+class NotFound(ProblemError):
+    status = 404
+    title = "Not Found"
+
+
+class Conflict(ProblemError):
+    status = 409
+    title = "Conflict"
+
+
+class ServerError(ProblemError):
+    status = 500
+    title = "Internal Server Error"
+
+
+_BY_STATUS: dict[int, type[ProblemError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def error_for_status(status: int, detail: str, title: str | None = None) -> ProblemError:
+    """The error class a client raises for an HTTP error ``status``."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else BadRequest
+    return cls(detail, status=status, title=title)

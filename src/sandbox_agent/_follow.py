@@ -1,0 +1,181 @@
+"""Following a log: one reader per followed file, shared by every follower of it.
+
+A ``Feed`` reads the new complete lines of one log file once, when inotify (or, where
+there is none, a poll) says the file grew, and keeps the last few megabytes of them as
+``Segment``s. Each follower is just an offset into the file: it takes the segments after
+its offset, or reads the file itself when it has fallen further behind than the feed
+remembers. A slow follower therefore never holds memory and never misses a line, and the
+work of reading and rendering a line is done once, not once per follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _logstore
+
+#: How much of a feed's recent output stays in memory for followers to share.
+_RETAIN_BYTES = 4 * 1024 * 1024
+#: The most a follower that fell behind reads from the file in one go.
+_CATCH_UP_BYTES = 1024 * 1024
+KEEPALIVE_INTERVAL = 15.0
+
+
+@dataclass(eq=False)
+class Segment:
+    """Complete log lines ``raw`` found at byte ``start`` of the file."""
+
+    start: int
+    raw: bytes
+    #: Renderings of this segment, by whoever renders it (the SSE layer), made once.
+    cache: dict[Any, bytes] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.raw)
+
+
+@dataclass
+class Snapshot:
+    raw: bytes
+    end: int
+
+
+@dataclass
+class Lines:
+    segment: Segment
+
+
+@dataclass
+class Exit:
+    end: int
+    state: dict[str, Any]
+
+
+@dataclass
+class Keepalive:
+    pass
+
+
+FollowEvent = Snapshot | Lines | Exit | Keepalive
+
+
+class Feed:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.end = _logstore.complete_end(self.fd, os.fstat(self.fd).st_size)
+        self.segments: deque[Segment] = deque()
+        self.retained = 0
+        self.wakers: set[asyncio.Event] = set()
+        #: Followers holding the feed open (counted before their first event).
+        self.users = 0
+        self.exit_state: dict[str, Any] | None = None
+        self.closed = False
+        self.watch: int | None = None
+
+    def catch_up(self) -> None:
+        """Take in whatever complete lines the file has gained; wake followers if any."""
+        if self.closed:
+            return
+        size = os.fstat(self.fd).st_size
+        grown = False
+        while size > self.end:
+            chunk = os.pread(self.fd, min(size - self.end, _CATCH_UP_BYTES), self.end)
+            last = chunk.rfind(b"\n")
+            if last == -1:
+                if len(chunk) < _CATCH_UP_BYTES:
+                    break  # a line still being written
+                last = len(chunk) - 1  # cannot happen with supervisor-written lines
+            raw = chunk[: last + 1]
+            self.segments.append(Segment(self.end, raw))
+            self.retained += len(raw)
+            self.end += len(raw)
+            grown = True
+        while self.retained > _RETAIN_BYTES and len(self.segments) > 1:
+            self.retained -= len(self.segments.popleft().raw)
+        if grown:
+            self.wake()
+
+    def finish(self, state: dict[str, Any]) -> None:
+        """The process exited: everything it wrote is on disk, read it all then say so."""
+        self.catch_up()
+        self.exit_state = state
+        self.wake()
+
+    def wake(self) -> None:
+        for event in self.wakers:
+            event.set()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+            self.wake()
+
+    def pieces_from(self, offset: int) -> list[Segment]:
+        """Segments covering ``[offset, self.end)``, reading the file for what is not kept."""
+        pieces: list[Segment] = []
+        first_kept = self.segments[0].start if self.segments else self.end
+        if offset < first_kept:
+            upto = min(first_kept, offset + _CATCH_UP_BYTES)
+            raw = os.pread(self.fd, upto - offset, offset)
+            if upto < first_kept and b"\n" in raw:
+                raw = raw[: raw.rfind(b"\n") + 1]
+            return [Segment(offset, raw)]
+        for segment in reversed(self.segments):
+            if segment.end <= offset:
+                break
+            if segment.start >= offset:
+                pieces.append(segment)
+            else:
+                pieces.append(Segment(offset, segment.raw[offset - segment.start :]))
+        pieces.reverse()
+        return pieces
+
+    def is_line_boundary(self, offset: int) -> bool:
+        if offset == 0:
+            return True
+        if offset > self.end or offset < 0:
+            return False
+        return os.pread(self.fd, 1, offset - 1) == b"\n"
+
+
+async def follow_feed(
+    feed: Feed,
+    *,
+    tail: int | None,
+    resume_from: int | None,
+    keepalive: float = KEEPALIVE_INTERVAL,
+) -> AsyncIterator[FollowEvent]:
+    """Events for one follower of ``feed``: a snapshot (unless resuming), lines, exit."""
+    waker = asyncio.Event()
+    feed.wakers.add(waker)
+    try:
+        if resume_from is None:
+            start = 0 if tail is None else _logstore.tail_start(feed.fd, feed.end, tail)
+            yield Snapshot(_logstore.read_range(feed.fd, start, feed.end), feed.end)
+            offset = feed.end
+        else:
+            offset = resume_from
+        while not feed.closed:
+            if offset < feed.end:
+                for piece in feed.pieces_from(offset):
+                    offset = piece.end
+                    yield Lines(piece)
+                continue
+            if feed.exit_state is not None:
+                yield Exit(offset, feed.exit_state)
+                return
+            waker.clear()
+            try:
+                await asyncio.wait_for(waker.wait(), keepalive)
+            except asyncio.TimeoutError:
+                yield Keepalive()
+    finally:
+        feed.wakers.discard(waker)

@@ -1,0 +1,139 @@
+"""The server's end of the launcher: start it, send spawn requests, match replies.
+
+The launcher (``_supervisor.launcher_main``) is a small standard-library interpreter
+that forks one supervisor per request. It lives as long as the server's socket to it:
+when the server exits or crashes the launcher sees end of file and exits too, while the
+supervisors it forked carry on in sessions of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ServerError
+
+logger = logging.getLogger("sandbox_agent.launcher")
+
+_PROGRAM = str(Path(__file__).with_name("_supervisor.py"))
+_BUFFER = 4 * 1024 * 1024
+
+
+class LauncherClient:
+    def __init__(self, python: str = sys.executable, reply_timeout: float = 15.0) -> None:
+        self._python = python
+        self._reply_timeout = reply_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._counter = itertools.count(1)
+        self._start_lock = asyncio.Lock()
+        self._reaping: asyncio.Future[int] | None = None
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._sock is not None:
+                return
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                for s in (ours, theirs):
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+                self._proc = subprocess.Popen(
+                    [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            self._sock = ours
+            asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send ``message`` to the launcher and wait for the reply with the same number."""
+        if self._sock is None:
+            await self.start()
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        req = next(self._counter)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[req] = future
+        try:
+            payload = json.dumps({**message, "req": req}).encode()
+            try:
+                await loop.sock_sendall(self._sock, payload)
+            except OSError as exc:
+                raise ServerError(f"could not reach the process launcher: {exc}") from exc
+            try:
+                return await asyncio.wait_for(future, self._reply_timeout)
+            except asyncio.TimeoutError:
+                raise ServerError(
+                    f"the process launcher did not answer within {self._reply_timeout:g} s; "
+                    "the machine may be overloaded, try again"
+                ) from None
+        finally:
+            self._pending.pop(req, None)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            try:
+                data = sock.recv(_BUFFER)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                logger.warning("the process launcher exited; a new one starts with the next spawn")
+                self._detach(ServerError("the process launcher exited before it answered; try again"))
+                return
+            try:
+                reply = json.loads(data)
+                future = self._pending.get(reply["req"])
+            except (ValueError, KeyError, TypeError):
+                logger.error("unreadable message from the launcher: %r", data[:200])
+                continue
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    def _detach(self, error: Exception) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            except RuntimeError:
+                pass
+            sock.close()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            # Without its socket it exits by itself; reap it off the loop.
+            self._reaping = asyncio.get_running_loop().run_in_executor(None, proc.wait)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        proc, self._proc = self._proc, None
+        self._detach(ServerError("the server is shutting down"))
+        if proc is None:
+            return
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            logger.error("the process launcher did not exit; killing it")
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

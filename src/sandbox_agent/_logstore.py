@@ -1,0 +1,85 @@
+"""Reading the log files: complete lines, tails from the end, timestamp stripping.
+
+The supervisor only ever appends whole lines (``[<ts>] ...\\n``), but a reader can catch
+a write half done, so every read here stops at the last newline it sees. Offsets are
+byte positions in one file; the offset just past a line is that line's event id.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ._supervisor import TIMESTAMP_PREFIX_LEN
+
+_BLOCK = 64 * 1024
+_STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ", re.MULTILINE)
+
+__all__ = ["complete_end", "count_lines", "decode", "read_range", "strip_timestamps", "tail_start"]
+
+
+def complete_end(fd: int, size: int) -> int:
+    """Offset just past the last complete line among the first ``size`` bytes."""
+    pos = size
+    while pos > 0:
+        start = max(0, pos - _BLOCK)
+        block = os.pread(fd, pos - start, start)
+        nl = block.rfind(b"\n")
+        if nl != -1:
+            return start + nl + 1
+        pos = start
+    return 0
+
+
+def tail_start(fd: int, end: int, lines: int) -> int:
+    """Offset where the last ``lines`` lines before ``end`` begin, reading from the end.
+
+    ``end`` must be a line boundary. Reads only as many blocks as those lines span.
+    """
+    if lines <= 0:
+        return end
+    pos = end
+    # The newline that ends the line *before* the first wanted one is number lines+1
+    # counting back from the end, the final newline at end-1 being number 1.
+    wanted = lines + 1
+    while pos > 0:
+        start = max(0, pos - _BLOCK)
+        block = os.pread(fd, pos - start, start)
+        found = block.count(b"\n")
+        if found >= wanted:
+            idx = len(block)
+            for _ in range(wanted):
+                idx = block.rindex(b"\n", 0, idx)
+            return start + idx + 1
+        wanted -= found
+        pos = start
+    return 0
+
+
+def read_range(fd: int, start: int, end: int) -> bytes:
+    chunks = []
+    while start < end:
+        chunk = os.pread(fd, min(end - start, 16 * 1024 * 1024), start)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
+
+
+def strip_timestamps(data: bytes) -> bytes:
+    """Remove the leading ``[<ts>] `` of every line (the ``[stdout] `` tag stays)."""
+    return _STAMP.sub(b"", data)
+
+
+def strip_line(line: bytes) -> bytes:
+    return line[TIMESTAMP_PREFIX_LEN:] if _STAMP.match(line) else line
+
+
+def count_lines(data: bytes) -> int:
+    return data.count(b"\n")
+
+
+def decode(data: bytes) -> str:
+    """Log bytes as text: invalid UTF-8 becomes U+FFFD, never an error."""
+    return data.decode("utf-8", "replace")

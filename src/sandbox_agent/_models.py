@@ -1,0 +1,99 @@
+"""The wire models, shared by the server and the client.
+
+Attributes are snake_case in Python and camelCase on the wire, as the original API's
+clients read them: ``process.exit_code`` is ``"exitCode"`` in JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic.alias_generators import to_camel
+
+from ._types import Status
+
+__all__ = [
+    "Health",
+    "LogPaths",
+    "Logs",
+    "Process",
+    "ProcessList",
+    "StartProcess",
+    "TerminalSize",
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class LogPaths(_Wire):
+    stdout: str
+    stderr: str
+    combined: str
+
+
+class TerminalSize(_Wire):
+    cols: int = Field(ge=1, le=1000)
+    rows: int = Field(ge=1, le=1000)
+
+
+class Process(_Wire):
+    """A managed process as the API shows it."""
+
+    id: str
+    command: str
+    args: list[str]
+    status: Status
+    exit_code: int | None = Field(default=None, description="Exit status once exited by itself; null when ended by a signal or unknown")
+    exit_signal: int | None = Field(default=None, description="Extension: the signal number that ended it")
+    log_paths: LogPaths
+    started_at: int = Field(description="Unix seconds")
+    stopped_at: int | None = Field(default=None, description="Unix seconds; omitted until exited")
+    cwd: str | None = None
+    pid: int | None = Field(default=None, description="Extension: the process id of the command")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_stop(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for key in ("stoppedAt", "stopped_at"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
+
+    @property
+    def exited(self) -> bool:
+        return self.status in ("stopped", "killed")
+
+
+class ProcessList(_Wire):
+    processes: list[Process]
+
+
+class StartProcess(_Wire):
+    """Body of ``POST /v1/process``."""
+
+    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
+    args: list[str] = Field(default_factory=list)
+    cwd: str | None = Field(default=None, description="Working directory; the server's own when absent")
+    env: dict[str, str] | None = Field(default=None, description="Added over the server's environment")
+    stop_timeout: float | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Extension: seconds between SIGTERM and SIGKILL on stop (default 10)",
+    )
+    tty: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
+    interactive: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
+    terminal_size: TerminalSize | None = None
+
+
+class Logs(_Wire):
+    content: str
+    lines: int
+
+
+class Health(_Wire):
+    status: str
+    version: str

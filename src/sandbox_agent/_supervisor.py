@@ -1,0 +1,478 @@
+"""The launcher and the per-process supervisor. Standard library only.
+
+This module is the part of sandbox-agent that must never die with the server, so it
+depends on nothing but the standard library and runs as its own interpreter:
+
+    python -I -S .../_supervisor.py <socket fd>
+
+That process is the *launcher*: it imports what a supervisor needs once, freezes the
+heap, and then forks one *supervisor* per spawn request it reads from the server's
+socket. Forking from a warm launcher keeps a start to a couple of milliseconds and lets
+every supervisor share the interpreter's pages copy-on-write.
+
+A supervisor leaves the launcher's session, spawns the user's command in a session and
+process group of its own, pumps the command's stdout and stderr into the three log files
+with one timestamp per line, writes the state file by atomic replace, and exits once it
+has recorded the command's exit. The server signals it with SIGUSR1 (stop: SIGTERM to
+the group, SIGKILL after the grace period) or SIGUSR2 (kill: SIGKILL to the group).
+
+The server imports this module too, for the log format and the state file helpers, so
+that the two sides cannot disagree about either.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+STATE_FILE = "state.json"
+LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "combined": "combined.log"}
+
+#: ``[2026-01-30T12:32:45.123Z] `` is always exactly this long.
+TIMESTAMP_PREFIX_LEN = 27
+#: One read from a pipe. An endless line is cut at MAX_LINE; keeping reads no larger
+#: means only a line that started in an earlier read can exceed it.
+READ_SIZE = 64 * 1024
+MAX_LINE = 64 * 1024
+#: How long a line without its newline waits before it is written out as it is.
+PARTIAL_DELAY = 0.1
+PIPE_SIZE = 1024 * 1024
+STOP_SIGNAL_REQUEST = signal.SIGUSR1
+KILL_SIGNAL_REQUEST = signal.SIGUSR2
+
+_F_SETPIPE_SZ = 1031
+_TAGS = {"stdout": b"[stdout] ", "stderr": b"[stderr] "}
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers: timestamps, state files, process identity
+# ---------------------------------------------------------------------------
+
+
+class _Clock:
+    """Formats ``[<RFC 3339 UTC, ms>] `` prefixes, reusing the seconds part."""
+
+    __slots__ = ("_sec", "_head")
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._head = b""
+
+    def prefix(self, now: float) -> bytes:
+        sec = int(now)
+        if sec != self._sec:
+            self._sec = sec
+            self._head = b"[" + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+        return self._head + b".%03dZ] " % int((now - sec) * 1000)
+
+
+def format_timestamp(now: float) -> str:
+    """``2026-01-30T12:32:45.123Z`` for a Unix time."""
+    return _Clock().prefix(now)[1:-2].decode()
+
+
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        payload = json.dumps(data, separators=(",", ":")).encode()
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def read_json(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        data = json.loads(f.read())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, or None if it is gone.
+
+    Together with the pid and the boot id it names one process for good: a pid that was
+    reused after a restart has another start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+# ---------------------------------------------------------------------------
+# The supervisor
+# ---------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Stream:
+    """One output pipe of the child, turned into timestamped log lines."""
+
+    __slots__ = ("name", "fd", "log_fd", "combined_fd", "tag", "pending", "pending_since")
+
+    def __init__(self, name: str, fd: int, log_fd: int, combined_fd: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.log_fd = log_fd
+        self.combined_fd = combined_fd
+        self.tag = _TAGS[name]
+        self.pending = b""
+        self.pending_since = 0.0
+
+    def feed(self, chunk: bytes, now: float, clock: _Clock) -> None:
+        data = self.pending + chunk if self.pending else chunk
+        continued = bool(self.pending)
+        if len(data) > MAX_LINE:
+            # Only the first line can be too long: every later one lies inside this
+            # chunk, and a chunk is never longer than MAX_LINE.
+            first = data.find(b"\n")
+            while (first if first != -1 else len(data)) > MAX_LINE:
+                self.emit(data[:MAX_LINE] + b"\n", clock.prefix(now))
+                data = data[MAX_LINE:]
+                first = first - MAX_LINE if first != -1 else -1
+                continued = False
+        last = data.rfind(b"\n")
+        if last == -1:
+            if not continued:
+                self.pending_since = now
+            self.pending = data
+            return
+        self.emit(data[: last + 1], clock.prefix(now))
+        self.pending = data[last + 1 :]
+        self.pending_since = now
+
+    def flush_partial(self, now: float, clock: _Clock) -> None:
+        if self.pending:
+            self.emit(self.pending + b"\n", clock.prefix(now))
+            self.pending = b""
+
+    def emit(self, lines: bytes, prefix: bytes) -> None:
+        """Write complete lines (``lines`` ends in a newline) to both logs."""
+        body = lines[:-1]
+        try:
+            _write_all(self.log_fd, prefix + body.replace(b"\n", b"\n" + prefix) + b"\n")
+            tagged = prefix + self.tag
+            _write_all(self.combined_fd, tagged + body.replace(b"\n", b"\n" + tagged) + b"\n")
+        except OSError:
+            # A full or broken disk must not block the child: the output is dropped
+            # and the command keeps running.
+            pass
+
+
+class Supervisor:
+    """Owns one child from spawn to recorded exit."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.dir: str = request["dir"]
+        self.state_path = os.path.join(self.dir, STATE_FILE)
+        self.stop_timeout = float(request.get("stopTimeout", 10.0))
+        self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
+        self.clock = _Clock()
+        self.state: dict[str, Any] = {}
+        self.stop_requested = False
+        self.kill_requested = False
+        self.kill_deadline: float | None = None
+        self.kill_sent = False
+        self.killed = False
+
+    # -- spawn ------------------------------------------------------------
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        req = self.request
+        log_fds = {
+            name: os.open(
+                os.path.join(self.dir, file),
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+            for name, file in LOG_FILES.items()
+        }
+        self.log_fds = log_fds
+        child = subprocess.Popen(
+            [req["command"], *req["args"]],
+            executable=req["executable"],
+            cwd=req["cwd"],
+            env=req["env"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        started = time.time()
+        assert child.stdout is not None and child.stderr is not None
+        self.streams: dict[int, _Stream] = {}
+        for name, pipe in (("stdout", child.stdout), ("stderr", child.stderr)):
+            fd = pipe.fileno()
+            try:
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
+            os.set_blocking(fd, False)
+            self.streams[fd] = _Stream(name, fd, log_fds[name], log_fds["combined"])
+        self.state = {
+            "id": req["id"],
+            "command": req["command"],
+            "args": req["args"],
+            "cwd": req["cwd"],
+            "status": "running",
+            "pid": child.pid,
+            "exitCode": None,
+            "exitSignal": None,
+            "startedAt": started,
+            "stoppedAt": None,
+            "supervisorPid": os.getpid(),
+            "supervisorStart": process_start_ticks(os.getpid()),
+            "bootId": boot_id(),
+            "stopTimeout": self.stop_timeout,
+        }
+        write_json_atomic(self.state_path, self.state)
+        return child
+
+    # -- signals from the server -----------------------------------------
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def _on_kill(self, signum: int, frame: object) -> None:
+        self.kill_requested = True
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _act_on_requests(self, now: float) -> None:
+        """Turn recorded requests into signals: SIGTERM once, SIGKILL once."""
+        if self.kill_sent:
+            return
+        if self.kill_requested or (self.kill_deadline is not None and now >= self.kill_deadline):
+            # Only a kill request acted on before the exit was seen makes it "killed".
+            self.killed = self.kill_requested
+            self._signal_group(signal.SIGKILL)
+            self.kill_sent = True
+            self.kill_deadline = None
+        elif self.stop_requested and self.kill_deadline is None:
+            self._signal_group(signal.SIGTERM)
+            self.kill_deadline = now + self.stop_timeout
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, child: subprocess.Popen[bytes]) -> None:
+        self.pgid = child.pid
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(STOP_SIGNAL_REQUEST, self._on_stop)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(KILL_SIGNAL_REQUEST, self._on_kill)
+        pidfd = os.pidfd_open(child.pid)
+        poller = select.poll()
+        for fd in self.streams:
+            poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        exited = False
+        while not exited:
+            now = time.time()
+            self._act_on_requests(now)
+            deadline = None
+            for stream in self.streams.values():
+                if stream.pending:
+                    due = stream.pending_since + self.partial_delay
+                    deadline = due if deadline is None else min(deadline, due)
+            if self.kill_deadline is not None:
+                deadline = self.kill_deadline if deadline is None else min(deadline, self.kill_deadline)
+            timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
+            events = poller.poll(timeout)
+            now = time.time()
+            for fd, _mask in events:
+                if fd == pidfd:
+                    exited = True
+                elif fd == wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                else:
+                    stream = self.streams.get(fd)
+                    if stream is not None and not self._pump(stream, now):
+                        poller.unregister(fd)
+            for stream in self.streams.values():
+                if stream.pending and now - stream.pending_since >= self.partial_delay:
+                    stream.flush_partial(now, self.clock)
+        _pid, status = os.waitpid(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        # Everything the child wrote before it exited is in the pipes now: drain what is
+        # there, but do not wait for descendants that still hold them open.
+        now = time.time()
+        for stream in self.streams.values():
+            while self._pump(stream, now, drain=True):
+                pass
+            stream.flush_partial(now, self.clock)
+        self._record_exit(status, time.time())
+
+    def _pump(self, stream: _Stream, now: float, drain: bool = False) -> bool:
+        """Read once from ``stream``; False at end of file (or, draining, when empty)."""
+        if stream.fd < 0:
+            return False
+        try:
+            chunk = os.read(stream.fd, READ_SIZE)
+        except BlockingIOError:
+            return not drain
+        except OSError:
+            chunk = b""
+        if not chunk:
+            os.close(stream.fd)
+            stream.fd = -1
+            return False
+        stream.feed(chunk, now, self.clock)
+        return True
+
+    def _record_exit(self, status: int, now: float) -> None:
+        state = self.state
+        if os.WIFEXITED(status):
+            state["exitCode"] = os.WEXITSTATUS(status)
+        elif os.WIFSIGNALED(status):
+            state["exitSignal"] = os.WTERMSIG(status)
+        state["status"] = "killed" if self.killed else "stopped"
+        state["stoppedAt"] = now
+        write_json_atomic(self.state_path, state)
+
+
+def _supervise(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Body of a forked supervisor; never returns."""
+    code = 0
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
+        # in the child across exec, handled ones are reset to their default there.
+        signal.signal(signal.SIGHUP, _ignore)
+        signal.signal(signal.SIGINT, _ignore)
+        supervisor = Supervisor(message)
+        try:
+            child = supervisor.spawn()
+        except OSError as exc:
+            _reply(sock, {"req": message["req"], "ok": False, "errno": exc.errno, "error": exc.strerror or str(exc)})
+            return
+        _reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
+        sock.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        supervisor.run(child)
+    except BaseException:
+        code = 1
+        _report_crash(message.get("dir"))
+    finally:
+        os._exit(code)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+def _reply(sock: socket.socket, payload: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(payload).encode())
+    except OSError:
+        pass  # the server is gone; it will read the state file when it comes back
+
+
+def _report_crash(directory: str | None) -> None:
+    import traceback
+
+    text = traceback.format_exc()
+    if directory:
+        try:
+            with open(os.path.join(directory, "supervisor-error.log"), "a") as f:
+                f.write(text)
+            return
+        except OSError:
+            pass
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# The launcher
+# ---------------------------------------------------------------------------
+
+
+def _reap(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def launcher_main(fd: int) -> None:
+    """Serve spawn requests from the server until it closes the socket."""
+    sock = socket.socket(fileno=fd)
+    signal.signal(signal.SIGCHLD, _reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.collect()
+    gc.freeze()
+    while True:
+        try:
+            data = sock.recv(16 * 1024 * 1024)
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            return
+        if not data:
+            return
+        try:
+            message = json.loads(data)
+        except ValueError:
+            continue
+        if message.get("op") == "ping":
+            _reply(sock, {"req": message.get("req"), "ok": True})
+            continue
+        if os.fork() == 0:
+            _supervise(sock, message)
+
+
+if __name__ == "__main__":
+    launcher_main(int(sys.argv[1]))

@@ -1,0 +1,93 @@
+"""Checks on a start request, before anything is created.
+
+Each failure is a BadRequest whose detail says what was wrong and what to do, so that a
+caller never has to guess from a process that died at once.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ._exceptions import BadRequest
+
+#: Never handed to the processes we start: a child should not hold the key to the API.
+PRIVATE_ENV = ("SANDBOX_AGENT_TOKEN",)
+
+
+def resolve_cwd(cwd: str | None) -> str:
+    if cwd is None:
+        return os.getcwd()
+    if not cwd or "\0" in cwd:
+        raise BadRequest("cwd must be a non-empty path without NUL characters; omit it to use the server's directory")
+    path = os.path.abspath(cwd)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadRequest(f"cwd {cwd!r} does not exist; create it first or pass an existing directory") from None
+    except OSError as exc:
+        raise BadRequest(f"cwd {cwd!r} cannot be used: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise BadRequest(f"cwd {cwd!r} is not a directory; pass the directory to run in")
+    return path
+
+
+def build_env(overlay: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    for name, value in (overlay or {}).items():
+        if not name:
+            raise BadRequest("env has an empty variable name; every name must be non-empty")
+        if "=" in name or "\0" in name:
+            raise BadRequest(f"env name {name!r} contains '=' or a NUL character, which a variable name cannot hold")
+        if "\0" in value:
+            raise BadRequest(f"env value of {name!r} contains a NUL character, which the environment cannot carry")
+        env[name] = value
+    return env
+
+
+def resolve_command(command: str, cwd: str, env: dict[str, str]) -> str:
+    """The absolute path that will be executed for ``command``."""
+    if not command or not command.strip():
+        raise BadRequest("command is empty; give a program name such as 'python3' or a path")
+    if "\0" in command:
+        raise BadRequest("command contains a NUL character")
+    if "/" in command:
+        path = os.path.join(cwd, command)
+        _check_executable(path, command)
+        return os.path.normpath(path)
+    search = env.get("PATH", os.defpath)
+    for entry in search.split(os.pathsep):
+        candidate = os.path.join(cwd, entry or ".", command)
+        if _is_executable_file(candidate):
+            return os.path.normpath(candidate)
+    raise BadRequest(
+        f"command {command!r} was not found in PATH ({search}); "
+        "check the spelling, install it, or give its full path"
+    )
+
+
+def _is_executable_file(path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK)
+
+
+def _check_executable(path: str, command: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise BadRequest(f"command {command!r} does not exist (looked for {path})") from None
+    except OSError as exc:
+        raise BadRequest(f"command {command!r} cannot be used: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise BadRequest(f"command {command!r} is a directory, not a program")
+    if not os.access(path, os.X_OK):
+        raise BadRequest(f"command {command!r} is not executable; run chmod +x on it or start it through its interpreter")
+
+
+def check_args(args: list[str]) -> None:
+    for arg in args:
+        if "\0" in arg:
+            raise BadRequest("an argument contains a NUL character, which a command line cannot carry")

@@ -1,0 +1,9 @@
+"""The HTTP server: ``create_app`` over a ``ProcessManager``, and ``serve`` to run it."""
+
+from __future__ import annotations
+
+from ._app import create_app
+from ._config import ConfigError, Settings
+from ._run import serve
+
+__all__ = ["ConfigError", "Settings", "create_app", "serve"]

@@ -1,0 +1,73 @@
+"""The ASGI application: routes, errors, auth, CORS and the inspector's files."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from .._engine import ProcessManager
+from .._version import __version__
+from . import _problems
+from ._auth import TokenAuth
+from ._routes import router
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+
+
+def create_app(
+    manager: ProcessManager,
+    *,
+    token: str | None = None,
+    cors_origins: list[str] | None = None,
+    manage_lifecycle: bool = True,
+) -> FastAPI:
+    """The API over ``manager``; starts and closes it unless ``manage_lifecycle`` is off."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await manager.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await manager.close()
+
+    app = FastAPI(
+        title="sandbox-agent",
+        version=__version__,
+        description="Manage the background processes of a sandbox over HTTP.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.manager = manager
+    _problems.install(app)
+    app.include_router(router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/ui/")
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui_root() -> Response:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    app.add_middleware(TokenAuth, token=token)
+    if cors_origins:
+        # Added last, so outermost: a 401 still carries the CORS headers a browser needs.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Content-Type"],
+        )
+    return app

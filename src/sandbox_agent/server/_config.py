@@ -1,0 +1,87 @@
+"""Server settings: flags win over environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 2468
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message says what to change."""
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "sandbox-agent"
+
+
+@dataclass
+class Settings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = None
+    no_token: bool = False
+    data_dir: Path = field(default_factory=default_data_dir)
+    cors_origins: list[str] = field(default_factory=list)
+    stop_timeout: float = 10.0
+    log_level: str = "info"
+    access_log: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        token: str | None = None,
+        no_token: bool = False,
+        data_dir: str | None = None,
+        cors_origins: list[str] | None = None,
+        log_level: str = "info",
+        access_log: bool = False,
+    ) -> Settings:
+        env = os.environ
+        if token is not None and no_token:
+            raise ConfigError("--token and --no-token contradict each other; pass one of them")
+        if token is None and not no_token:
+            token = env.get("SANDBOX_AGENT_TOKEN") or None
+        if token is not None and not token.strip():
+            raise ConfigError("the token is empty; pass a non-empty --token or --no-token")
+        if port is None:
+            raw = env.get("SANDBOX_AGENT_PORT")
+            try:
+                port = int(raw) if raw else DEFAULT_PORT
+            except ValueError:
+                raise ConfigError(f"SANDBOX_AGENT_PORT={raw!r} is not a port number") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"port {port} is out of range (0-65535)")
+        settings = cls(
+            host=host or env.get("SANDBOX_AGENT_HOST") or DEFAULT_HOST,
+            port=port,
+            token=None if no_token else token,
+            no_token=no_token,
+            data_dir=Path(data_dir or env.get("SANDBOX_AGENT_DATA_DIR") or default_data_dir()).expanduser(),
+            cors_origins=list(cors_origins or []),
+            log_level=log_level,
+            access_log=access_log,
+        )
+        if settings.token is None and not settings.no_token and not is_loopback(settings.host):
+            raise ConfigError(
+                f"refusing to listen on {settings.host} without a token: anyone who can reach it could run "
+                "commands here. Set --token (or SANDBOX_AGENT_TOKEN), or pass --no-token if you mean it."
+            )
+        return settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

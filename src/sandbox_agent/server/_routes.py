@@ -1,0 +1,113 @@
+"""The ``/v1`` routes: parse, call the engine, serialize. No process logic here."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response, StreamingResponse
+
+from .._engine import ProcessManager
+from .._exceptions import BadRequest
+from .._models import Health, Logs, Process, ProcessList, StartProcess
+from .._types import StreamName
+from .._version import __version__
+from . import _sse
+
+router = APIRouter(prefix="/v1")
+
+_JSON = "application/json"
+_PROBLEMS = {
+    400: {"description": "The request is wrong; `detail` says how (problem+json)"},
+    401: {"description": "Missing or wrong bearer token (problem+json)"},
+    404: {"description": "No such process (problem+json)"},
+}
+
+
+def _manager(request: Request) -> ProcessManager:
+    manager: ProcessManager = request.app.state.manager
+    return manager
+
+
+@router.get("/health", response_model=Health, tags=["server"])
+async def health() -> Health:
+    return Health(status="ok", version=__version__)
+
+
+@router.post("/process", status_code=201, response_model=Process, responses=_PROBLEMS, tags=["processes"])
+async def start_process(body: StartProcess, request: Request) -> Response:
+    """Start a process. Returns once it runs, with its id and log paths."""
+    process = await _manager(request).spawn(body)
+    return Response(process.model_dump_json(by_alias=True), status_code=201, media_type=_JSON)
+
+
+@router.get("/process", response_model=ProcessList, responses=_PROBLEMS, tags=["processes"])
+async def list_processes(request: Request) -> Response:
+    """Every process, newest first."""
+    return Response(_manager(request).list_json(), media_type=_JSON)
+
+
+@router.get("/process/{process_id}", response_model=Process, responses=_PROBLEMS, tags=["processes"])
+async def get_process(process_id: str, request: Request) -> Response:
+    return Response(_manager(request).get_json(process_id), media_type=_JSON)
+
+
+@router.post("/process/{process_id}/stop", status_code=204, responses=_PROBLEMS, tags=["processes"])
+async def stop_process(process_id: str, request: Request) -> Response:
+    """SIGTERM to the process group (SIGKILL after its stop timeout). No-op once exited."""
+    _manager(request).stop(process_id)
+    return Response(status_code=204)
+
+
+@router.post("/process/{process_id}/kill", status_code=204, responses=_PROBLEMS, tags=["processes"])
+async def kill_process(process_id: str, request: Request) -> Response:
+    """SIGKILL to the process group; its status becomes `killed`. No-op once exited."""
+    _manager(request).kill(process_id)
+    return Response(status_code=204)
+
+
+@router.delete("/process/{process_id}", status_code=204, responses=_PROBLEMS, tags=["processes"])
+async def delete_process(process_id: str, request: Request) -> Response:
+    """Remove an exited process's record and its logs."""
+    await _manager(request).delete(process_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/process/{process_id}/logs",
+    response_model=Logs,
+    responses={
+        **_PROBLEMS,
+        200: {
+            "description": "The selected lines; with follow=true a text/event-stream: a snapshot event, "
+            "one event per new line, then an `exit` event",
+            "content": {"text/event-stream": {}},
+        },
+    },
+    tags=["processes"],
+)
+async def process_logs(
+    process_id: str,
+    request: Request,
+    stream: Annotated[StreamName, Query(description="combined, stdout or stderr")] = "combined",
+    tail: Annotated[int | None, Query(ge=0, description="Only the last N lines")] = None,
+    strip_timestamps: Annotated[bool | None, Query(description="Drop the leading [timestamp]")] = None,
+    strip_timestamps_camel: Annotated[bool | None, Query(alias="stripTimestamps", include_in_schema=False)] = None,
+    follow: Annotated[bool, Query(description="Stream new lines as Server-Sent Events")] = False,
+    last_event_id: Annotated[str | None, Header(description="Resume a follow after this event id")] = None,
+) -> Response:
+    strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
+    manager = _manager(request)
+    if not follow:
+        return Response(manager.logs(process_id, stream=stream, tail=tail, strip=strip).model_dump_json(), media_type=_JSON)
+    resume_from = None
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id of this stream (a number)")
+        resume_from = int(last_event_id)
+    events = await manager.follow(process_id, stream=stream, tail=tail, resume_from=resume_from)
+    return StreamingResponse(
+        _sse.render(events, strip),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,50 @@
+"""Running the server under Uvicorn, with a shutdown that ends follow streams first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import uvicorn
+
+from .._engine import DataDirInUse, ProcessManager
+from ._app import create_app
+from ._config import Settings
+
+logger = logging.getLogger("sandbox_agent.server")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, manager: ProcessManager) -> None:
+        super().__init__(config)
+        self.manager = manager
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Open SSE streams would otherwise hold the graceful shutdown until its timeout.
+        self.manager.begin_shutdown()
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings) -> int:
+    """Run until SIGINT or SIGTERM; the managed processes keep running after it returns."""
+    manager = ProcessManager(settings.data_dir, stop_timeout=settings.stop_timeout)
+    try:
+        manager.lock()
+    except DataDirInUse as exc:
+        logger.error("%s", exc)
+        return 1
+    app = create_app(manager, token=settings.token, cors_origins=settings.cors_origins)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = _Server(config, manager)
+    asyncio.run(server.serve())
+    return 0 if server.started else 1

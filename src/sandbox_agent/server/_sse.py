@@ -1,0 +1,66 @@
+"""Rendering follow events as Server-Sent Events.
+
+Every event carries ``id: <byte offset>``: the offset in the followed log file just past
+the last line the event covers. A client reconnecting with ``Last-Event-ID`` resumes
+right after it. A line's bytes become one ``data:`` field; a carriage return inside a
+line would end the field early in an SSE parser, so it splits the line into several
+``data:`` fields (the client sees a newline there), and a trailing one (CRLF output) is
+dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from .. import _follow, _logstore
+from .._supervisor import TIMESTAMP_PREFIX_LEN
+
+KEEPALIVE = b": keepalive\n\n"
+
+
+def snapshot(event: _follow.Snapshot, strip: bool) -> bytes:
+    raw = _logstore.strip_timestamps(event.raw) if strip else event.raw
+    data = json.dumps({"content": _logstore.decode(raw), "lines": _logstore.count_lines(raw)})
+    return f"id: {event.end}\ndata: {data}\n\n".encode()
+
+
+def lines(segment: _follow.Segment, strip: bool) -> bytes:
+    cached = segment.cache.get(strip)
+    if cached is not None:
+        return cached
+    parts = []
+    offset = segment.start
+    texts = _logstore.decode(segment.raw).split("\n")
+    for raw_line, text in zip(segment.raw.split(b"\n")[:-1], texts, strict=False):
+        offset += len(raw_line) + 1
+        if strip and text[TIMESTAMP_PREFIX_LEN - 2 : TIMESTAMP_PREFIX_LEN] == "] ":
+            text = text[TIMESTAMP_PREFIX_LEN:]
+        if "\r" in text:
+            text = text.removesuffix("\r").replace("\r", "\ndata: ")
+        parts.append(f"id: {offset}\ndata: {text}\n\n")
+    rendered = "".join(parts).encode()
+    segment.cache[strip] = rendered
+    return rendered
+
+
+def exit_event(event: _follow.Exit) -> bytes:
+    state = event.state
+    data = json.dumps(
+        {"status": state.get("status"), "exitCode": state.get("exitCode"), "exitSignal": state.get("exitSignal")}
+    )
+    return f"id: {event.end}\nevent: exit\ndata: {data}\n\n".encode()
+
+
+async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> AsyncIterator[bytes]:
+    async with aclosing(events):  # type: ignore[type-var]
+        async for event in events:
+            if isinstance(event, _follow.Lines):
+                yield lines(event.segment, strip)
+            elif isinstance(event, _follow.Snapshot):
+                yield snapshot(event, strip)
+            elif isinstance(event, _follow.Exit):
+                yield exit_event(event)
+            else:
+                yield KEEPALIVE
