@@ -1,0 +1,220 @@
+"""Fixtures: a real server on a free port with a temporary data dir, and a leak check.
+
+Every server a test starts carries a marker in its environment, which the launcher, the
+supervisors and every managed process inherit. After the test, nothing carrying the
+marker may be alive but the server itself and its launcher: anything else is a process
+the test left behind, and fails it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+MARKER = "SANDBOX_AGENT_TEST_MARKER"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def marked_pids(marker: str) -> dict[int, str]:
+    """pid -> command line of every live process whose environment holds ``marker``."""
+    needle = f"{MARKER}={marker}".encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found[int(entry)] = cmdline
+    return found
+
+
+class Server:
+    """A ``sandbox-agent server`` subprocess, restartable on the same data dir and port."""
+
+    def __init__(self, data_dir: Path, *, token: str | None = None, extra_args: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.token = token
+        self.extra_args = extra_args or []
+        self.port = free_port()
+        self.marker = uuid.uuid4().hex
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30, **kwargs)
+
+    def start(self) -> Server:
+        args = [sys.executable, "-m", "sandbox_agent", "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.token:
+            args += ["--token", self.token]
+        env = dict(os.environ, **{MARKER: self.marker})
+        env.pop("SANDBOX_AGENT_TOKEN", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args + self.extra_args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._healthy, 20, f"the server on port {self.port} (log: {self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the server exited with {self.proc.returncode}: {self.log_path.read_text()}")
+        try:
+            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop the server with ``sig`` (SIGKILL: a crash); return its exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(20)
+        self.proc = None
+        return code
+
+    def crash(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, sig: int = signal.SIGTERM) -> Server:
+        self.stop(sig)
+        return self.start()
+
+    def own_pids(self) -> set[int]:
+        """The server and its launcher: the only marked processes allowed to stay."""
+        if self.proc is None:
+            return set()
+        pids = {self.proc.pid}
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                pids.update(int(p) for p in f.read().split())
+        except OSError:
+            pass
+        return pids
+
+    def leftovers(self) -> dict[int, str]:
+        own = self.own_pids()
+        return {pid: cmd for pid, cmd in marked_pids(self.marker).items() if pid not in own}
+
+    def assert_no_leftovers(self, timeout: float = 10.0) -> None:
+        """Wait for every managed process and supervisor to be gone; fail if one stays."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.leftovers()
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                for pid in left:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                raise AssertionError(f"processes left running after the test: {left}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers with their own data dir; all are stopped and leak-checked after."""
+    servers: list[Server] = []
+
+    def make(*, token: str | None = None, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
+        server = Server(data_dir or tmp_path / f"data{len(servers)}", token=token, extra_args=extra_args)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    errors = []
+    for server in servers:
+        try:
+            server.assert_no_leftovers()
+        except AssertionError as exc:
+            errors.append(str(exc))
+        finally:
+            if server.proc is not None:
+                server.stop()
+    if errors:
+        pytest.fail("; ".join(errors))
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    return server_factory()
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as c:
+        yield c
+
+
+def py(code: str) -> dict[str, Any]:
+    """A start request running ``code`` in a fresh, unbuffered Python."""
+    return {"command": sys.executable, "args": ["-u", "-c", code]}
+
+
+def start(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/v1/process", json=body)
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def wait_exited(client: httpx.Client, process_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    def exited() -> dict[str, Any] | None:
+        process: dict[str, Any] = client.get(f"/v1/process/{process_id}").json()
+        return process if process["status"] in ("stopped", "killed") else None
+
+    result: dict[str, Any] = wait_for(exited, timeout, f"process {process_id} to exit")
+    return result
+
+
+def wait_log(client: httpx.Client, process_id: str, needle: str, stream: str = "combined", timeout: float = 10.0) -> str:
+    def found() -> str | None:
+        content: str = client.get(f"/v1/process/{process_id}/logs", params={"stream": stream}).json()["content"]
+        return content if needle in content else None
+
+    result: str = wait_for(found, timeout, f"{needle!r} in the {stream} log of {process_id}")
+    return result
