@@ -6,9 +6,7 @@ clients read them: ``process.exit_code`` is ``"exitCode"`` in JSON.
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ._types import Status
@@ -50,17 +48,11 @@ class Process(_Wire):
     exit_signal: int | None = Field(default=None, description="Extension: the signal number that ended it")
     log_paths: LogPaths
     started_at: int = Field(description="Unix seconds")
-    stopped_at: int | None = Field(default=None, description="Unix seconds; omitted until exited")
+    stopped_at: int | None = Field(
+        default=None, description="Unix seconds; omitted until exited", exclude_if=lambda value: value is None
+    )
     cwd: str | None = None
     pid: int | None = Field(default=None, description="Extension: the process id of the command")
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_stop(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        for key in ("stoppedAt", "stopped_at"):
-            if key in data and data[key] is None:
-                del data[key]
-        return data
 
     @property
     def exited(self) -> bool:

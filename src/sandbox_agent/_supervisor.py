@@ -69,11 +69,12 @@ class _Clock:
         self._head = b""
 
     def prefix(self, now: float) -> bytes:
-        sec = int(now)
+        # Milliseconds from the whole value, so 100.3 is .300 and not .299.
+        sec, ms = divmod(int(now * 1000 + 1e-6), 1000)
         if sec != self._sec:
             self._sec = sec
             self._head = b"[" + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
-        return self._head + b".%03dZ] " % int((now - sec) * 1000)
+        return self._head + b".%03dZ] " % ms
 
 
 def format_timestamp(now: float) -> str:

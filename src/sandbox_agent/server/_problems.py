@@ -47,6 +47,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
         hint = _HINTS.get(loc[:2]) if len(loc) >= 2 else None
         if kind == "json_invalid":
             sentences.append(f"the request body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})")
+        elif loc == ("body",) and kind in ("dict_type", "model_attributes_type"):
+            sentences.append('the request body must be a JSON object, for example {"command": "echo", "args": ["hi"]}')
         elif loc == ("body",) and kind == "missing":
             sentences.append('the request needs a JSON body, for example {"command": "echo", "args": ["hi"]}')
         elif hint is not None:

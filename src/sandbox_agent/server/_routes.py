@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from .._engine import ProcessManager
@@ -14,7 +16,30 @@ from .._types import StreamName
 from .._version import __version__
 from . import _sse
 
-router = APIRouter(prefix="/v1")
+
+
+class _JSONBodyRoute(APIRoute):
+    """Read a request body as JSON whatever its Content-Type says.
+
+    ``curl -d '{"command": "ls"}'`` sends form encoding by default; the body is JSON all
+    the same, and a caller is better served by running it than by a type error.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            content_type = request.headers.get("content-type", "")
+            if request.method == "POST" and "json" not in content_type:
+                headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
+                request = Request({**request.scope, "headers": headers}, request.receive)
+            return await handler(request)
+
+        return handle
+
+
+router = APIRouter(prefix="/v1", route_class=_JSONBodyRoute)
 
 _JSON = "application/json"
 _PROBLEMS = {
