@@ -218,3 +218,35 @@ def wait_log(client: httpx.Client, process_id: str, needle: str, stream: str = "
 
     result: str = wait_for(found, timeout, f"{needle!r} in the {stream} log of {process_id}")
     return result
+
+
+class SSEEvent:
+    def __init__(self, event: str, data: str, id: str | None) -> None:
+        self.event = event
+        self.data = data
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"SSEEvent({self.event!r}, {self.data!r}, id={self.id!r})"
+
+
+def sse_events(response: httpx.Response) -> Iterator[SSEEvent]:
+    """Parse a text/event-stream response into events (comments are skipped)."""
+    assert response.headers["content-type"].startswith("text/event-stream"), response.headers
+    event, data, last_id = "message", [], None
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield SSEEvent(event, "\n".join(data), last_id)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name == "id":
+                last_id = value

@@ -1,0 +1,185 @@
+"""SPEC section 6: processes outlive a restart or a crash of the server, and are adopted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Server, py, sse_events, start, wait_exited, wait_for, wait_log
+
+# Counts until a stop file appears, then exits with 3.
+COUNTER = """
+import os, sys, time
+stop = sys.argv[1]
+i = 0
+while not os.path.exists(stop):
+    print(f'n={i}', flush=True)
+    i += 1
+    time.sleep(0.001)
+print('bye', flush=True)
+raise SystemExit(3)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def counter_lines(client: httpx.Client, process_id: str) -> list[str]:
+    content = client.get(f"/v1/process/{process_id}/logs", params={"stream": "stdout"}).json()["content"]
+    return content.splitlines()
+
+
+def check_counter(lines: list[str]) -> None:
+    """n=0, n=1, ... then bye: nothing lost, nothing repeated, time never going back."""
+    bodies = [line[27:] for line in lines]
+    assert bodies[-1] == "bye"
+    assert bodies[:-1] == [f"n={i}" for i in range(len(bodies) - 1)]
+    stamps = [datetime.fromisoformat(line[1:24].replace("Z", "+00:00")) for line in lines]
+    assert stamps == sorted(stamps)
+
+
+def start_counter(client: httpx.Client, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    stop = tmp_path / "stop"
+    body = py(COUNTER)
+    body["args"].append(str(stop))
+    return start(client, body), stop
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
+def test_a_logging_process_survives_and_its_exit_while_down_is_recorded(
+    server: Server, tmp_path: Path, how: signal.Signals
+) -> None:
+    with server.client() as client:
+        process, stop = start_counter(client, tmp_path)
+        wait_log(client, process["id"], "n=200\n")
+    pid = process["pid"]
+
+    server.restart(how)
+    with server.client() as client:
+        again = client.get(f"/v1/process/{process['id']}").json()
+        assert again["status"] == "running"
+        assert again["pid"] == pid
+        before = len(counter_lines(client, process["id"]))
+        wait_for(lambda: len(counter_lines(client, process["id"])) > before + 200, 10, "output after the restart")
+
+    server.stop(how)
+    down_count = len((Path(process["logPaths"]["stdout"])).read_bytes().splitlines())
+    # While no server is up: the output keeps landing, then the process exits.
+    wait_for(
+        lambda: len(Path(process["logPaths"]["stdout"]).read_bytes().splitlines()) > down_count + 200,
+        10,
+        "output while the server is down",
+    )
+    stop.touch()
+    wait_for(lambda: not alive(pid), 10, "the process to exit while the server is down")
+    server.start()
+    with server.client() as client:
+        final = wait_exited(client, process["id"])
+        assert (final["status"], final["exitCode"]) == ("stopped", 3)
+        check_counter(counter_lines(client, process["id"]))
+        combined = client.get(f"/v1/process/{process['id']}/logs").json()["content"].splitlines()
+        assert len(combined) == len(counter_lines(client, process["id"]))
+
+
+def test_every_endpoint_works_on_an_adopted_process(server: Server, tmp_path: Path) -> None:
+    with server.client() as client:
+        process, stop = start_counter(client, tmp_path)
+        sleeper = start(client, {"command": "sleep", "args": ["600"]})
+        wait_log(client, process["id"], "n=10\n")
+    server.restart(signal.SIGKILL)
+    with server.client() as client:
+        ids = [p["id"] for p in client.get("/v1/process").json()["processes"]]
+        assert ids == [sleeper["id"], process["id"]]
+        with client.stream(
+            "GET", f"/v1/process/{process['id']}/logs", params={"follow": "true", "stream": "stdout", "tail": 0}
+        ) as response:
+            events = sse_events(response)
+            assert json.loads(next(events).data)["lines"] == 0
+            live = next(events)
+            assert live.data[27:].startswith("n=")
+            stop.touch()
+            rest = []
+            for event in events:
+                rest.append(event)
+                if event.event == "exit":
+                    break
+        assert json.loads(rest[-1].data)["exitCode"] == 3
+        assert rest[-2].data.endswith("bye")
+        assert client.post(f"/v1/process/{sleeper['id']}/stop").status_code == 204
+        final = wait_exited(client, sleeper["id"])
+        assert (final["status"], final["exitSignal"]) == ("stopped", 15)
+        for process_id in ids:
+            assert client.delete(f"/v1/process/{process_id}").status_code == 204
+        assert client.get("/v1/process").json() == {"processes": []}
+
+
+def test_kill_works_after_a_crash(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, {"command": "sleep", "args": ["600"]})
+    server.restart(signal.SIGKILL)
+    with server.client() as client:
+        client.post(f"/v1/process/{process['id']}/kill")
+        assert wait_exited(client, process["id"])["status"] == "killed"
+
+
+def supervisor_of(server: Server, process_id: str) -> int:
+    state = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
+    return int(state["supervisorPid"])
+
+
+def test_machine_restart_leaves_stopped_records_not_running_ones(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, {"command": "sleep", "args": ["600"]})
+    supervisor = supervisor_of(server, process["id"])
+    server.stop(signal.SIGKILL)
+    # A machine restart takes the supervisor and the process with it, unannounced.
+    os.kill(supervisor, signal.SIGKILL)
+    os.kill(process["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(supervisor) and not alive(process["pid"]), 10, "both to be gone")
+    server.start()
+    with server.client() as client:
+        final = client.get(f"/v1/process/{process['id']}").json()
+        assert (final["status"], final["exitCode"]) == ("stopped", None)
+        assert "stoppedAt" in final
+    server.restart()
+    with server.client() as client:
+        assert client.get(f"/v1/process/{process['id']}").json() == final
+
+
+def test_a_record_from_another_boot_is_settled(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, {"command": "sleep", "args": ["600"]})
+    server.stop()
+    state_path = server.data_dir / "processes" / process["id"] / "state.json"
+    state = json.loads(state_path.read_text())
+    supervisor = int(state["supervisorPid"])
+    # As if written before a reboot: the same pid may now be anything.
+    state["bootId"] = "00000000-0000-0000-0000-000000000000"
+    state_path.write_text(json.dumps(state))
+    server.start()
+    with server.client() as client:
+        assert client.get(f"/v1/process/{process['id']}").json()["status"] == "stopped"
+    os.kill(supervisor, signal.SIGKILL)
+    os.kill(process["pid"], signal.SIGKILL)
+
+
+def test_a_supervisor_killed_under_a_running_server_is_noticed(server: Server, client: httpx.Client) -> None:
+    process = start(client, {"command": "sleep", "args": ["600"]})
+    supervisor = supervisor_of(server, process["id"])
+    os.kill(supervisor, signal.SIGKILL)
+    final = wait_exited(client, process["id"])
+    assert (final["status"], final["exitCode"]) == ("stopped", None)
+    os.kill(process["pid"], signal.SIGKILL)
