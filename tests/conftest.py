@@ -88,7 +88,16 @@ class Server:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=30, **kwargs)
 
     def start(self) -> Server:
-        args = [sys.executable, "-m", "sandbox_agent", "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "sandbox_agent",
+            "server",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.token:
             args += ["--token", self.token]
         env = dict(os.environ, **{MARKER: self.marker})
@@ -211,7 +220,9 @@ def wait_exited(client: httpx.Client, process_id: str, timeout: float = 15.0) ->
     return result
 
 
-def wait_log(client: httpx.Client, process_id: str, needle: str, stream: str = "combined", timeout: float = 10.0) -> str:
+def wait_log(
+    client: httpx.Client, process_id: str, needle: str, stream: str = "combined", timeout: float = 10.0
+) -> str:
     def found() -> str | None:
         content: str = client.get(f"/v1/process/{process_id}/logs", params={"stream": stream}).json()["content"]
         return content if needle in content else None

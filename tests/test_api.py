@@ -105,7 +105,10 @@ def test_start_returns_a_running_process(client: httpx.Client, tmp_path: Path) -
 
 
 def test_cwd_env_and_args_reach_the_process(client: httpx.Client, tmp_path: Path) -> None:
-    code = "import os, sys\nprint(os.getcwd(), os.environ['GREETING'], os.environ.get('SANDBOX_AGENT_TOKEN'), sys.argv[1:])"
+    code = (
+        "import os, sys\n"
+        "print(os.getcwd(), os.environ['GREETING'], os.environ.get('SANDBOX_AGENT_TOKEN'), sys.argv[1:])"
+    )
     body = py(code)
     body["args"] += ["a b", "ünï"]
     body.update(cwd=str(tmp_path), env={"GREETING": "hi there"})
@@ -281,7 +284,12 @@ def test_stop_a_process_that_dies_of_sigterm(server: Server, client: httpx.Clien
 
 
 def test_stop_escalates_to_sigkill_after_the_stop_timeout(client: httpx.Client) -> None:
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(600)"
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)"
+    )
     process = start(client, {**py(code), "stopTimeout": 0.2})
     wait_log(client, process["id"], "ready")
     client.post(f"/v1/process/{process['id']}/stop")
@@ -383,7 +391,9 @@ def test_logs_streams_tail_and_strip(client: httpx.Client, finished: dict[str, A
         ({"follow": "perhaps"}, "follow must be true or false"),
     ],
 )
-def test_bad_log_parameters(client: httpx.Client, finished: dict[str, Any], params: dict[str, str], needle: str) -> None:
+def test_bad_log_parameters(
+    client: httpx.Client, finished: dict[str, Any], params: dict[str, str], needle: str
+) -> None:
     assert_problem(client.get(f"/v1/process/{finished['id']}/logs", params=params), 400, needle)
 
 

@@ -182,4 +182,5 @@ def test_a_supervisor_killed_under_a_running_server_is_noticed(server: Server, c
     os.kill(supervisor, signal.SIGKILL)
     final = wait_exited(client, process["id"])
     assert (final["status"], final["exitCode"]) == ("stopped", None)
-    os.kill(process["pid"], signal.SIGKILL)
+    # Unwatched, it would run on unseen: the server ends it.
+    wait_for(lambda: not alive(process["pid"]), 10, "the orphaned process to be killed")

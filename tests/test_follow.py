@@ -46,9 +46,15 @@ def test_snapshot_then_live_lines_then_exit(client: httpx.Client, tmp_path: Path
         assert snapshot.id is not None
         go.touch()
         live = [next(events) for _ in range(4)]
-        assert sorted(e.data for e in live) == ["[stderr] to stderr", "[stdout] live 0", "[stdout] live 1", "[stdout] live 2"]
+        assert sorted(e.data for e in live) == [
+            "[stderr] to stderr",
+            "[stdout] live 0",
+            "[stdout] live 1",
+            "[stdout] live 2",
+        ]
         ids = [int(e.id) for e in [snapshot, *live]]
-        assert ids == sorted(ids) and len(set(ids)) == 5
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 5
         stop.touch()
         exit_event = next(events)
         assert exit_event.event == "exit"

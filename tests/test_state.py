@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from conftest import wait_for
-
 from sandbox_agent._supervisor import read_json, write_json_atomic
 
 WRITER = """

@@ -63,7 +63,7 @@ class DataDirInUse(SandboxAgentError):
 class _Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("id", "dir", "state", "pidfd", "feeds", "_json", "_model")
+    __slots__ = ("_json", "_model", "dir", "feeds", "id", "pidfd", "state")
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -267,9 +267,26 @@ class ProcessManager:
         if record.exited:
             return
         logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
+        self._kill_orphan(record)
         state = dict(record.state, status="stopped", exitCode=None, exitSignal=None, stoppedAt=time.time())
         write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
         record.update(state)
+
+    @staticmethod
+    def _kill_orphan(record: _Record) -> None:
+        """Kill the group of a process whose supervisor died under it, if it is still ours.
+
+        Nobody reads its output any more and nobody would record its exit: left alone it
+        would run unseen. The pid counts as ours only with the same boot and start time.
+        """
+        state = record.state
+        pid = state.get("pid")
+        if not isinstance(pid, int) or state.get("bootId") != boot_id():
+            return
+        if state.get("pidStart") is None or process_start_ticks(pid) != state.get("pidStart"):
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
     # -- the API's operations -------------------------------------------------
 
@@ -315,7 +332,7 @@ class ProcessManager:
             self._on_supervisor_exit(record)
         return record.model()
 
-    def list(self) -> list[Process]:
+    def processes(self) -> list[Process]:
         return [record.model() for record in self._sorted()]
 
     def list_json(self) -> bytes:
@@ -348,7 +365,9 @@ class ProcessManager:
         self._ordered = None
         await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
 
-    def logs(self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False) -> Logs:
+    def logs(
+        self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False
+    ) -> Logs:
         record = self._record(process_id)
         path = os.path.join(record.dir, LOG_FILES[stream])
         try:
@@ -390,9 +409,9 @@ class ProcessManager:
                 f"Last-Event-ID {resume_from} is not a position in this {stream} log; "
                 "reconnect with the same stream parameter, or without Last-Event-ID"
             )
-        return self._follow(record, stream, feed, tail, resume_from)
+        return self._follow_events(record, stream, feed, tail, resume_from)
 
-    async def _follow(
+    async def _follow_events(
         self, record: _Record, stream: str, feed: _follow.Feed, tail: int | None, resume_from: int | None
     ) -> AsyncIterator[_follow.FollowEvent]:
         try:
@@ -427,7 +446,7 @@ class ProcessManager:
         if feed is None:
             path = os.path.join(record.dir, LOG_FILES[stream])
             if not os.path.exists(path):
-                open(path, "ab").close()  # noqa: SIM115 - a process that never wrote
+                open(path, "ab").close()
             feed = _follow.Feed(path)
             if self._inotify is not None and not record.exited:
                 feed.watch = self._inotify.add_watch(path, IN_MODIFY)

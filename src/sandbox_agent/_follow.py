@@ -175,7 +175,7 @@ async def follow_feed(
             waker.clear()
             try:
                 await asyncio.wait_for(waker.wait(), keepalive)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 yield Keepalive()
     finally:
         feed.wakers.discard(waker)

@@ -46,7 +46,7 @@ class LauncherClient:
                 for s in (ours, theirs):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-                self._proc = subprocess.Popen(
+                self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, never waits
                     [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
@@ -79,7 +79,7 @@ class LauncherClient:
                 raise ServerError(f"could not reach the process launcher: {exc}") from exc
             try:
                 return await asyncio.wait_for(future, self._reply_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ServerError(
                     f"the process launcher did not answer within {self._reply_timeout:g} s; "
                     "the machine may be overloaded, try again"
@@ -126,7 +126,7 @@ class LauncherClient:
             # Without its socket it exits by itself; reap it off the loop.
             self._reaping = asyncio.get_running_loop().run_in_executor(None, proc.wait)
 
-    async def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bound on proc.wait
         proc, self._proc = self._proc, None
         self._detach(ServerError("the server is shutting down"))
         if proc is None:

@@ -44,7 +44,9 @@ class Process(_Wire):
     command: str
     args: list[str]
     status: Status
-    exit_code: int | None = Field(default=None, description="Exit status once exited by itself; null when ended by a signal or unknown")
+    exit_code: int | None = Field(
+        default=None, description="Exit status once exited by itself; null when ended by a signal or unknown"
+    )
     exit_signal: int | None = Field(default=None, description="Extension: the signal number that ended it")
     log_paths: LogPaths
     started_at: int = Field(description="Unix seconds")

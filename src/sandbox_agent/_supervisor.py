@@ -62,7 +62,7 @@ _TAGS = {"stdout": b"[stdout] ", "stderr": b"[stderr] "}
 class _Clock:
     """Formats ``[<RFC 3339 UTC, ms>] `` prefixes, reusing the seconds part."""
 
-    __slots__ = ("_sec", "_head")
+    __slots__ = ("_head", "_sec")
 
     def __init__(self) -> None:
         self._sec = -1
@@ -143,7 +143,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Stream:
     """One output pipe of the child, turned into timestamped log lines."""
 
-    __slots__ = ("name", "fd", "log_fd", "combined_fd", "tag", "pending", "pending_since")
+    __slots__ = ("combined_fd", "fd", "log_fd", "name", "pending", "pending_since", "tag")
 
     def __init__(self, name: str, fd: int, log_fd: int, combined_fd: int) -> None:
         self.name = name
@@ -235,7 +235,8 @@ class Supervisor:
             start_new_session=True,
         )
         started = time.time()
-        assert child.stdout is not None and child.stderr is not None
+        assert child.stdout is not None
+        assert child.stderr is not None
         self.streams: dict[int, _Stream] = {}
         for name, pipe in (("stdout", child.stdout), ("stderr", child.stderr)):
             fd = pipe.fileno()
@@ -252,6 +253,7 @@ class Supervisor:
             "cwd": req["cwd"],
             "status": "running",
             "pid": child.pid,
+            "pidStart": process_start_ticks(child.pid),
             "exitCode": None,
             "exitSignal": None,
             "startedAt": started,
@@ -329,10 +331,8 @@ class Supervisor:
                         os.read(wake_r, 512)
                     except BlockingIOError:
                         pass
-                else:
-                    stream = self.streams.get(fd)
-                    if stream is not None and not self._pump(stream, now):
-                        poller.unregister(fd)
+                elif fd in self.streams and not self._pump(self.streams[fd], now):
+                    poller.unregister(fd)
             for stream in self.streams.values():
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)

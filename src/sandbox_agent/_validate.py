@@ -61,8 +61,7 @@ def resolve_command(command: str, cwd: str, env: dict[str, str]) -> str:
         if _is_executable_file(candidate):
             return os.path.normpath(candidate)
     raise BadRequest(
-        f"command {command!r} was not found in PATH ({search}); "
-        "check the spelling, install it, or give its full path"
+        f"command {command!r} was not found in PATH ({search}); check the spelling, install it, or give its full path"
     )
 
 
@@ -84,7 +83,9 @@ def _check_executable(path: str, command: str) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise BadRequest(f"command {command!r} is a directory, not a program")
     if not os.access(path, os.X_OK):
-        raise BadRequest(f"command {command!r} is not executable; run chmod +x on it or start it through its interpreter")
+        raise BadRequest(
+            f"command {command!r} is not executable; run chmod +x on it or start it through its interpreter"
+        )
 
 
 def check_args(args: list[str]) -> None:

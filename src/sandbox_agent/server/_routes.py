@@ -17,7 +17,6 @@ from .._version import __version__
 from . import _sse
 
 
-
 class _JSONBodyRoute(APIRoute):
     """Read a request body as JSON whatever its Content-Type says.
 
@@ -42,7 +41,7 @@ class _JSONBodyRoute(APIRoute):
 router = APIRouter(prefix="/v1", route_class=_JSONBodyRoute)
 
 _JSON = "application/json"
-_PROBLEMS = {
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The request is wrong; `detail` says how (problem+json)"},
     401: {"description": "Missing or wrong bearer token (problem+json)"},
     404: {"description": "No such process (problem+json)"},
@@ -124,7 +123,9 @@ async def process_logs(
     strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
     manager = _manager(request)
     if not follow:
-        return Response(manager.logs(process_id, stream=stream, tail=tail, strip=strip).model_dump_json(), media_type=_JSON)
+        return Response(
+            manager.logs(process_id, stream=stream, tail=tail, strip=strip).model_dump_json(), media_type=_JSON
+        )
     resume_from = None
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
