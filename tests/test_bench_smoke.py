@@ -1,0 +1,66 @@
+"""The benchmark suite at tiny sizes, so that it does not rot. No network: the peers
+(supervisord, pm2) take part only if a full run already installed them in bench/.peers/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / ".peers"
+SCENARIOS = ["spawn", "ingest-bulk", "ingest-lines", "fidelity", "follow-latency", "fan-out", "memory"]
+SCENARIOS += ["list", "stop", "churn"]
+
+pytestmark = pytest.mark.slow
+
+
+def peers_installed() -> bool:
+    return (PEERS / "supervisor" / "bin" / "supervisord").exists() and (
+        PEERS / "pm2" / "node_modules" / "pm2" / "package.json"
+    ).exists()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    results = tmp_path_factory.mktemp("bench-results")
+    args = [sys.executable, "-m", "bench", "--quick", "--no-install", "--results-dir", str(results)]
+    if not peers_installed():
+        args += ["--peers", "none"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    (path,) = results.glob("bench-*.json")
+    document: dict[str, Any] = json.loads(path.read_text())
+    document["stdout"] = done.stdout
+    return document
+
+
+def test_every_scenario_reports_ours_and_the_floor(run: dict[str, Any]) -> None:
+    scenarios = {row["scenario"] for row in run["rows"]}
+    assert scenarios == set(SCENARIOS)
+    for row in run["rows"]:
+        assert not str(row["metric"]).startswith("ERROR"), row
+        assert row["ours"] is not None, row
+    floors = [row["floor"] for row in run["rows"] if row["scenario"] in ("spawn", "ingest-bulk", "ingest-lines")]
+    assert all(isinstance(value, float) for value in floors), floors
+    assert "| scenario" in run["stdout"]
+    assert run["left_behind"] == []
+
+
+def test_our_logs_are_exact(run: dict[str, Any]) -> None:
+    fidelity = [row for row in run["rows"] if row["scenario"] == "fidelity"]
+    assert len(fidelity) == 2
+    assert all(str(row["ours"]).startswith("exact") for row in fidelity), fidelity
+
+
+def test_peers(run: dict[str, Any]) -> None:
+    if not peers_installed():
+        pytest.skip("peers skipped: supervisord and pm2 are not in bench/.peers (`python -m bench` installs them)")
+    stop = next(row for row in run["rows"] if row["scenario"] == "stop")
+    assert isinstance(stop["supervisord"], float), stop
+    assert isinstance(stop["pm2"], float), stop
