@@ -1,11 +1,17 @@
 """sandbox-agent: a process manager for sandboxes, driven over HTTP.
 
-Importing this package loads the client side only (models and errors); the server lives
-in ``sandbox_agent.server`` and pulls in FastAPI and Uvicorn when imported.
+Importing this package loads the client side only (the SDK, its models and errors); the
+server lives in ``sandbox_agent.server`` and pulls in FastAPI and Uvicorn when imported.
+
+    with sandbox_agent.Client("http://127.0.0.1:2468") as client:
+        process = client.start("python", ["-c", "print('hello')"])
+        print(client.wait(process.id).exit_code)
 """
 
 from __future__ import annotations
 
+from ._async_client import AsyncClient
+from ._client import Client
 from ._exceptions import (
     BadRequest,
     Conflict,
@@ -20,16 +26,18 @@ from ._models import Health, LogPaths, Logs, Process, ProcessList, StartProcess
 from ._version import __version__
 
 __all__ = [
+    "AsyncClient",
     "BadRequest",
+    "Client",
     "Conflict",
     "ConnectionFailed",
     "Health",
     "LogPaths",
     "Logs",
     "NotFound",
+    "ProblemError",
     "Process",
     "ProcessList",
-    "ProblemError",
     "SandboxAgentError",
     "ServerError",
     "StartProcess",

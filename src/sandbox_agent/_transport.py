@@ -1,0 +1,338 @@
+"""What ``Client`` and ``AsyncClient`` share: settings, requests, responses, following.
+
+Nothing here does I/O. The two clients send the requests described here with httpx's
+sync or async API and hand the responses back, so that the wire details (paths, query
+parameters, problem+json errors, Server-Sent Events, resuming a follow) are written once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ._exceptions import ConnectionFailed, ProblemError, ServerError, error_for_status
+from ._models import StartProcess
+from ._types import StreamName
+
+DEFAULT_URL = "http://127.0.0.1:2468"
+DEFAULT_TIMEOUT = 30.0
+#: Consecutive failed attempts after which a follow (or a wait) gives up.
+RECONNECT_ATTEMPTS = 10
+#: The server sends a keepalive comment every 15 s; silence for this long means a dead link.
+FOLLOW_READ_TIMEOUT = 60.0
+
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 2.0
+_POLL_FIRST = 0.02
+_POLL_MAX = 0.5
+
+
+# -- settings ---------------------------------------------------------------------
+
+
+def resolve_url(url: str | None) -> str:
+    """``url``, else ``$SANDBOX_AGENT_URL``, else the default; ``http://`` when no scheme."""
+    url = url or os.environ.get("SANDBOX_AGENT_URL") or DEFAULT_URL
+    if "://" not in url:
+        url = f"http://{url}"
+    return url.rstrip("/")
+
+
+def resolve_token(token: str | None) -> str | None:
+    return token or os.environ.get("SANDBOX_AGENT_TOKEN") or None
+
+
+def client_options(url: str, token: str | None, timeout: float | None) -> dict[str, Any]:
+    """Keyword arguments for ``httpx.Client`` / ``httpx.AsyncClient``."""
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return {"base_url": url, "headers": headers, "timeout": timeout}
+
+
+def follow_timeout(timeout: float | None) -> httpx.Timeout:
+    """A follow may stay quiet between keepalives: only the read timeout is longer."""
+    if timeout is None:
+        return httpx.Timeout(None)
+    return httpx.Timeout(timeout, read=max(timeout, FOLLOW_READ_TIMEOUT))
+
+
+# -- requests and responses -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: what the clients hand to ``httpx.Client.request``."""
+
+    method: str
+    path: str
+    params: dict[str, str] | None = None
+    json: dict[str, Any] | None = None
+
+
+def process_path(process_id: str, action: str = "") -> str:
+    # Quoted so that an id typed by a user ("../x") stays one path segment.
+    path = f"/v1/process/{quote(process_id, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def start_call(command: str, args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> Call:
+    if isinstance(args, str):
+        raise TypeError("args must be a sequence of strings, not a string: args=['-c', 'print(1)']")
+    body = StartProcess(command=command, args=list(args), cwd=cwd, env=dict(env) if env is not None else None)
+    return Call("POST", "/v1/process", json=body.model_dump(by_alias=True, exclude_defaults=True))
+
+
+def logs_params(
+    stream: StreamName, tail: int | None, strip_timestamps: bool, *, follow: bool = False
+) -> dict[str, str]:
+    params: dict[str, str] = {"stream": stream}
+    if tail is not None:
+        params["tail"] = str(tail)
+    if strip_timestamps:
+        params["strip_timestamps"] = "true"
+    if follow:
+        params["follow"] = "true"
+    return params
+
+
+def connection_failed(url: str, exc: Exception) -> ConnectionFailed:
+    reason = str(exc) or type(exc).__name__
+    return ConnectionFailed(f"cannot reach the sandbox-agent server at {url}: {reason}")
+
+
+def problem(response: httpx.Response) -> ProblemError:
+    """The error for an HTTP error response, with the problem+json detail when there is one.
+
+    The response body must have been read.
+    """
+    detail = title = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        title = body.get("title")
+    if not isinstance(detail, str) or not detail:
+        text = response.text.strip()
+        detail = f"{response.status_code} {response.reason_phrase}" + (f": {text[:200]}" if text else "")
+    return error_for_status(response.status_code, detail, title if isinstance(title, str) else None)
+
+
+def check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        raise problem(response)
+    return response
+
+
+# -- Server-Sent Events -------------------------------------------------------------
+
+
+@dataclass
+class Event:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+@dataclass
+class SSEDecoder:
+    """Turns the lines of a ``text/event-stream`` into events (WHATWG parsing rules)."""
+
+    _data: list[str] = field(default_factory=list)
+    _event: str | None = None
+    _id: str | None = None
+    _fields: bool = False
+
+    def feed(self, line: str) -> Event | None:
+        if not line:
+            if not self._fields:
+                return None
+            event = Event(self._event or "message", "\n".join(self._data), self._id)
+            self._data, self._event, self._id, self._fields = [], None, None, False
+            return event
+        if line.startswith(":"):
+            return None  # a comment: the keepalive
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        else:
+            return None
+        self._fields = True
+        return None
+
+
+def _as_event_line(line: str) -> str:
+    # A live event renders a carriage return inside a line as a newline and drops a
+    # trailing one (see server/_sse.py): snapshot lines get the same treatment, so a
+    # line reads the same whichever way it reached the client.
+    return line.removesuffix("\r").replace("\r", "\n")
+
+
+# -- following ------------------------------------------------------------------------
+
+
+class Backoff:
+    """Bounded, growing delays between attempts; ``reset`` once an attempt succeeded."""
+
+    def __init__(self, attempts: int, first: float = _BACKOFF_FIRST, maximum: float = _BACKOFF_MAX) -> None:
+        self.attempts = attempts
+        self.first = first
+        self.maximum = maximum
+        self.failures = 0
+
+    def reset(self) -> None:
+        self.failures = 0
+
+    def failed(self) -> float | None:
+        """The delay before the next attempt, or None when no attempt is left."""
+        self.failures += 1
+        if self.failures > self.attempts:
+            return None
+        return float(min(self.first * 2.0 ** (self.failures - 1), self.maximum))
+
+
+class Follow:
+    """The state of one follow across its connections: what to ask, what to yield.
+
+    The first connection gets a snapshot, then one event per line; each event's id is
+    the position just past it. After a drop, the next connection sends the last id seen
+    as ``Last-Event-ID`` and the server resumes right after it, with no snapshot: no line
+    is lost or repeated. The follow is over at the ``exit`` event.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        process_id: str,
+        *,
+        stream: StreamName,
+        tail: int | None,
+        strip_timestamps: bool,
+        attempts: int,
+    ) -> None:
+        self.url = url
+        self.path = process_path(process_id, "logs")
+        self.params = logs_params(stream, tail, strip_timestamps, follow=True)
+        self.backoff = Backoff(attempts)
+        self.last_id: str | None = None
+        self.snapshot_seen = False
+        self.ever_connected = False
+        #: The exit event's data ({status, exitCode, exitSignal}) once the follow is over.
+        self.exit: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.exit is not None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
+
+    def connected(self, response: httpx.Response) -> bool:
+        """Whether to read this response's events; False: retry later. Raises when hopeless.
+
+        An error response's body must have been read.
+        """
+        if response.status_code >= 400:
+            error = problem(response)
+            # A server shutting down answers 5xx for a moment; a first connection that
+            # fails is a caller's mistake or a broken server, reported at once.
+            if isinstance(error, ServerError) and self.ever_connected:
+                return False
+            raise error
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith("text/event-stream"):
+            raise ServerError(
+                f"expected an event stream from {self.url}{self.path}, got {content_type or 'no content type'}; "
+                "is this a sandbox-agent server?",
+                status=response.status_code,
+            )
+        self.ever_connected = True
+        return True
+
+    def received(self) -> None:
+        """The server sent something: the link works, failures so far are forgiven."""
+        self.backoff.reset()
+
+    def handle(self, event: Event) -> list[str]:
+        """The lines ``event`` brings (the snapshot brings several)."""
+        if event.id is not None:
+            self.last_id = event.id
+        if event.event == "exit":
+            self.exit = json.loads(event.data) if event.data else {}
+            return []
+        if event.event != "message":
+            return []  # a kind of event this client does not know: skip it
+        if not self.snapshot_seen:
+            self.snapshot_seen = True
+            content: str = json.loads(event.data)["content"]
+            return [_as_event_line(line) for line in content.split("\n")[:-1]]
+        return [event.data]
+
+    def dropped(self, exc: Exception | None) -> float:
+        """The connection ended before the exit event: the delay before reconnecting.
+
+        Raises ``ConnectionFailed`` when the first connection failed, when the server
+        gives no ids to resume from, or after too many failed attempts in a row.
+        """
+        if exc is not None and not self.ever_connected:
+            raise connection_failed(self.url, exc) from exc
+        if self.snapshot_seen and self.last_id is None:
+            raise ConnectionFailed(f"the follow of {self.path} dropped and the server sent no event id to resume from")
+        delay = self.backoff.failed()
+        if delay is None:
+            reason = f": {exc}" if exc is not None else ""
+            raise ConnectionFailed(
+                f"lost the follow of {self.url}{self.path} and could not reconnect "
+                f"after {self.backoff.attempts} attempts{reason}"
+            ) from exc
+        return delay
+
+
+# -- waiting --------------------------------------------------------------------------
+
+
+class Poll:
+    """Delays between polls of a process until it exits: growing, bounded by a deadline."""
+
+    def __init__(self, process_id: str, timeout: float | None, attempts: int) -> None:
+        self.process_id = process_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.delay = _POLL_FIRST
+        self.failures = Backoff(attempts)
+
+    def failed(self, exc: ConnectionFailed) -> None:
+        """A poll could not reach the server; raises ``exc`` after too many in a row."""
+        if self.failures.failed() is None:
+            raise exc
+
+    def succeeded(self) -> None:
+        self.failures.reset()
+
+    def next_delay(self) -> float:
+        """How long to sleep before the next poll; raises ``TimeoutError`` past the deadline."""
+        delay = self.delay
+        self.delay = min(self.delay * 2, _POLL_MAX)
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"process {self.process_id} was still running after {self.timeout} s")
+            delay = min(delay, left)
+        return delay
