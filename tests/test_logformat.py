@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_agent import _supervisor
-from sandbox_agent._supervisor import MAX_LINE, TIMESTAMP_PREFIX_LEN, _Clock, _Stream, format_timestamp
+from sandbox_agent._supervisor import MAX_LINE, TIMESTAMP_PREFIX_LEN, _Clock, _CombinedWriter, _Stream, format_timestamp
 
 STAMP = re.compile(rb"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
 
@@ -20,7 +20,8 @@ class Logs:
         self.stdout = tmp_path / "stdout.log"
         self.combined = tmp_path / "combined.log"
         self.fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND) for p in (self.stdout, self.combined)]
-        self.stream = _Stream("stdout", -1, self.fds[0], self.fds[1])
+        self.combined_writer = _CombinedWriter(self.fds[1])
+        self.stream = _Stream("stdout", -1, self.fds[0], self.combined_writer)
         self.clock = _Clock()
 
     def close(self) -> None:
@@ -28,6 +29,7 @@ class Logs:
             os.close(fd)
 
     def lines(self, which: str = "stdout") -> list[bytes]:
+        self.combined_writer.flush()
         return (self.stdout if which == "stdout" else self.combined).read_bytes().splitlines(keepends=True)
 
 
@@ -86,10 +88,23 @@ def test_an_endless_line_is_cut_at_max_line(logs: Logs) -> None:
     for _ in range(5):
         logs.stream.feed(chunk, 1.0, logs.clock)
     logs.stream.feed(b"tail\n", 1.0, logs.clock)
-    bodies = [line[TIMESTAMP_PREFIX_LEN:-1] for line in logs.lines()]
-    assert all(len(body) <= MAX_LINE for body in bodies)
-    assert b"".join(bodies) == b"x" * (5 * len(chunk)) + b"tail"
-    assert len(bodies) >= 5
+    for which, skip in (("stdout", TIMESTAMP_PREFIX_LEN), ("combined", TIMESTAMP_PREFIX_LEN + 9)):
+        bodies = [line[skip:-1] for line in logs.lines(which)]
+        assert all(len(body) <= MAX_LINE for body in bodies)
+        assert b"".join(bodies) == b"x" * (5 * len(chunk)) + b"tail"
+        assert len(bodies) >= 5
+
+
+def test_heavy_output_keeps_its_order_in_combined(logs: Logs) -> None:
+    # Large chunks go through the combined writer's thread, small ones inline.
+    expected = []
+    for i in range(200):
+        size = 40_000 if i % 3 else 10
+        chunk = (b"%05d" % i) * (size // 5) + b"\n"
+        expected.append(chunk)
+        logs.stream.feed(chunk, 1.0, logs.clock)
+    bodies = [line[TIMESTAMP_PREFIX_LEN + 9 :] for line in logs.lines("combined")]
+    assert bodies == expected
 
 
 def test_a_partial_line_keeps_its_first_arrival_time(logs: Logs) -> None:

@@ -22,6 +22,7 @@ that the two sides cannot disagree about either.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import gc
@@ -141,13 +142,13 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Stream:
     """One output pipe of the child, turned into timestamped log lines."""
 
-    __slots__ = ("combined_fd", "fd", "log_fd", "name", "pending", "pending_since", "tag")
+    __slots__ = ("combined", "fd", "log_fd", "name", "pending", "pending_since", "tag")
 
-    def __init__(self, name: str, fd: int, log_fd: int, combined_fd: int) -> None:
+    def __init__(self, name: str, fd: int, log_fd: int, combined: _CombinedWriter) -> None:
         self.name = name
         self.fd = fd
         self.log_fd = log_fd
-        self.combined_fd = combined_fd
+        self.combined = combined
         self.tag = _TAGS[name]
         self.pending = b""
         self.pending_since = 0.0
@@ -180,16 +181,81 @@ class _Stream:
             self.pending = b""
 
     def emit(self, lines: bytes, prefix: bytes) -> None:
-        """Write complete lines (``lines`` ends in a newline) to both logs."""
-        body = lines[:-1]
+        """Write complete lines (``lines`` ends in a newline) to both logs.
+
+        The hot path of capture: each log gets one ``replace`` and one ``writev``, with
+        no other copy of the data (the prefix the last newline gains is cut by view).
+        """
+        self.combined.submit(lines, prefix + self.tag)
         try:
-            _write_all(self.log_fd, prefix + body.replace(b"\n", b"\n" + prefix) + b"\n")
-            tagged = prefix + self.tag
-            _write_all(self.combined_fd, tagged + body.replace(b"\n", b"\n" + tagged) + b"\n")
+            _write_lines(self.log_fd, lines, prefix)
         except OSError:
             # A full or broken disk must not block the child: the output is dropped
             # and the command keeps running.
             pass
+
+
+class _CombinedWriter:
+    """Writes combined.log, in a second thread when the output is heavy.
+
+    Both logs are written in full, so a heavy producer makes us write more than twice
+    what it wrote; the kernel work of those writes (page allocation, copies) is most of
+    the cost, and two threads spread it over two cores. The thread starts only at the
+    first large chunk, so that a quiet process never pays for its stack, and at most
+    one chunk is in flight, so the order of lines and the memory held stay as they were.
+    """
+
+    THREADED_FROM = 16 * 1024
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.job: tuple[bytes, bytes] | None = None
+        self.work: Any = None  # _thread locks, created with the thread
+        self.done: Any = None
+
+    def submit(self, lines: bytes, prefix: bytes) -> None:
+        if self.done is not None:
+            self.done.acquire()  # the previous chunk is written: the order holds
+        if len(lines) < self.THREADED_FROM:
+            if self.done is not None:
+                self.done.release()
+            self._write(lines, prefix)
+            return
+        if self.work is None:
+            self.work = _thread.allocate_lock()
+            self.work.acquire()
+            self.done = _thread.allocate_lock()
+            self.done.acquire()
+            _thread.start_new_thread(self._run, ())
+        self.job = (lines, prefix)
+        self.work.release()
+
+    def flush(self) -> None:
+        """Wait until every submitted chunk is on disk."""
+        if self.done is not None:
+            self.done.acquire()
+            self.done.release()
+
+    def _run(self) -> None:
+        while True:
+            self.work.acquire()
+            job, self.job = self.job, None
+            if job is not None:
+                self._write(*job)
+            self.done.release()
+
+    def _write(self, lines: bytes, prefix: bytes) -> None:
+        try:
+            _write_lines(self.fd, lines, prefix)
+        except OSError:
+            pass
+
+
+def _write_lines(fd: int, lines: bytes, prefix: bytes) -> None:
+    stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+    written = os.writev(fd, (prefix, stamped))
+    if written < len(prefix) + len(stamped):  # only on a signal or a full disk
+        _write_all(fd, (prefix + stamped)[written:])
 
 
 class Supervisor:
@@ -249,13 +315,14 @@ class Supervisor:
             os.close(devnull)
         started = time.time()
         self.streams: dict[int, _Stream] = {}
+        self.combined = _CombinedWriter(self.log_fds["combined"])
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
             os.set_blocking(fd, False)
-            self.streams[fd] = _Stream(name, fd, self.log_fds[name], self.log_fds["combined"])
+            self.streams[fd] = _Stream(name, fd, self.log_fds[name], self.combined)
         self.state = {
             "id": req["id"],
             "command": req["command"],
@@ -354,6 +421,7 @@ class Supervisor:
             while self._pump(stream, now, drain=True):
                 pass
             stream.flush_partial(now, self.clock)
+        self.combined.flush()
         self._record_exit(status, time.time())
 
     def _pump(self, stream: _Stream, now: float, drain: bool = False) -> bool:
