@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -304,20 +305,29 @@ def test_follow_gives_up_after_bounded_retries(server_factory: Callable[..., Ser
         kill_and_wait(client, process.id)
 
 
-def test_wait_survives_a_restart(server_factory: Callable[..., Server], tmp_path: Path) -> None:
+def test_wait_survives_a_restart(
+    server_factory: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = server_factory()
     gate = tmp_path / "gate"
     code = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nraise SystemExit(7)"
-    with Client(server.url, timeout=5) as client:
+    with Client(server.url, timeout=5) as client, ThreadPoolExecutor(1) as pool:
         process = client.start(*argv(code))
+        polled = threading.Event()
+        get = client.get
+
+        def get_and_tell(process_id: str) -> sandbox_agent.Process:
+            found = get(process_id)
+            polled.set()
+            return found
+
+        monkeypatch.setattr(client, "get", get_and_tell)
+        waiting = pool.submit(client.wait, process.id, 30)
+        assert polled.wait(10)
         server.crash()
-        restarter = threading.Thread(target=server.start)
-        restarter.start()
-        try:
-            gate.touch()
-            assert client.wait(process.id, timeout=20).exit_code == 7
-        finally:
-            restarter.join()
+        gate.touch()  # the process exits while no server runs
+        server.start()
+        assert waiting.result(30).exit_code == 7
 
 
 def test_import_needs_no_server_dependencies() -> None:

@@ -317,13 +317,15 @@ class Poll:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.delay = _POLL_FIRST
         self.failures = Backoff(attempts)
+        self.reached = False
 
     def failed(self, exc: ConnectionFailed) -> None:
-        """A poll could not reach the server; raises ``exc`` after too many in a row."""
-        if self.failures.failed() is None:
+        """A poll could not reach the server: raises ``exc`` if it never could, or too often."""
+        if not self.reached or self.failures.failed() is None:
             raise exc
 
     def succeeded(self) -> None:
+        self.reached = True
         self.failures.reset()
 
     def next_delay(self) -> float:
