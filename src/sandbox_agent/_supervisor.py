@@ -32,7 +32,11 @@ import select
 import signal
 import sys
 import time
-from typing import Any
+
+# typing is a large import for a process that must stay small; annotations are strings.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 STATE_FILE = "state.json"
 LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "combined": "combined.log"}
