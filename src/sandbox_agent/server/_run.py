@@ -43,7 +43,7 @@ def serve(settings: Settings) -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=5,
         lifespan="on",
-        ws="websockets-sansio",
+        ws="none",  # no WebSocket route yet; spares the server the websockets import
     )
     server = _Server(config, manager)
     asyncio.run(server.serve())
