@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from . import _cli_process
 from ._version import __version__
 
 SERVER_EXAMPLES = """\
@@ -23,6 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and drive the sandbox-agent process manager.",
     )
     parser.add_argument("--version", action="version", version=f"sandbox-agent {__version__}")
+    # Options of the client commands; dests apart from the server's own --token.
+    parser.add_argument(
+        "--url",
+        dest="client_url",
+        metavar="URL",
+        help="server to talk to (env SANDBOX_AGENT_URL; default http://127.0.0.1:2468)",
+    )
+    parser.add_argument(
+        "--token", dest="client_token", metavar="TOKEN", help="bearer token for that server (env SANDBOX_AGENT_TOKEN)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     server = commands.add_parser(
         "server",
@@ -48,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.add_argument("--access-log", action="store_true", help="log every request")
+    _cli_process.add_parser(commands)
     return parser
 
 
@@ -56,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "server":
         return _server(args)
+    if args.command == "process":
+        return _cli_process.main(args)
     parser.print_help()
     return 2
 
