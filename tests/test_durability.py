@@ -184,3 +184,46 @@ def test_a_supervisor_killed_under_a_running_server_is_noticed(server: Server, c
     assert (final["status"], final["exitCode"]) == ("stopped", None)
     # Unwatched, it would run on unseen: the server ends it.
     wait_for(lambda: not alive(process["pid"]), 10, "the orphaned process to be killed")
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
+def test_a_follow_cut_by_a_restart_resumes_exactly(server: Server, tmp_path: Path, how: signal.Signals) -> None:
+    with server.client() as client:
+        process, stop = start_counter(client, tmp_path)
+        seen: list[str] = []
+        last_id = None
+        with client.stream(
+            "GET", f"/v1/process/{process['id']}/logs", params={"follow": "true", "stream": "stdout"}
+        ) as response:
+            events = sse_events(response)
+            snapshot = next(events)
+            seen.extend(json.loads(snapshot.data)["content"].splitlines())
+            last_id = snapshot.id
+            for event in events:
+                seen.append(event.data)
+                last_id = event.id
+                if len(seen) >= 100:
+                    break
+            server.stop(how)
+            # What was already sent may still arrive; then the stream ends (cleanly after
+            # SIGTERM, cut after SIGKILL): it must not hang.
+            try:
+                for event in events:
+                    seen.append(event.data)
+                    last_id = event.id
+            except httpx.HTTPError:
+                pass
+    server.start()
+    with server.client() as client:
+        stop.touch()
+        with client.stream(
+            "GET",
+            f"/v1/process/{process['id']}/logs",
+            params={"follow": "true", "stream": "stdout"},
+            headers={"Last-Event-ID": str(last_id)},
+        ) as response:
+            for event in sse_events(response):
+                if event.event == "exit":
+                    break
+                seen.append(event.data)
+        check_counter(seen)
