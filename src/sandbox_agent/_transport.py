@@ -24,12 +24,12 @@ from ._types import StreamName
 DEFAULT_URL = "http://127.0.0.1:2468"
 DEFAULT_TIMEOUT = 30.0
 #: Consecutive failed attempts after which a follow (or a wait) gives up.
-RECONNECT_ATTEMPTS = 10
+RECONNECT_ATTEMPTS = 20
 #: The server sends a keepalive comment every 15 s; silence for this long means a dead link.
 FOLLOW_READ_TIMEOUT = 60.0
 
 _BACKOFF_FIRST = 0.1
-_BACKOFF_MAX = 2.0
+_BACKOFF_MAX = 1.0
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.5
 
