@@ -298,8 +298,11 @@ def _stream_output(client: Client, process_id: str, args: argparse.Namespace) ->
     def interrupted(signum: int, frame: FrameType | None) -> None:
         events.put(("interrupt", None))
 
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, interrupted) if in_main else None
+    # Not where signals cannot be handled, nor where SIGINT is ignored (a background job).
+    handle = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+    previous = signal.signal(signal.SIGINT, interrupted) if handle else None
     reader = threading.Thread(target=pump, name=f"follow {process_id}", daemon=True)
     reader.start()
     interrupts = 0
@@ -331,7 +334,7 @@ def _stream_output(client: Client, process_id: str, args: argparse.Namespace) ->
         done.set()
         sys.stdout.flush()
         sys.stderr.flush()
-        if in_main:
+        if handle:
             signal.signal(signal.SIGINT, previous)
 
 
