@@ -63,7 +63,7 @@ class DataDirInUse(SandboxAgentError):
 class _Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("_json", "_model", "dir", "feeds", "id", "pidfd", "state")
+    __slots__ = ("_json", "_model", "dir", "feeds", "id", "pidfd", "state", "waiters")
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -71,6 +71,7 @@ class _Record:
         self.state = state
         self.pidfd: int | None = None
         self.feeds: dict[str, _follow.Feed] = {}
+        self.waiters: list[asyncio.Future[None]] = []
         self._json: bytes | None = None
         self._model: Process | None = None
 
@@ -134,6 +135,8 @@ class ProcessManager:
         self._inotify: Inotify | None = None
         self._watches: dict[int, _follow.Feed] = {}
         self._poller: asyncio.Task[None] | None = None
+        #: Feeds that inotify cannot watch (no inotify, or out of watches): polled.
+        self._polled: set[_follow.Feed] = set()
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -149,7 +152,6 @@ class ProcessManager:
             loop.add_reader(self._inotify.fd, self._on_inotify)
         else:
             logger.warning("inotify is not available: followers poll every %.0f ms", _POLL_INTERVAL * 1000)
-            self._poller = asyncio.create_task(self._poll_feeds())
         self._load_records()
         await self._launcher.start()
 
@@ -258,6 +260,10 @@ class ProcessManager:
         self._ordered = None
         for feed in record.feeds.values():
             feed.finish(record.state)
+        for waiter in record.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        record.waiters.clear()
 
     def _settle_lost(self, record: _Record) -> None:
         """The supervisor is gone with no exit recorded: the process ended unseen."""
@@ -345,6 +351,15 @@ class ProcessManager:
     def get_json(self, process_id: str) -> bytes:
         return self._record(process_id).json()
 
+    async def wait(self, process_id: str) -> Process:
+        """Wait until the process has exited; return its final record."""
+        record = self._record(process_id)
+        if not record.exited:
+            waiter = asyncio.get_running_loop().create_future()
+            record.waiters.append(waiter)
+            await waiter
+        return record.model()
+
     def stop(self, process_id: str) -> None:
         """SIGTERM to the process group, SIGKILL after the stop timeout; no-op once exited."""
         self._signal(self._record(process_id), STOP_SIGNAL_REQUEST)
@@ -365,24 +380,13 @@ class ProcessManager:
         self._ordered = None
         await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
 
-    def logs(
+    async def logs(
         self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False
     ) -> Logs:
+        """The selected lines of a log, read off the event loop (a log can be large)."""
         record = self._record(process_id)
         path = os.path.join(record.dir, LOG_FILES[stream])
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return Logs(content="", lines=0)
-        try:
-            end = _logstore.complete_end(fd, os.fstat(fd).st_size)
-            start = 0 if tail is None else _logstore.tail_start(fd, end, tail)
-            data = _logstore.read_range(fd, start, end)
-        finally:
-            os.close(fd)
-        if strip:
-            data = _logstore.strip_timestamps(data)
-        return Logs(content=_logstore.decode(data), lines=_logstore.count_lines(data))
+        return await asyncio.to_thread(_read_logs, path, tail, strip)
 
     async def follow(
         self,
@@ -448,13 +452,25 @@ class ProcessManager:
             if not os.path.exists(path):
                 open(path, "ab").close()
             feed = _follow.Feed(path)
-            if self._inotify is not None and not record.exited:
-                feed.watch = self._inotify.add_watch(path, IN_MODIFY)
-                self._watches[feed.watch] = feed
+            if not record.exited:
+                self._watch_feed(feed)
             if record.exited:
                 feed.exit_state = record.state
             record.feeds[stream] = feed
         return feed
+
+    def _watch_feed(self, feed: _follow.Feed) -> None:
+        if self._inotify is not None:
+            try:
+                feed.watch = self._inotify.add_watch(feed.path, IN_MODIFY)
+            except OSError as exc:
+                logger.warning("cannot watch %s (%s): polling it instead", feed.path, exc)
+            else:
+                self._watches[feed.watch] = feed
+                return
+        self._polled.add(feed)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_feeds())
 
     def _release_feed(self, record: _Record, stream: str, feed: _follow.Feed) -> None:
         if record.feeds.get(stream) is feed:
@@ -467,6 +483,7 @@ class ProcessManager:
         if feed.watch is not None and self._inotify is not None:
             self._watches.pop(feed.watch, None)
             self._inotify.rm_watch(feed.watch)
+        self._polled.discard(feed)
         feed.close()
 
     def _on_inotify(self) -> None:
@@ -480,11 +497,26 @@ class ProcessManager:
                     feed.catch_up()
 
     async def _poll_feeds(self) -> None:
-        while True:
+        while self._polled:
             await asyncio.sleep(_POLL_INTERVAL)
-            for record in list(self._records.values()):
-                for feed in list(record.feeds.values()):
-                    feed.catch_up()
+            for feed in list(self._polled):
+                feed.catch_up()
+
+
+def _read_logs(path: str, tail: int | None, strip: bool) -> Logs:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Logs(content="", lines=0)
+    try:
+        end = _logstore.complete_end(fd, os.fstat(fd).st_size)
+        start = 0 if tail is None else _logstore.tail_start(fd, end, tail)
+        data = _logstore.read_range(fd, start, end)
+    finally:
+        os.close(fd)
+    if strip:
+        data = _logstore.strip_timestamps(data)
+    return Logs(content=_logstore.decode(data), lines=_logstore.count_lines(data))
 
 
 def _raise_fd_limit() -> None:

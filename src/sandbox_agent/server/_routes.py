@@ -123,9 +123,8 @@ async def process_logs(
     strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
     manager = _manager(request)
     if not follow:
-        return Response(
-            manager.logs(process_id, stream=stream, tail=tail, strip=strip).model_dump_json(), media_type=_JSON
-        )
+        logs = await manager.logs(process_id, stream=stream, tail=tail, strip=strip)
+        return Response(logs.model_dump_json(), media_type=_JSON)
     resume_from = None
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():

@@ -1,0 +1,89 @@
+"""The engine used directly from Python, without HTTP: the embedding use case."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import MARKER, marked_pids
+from sandbox_agent import _engine, _follow
+from sandbox_agent._engine import ProcessManager
+from sandbox_agent._exceptions import BadRequest, NotFound
+from sandbox_agent._models import StartProcess
+
+
+@pytest.fixture
+def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Everything started in the test inherits the marker; none may outlive it."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv(MARKER, value)
+    yield value
+    deadline = time.monotonic() + 10
+    while marked_pids(value):
+        assert time.monotonic() < deadline, f"left running: {marked_pids(value)}"
+        time.sleep(0.02)
+
+
+def test_spawn_follow_and_exit_in_process(tmp_path: Path, marker: str) -> None:
+    async def main() -> list[_follow.FollowEvent]:
+        manager = ProcessManager(tmp_path / "data")
+        await manager.start()
+        try:
+            code = "import sys\nfor i in range(3): print(i, flush=True)\nsys.exit(4)"
+            process = await manager.spawn(StartProcess(command=sys.executable, args=["-u", "-c", code]))
+            events = []
+            async with asyncio.timeout(15):
+                async for event in await manager.follow(process.id, stream="stdout", tail=0):
+                    events.append(event)
+            running = await manager.spawn(StartProcess(command="sleep", args=["600"]))
+            try:
+                with pytest.raises(BadRequest, match="still running"):
+                    await manager.delete(running.id)
+            finally:
+                manager.kill(running.id)
+                async with asyncio.timeout(15):
+                    assert (await manager.wait(running.id)).status == "killed"
+            await manager.delete(process.id)
+            with pytest.raises(NotFound):
+                manager.get(process.id)
+            return events
+        finally:
+            await manager.close()
+
+    events = asyncio.run(main())
+    assert isinstance(events[0], _follow.Snapshot)
+    assert events[0].raw == b""
+    lines = b"".join(e.segment.raw for e in events if isinstance(e, _follow.Lines)).splitlines()
+    assert [line[27:] for line in lines] == [b"0", b"1", b"2"]
+    assert isinstance(events[-1], _follow.Exit)
+    assert events[-1].state["exitCode"] == 4
+
+
+def test_follow_works_without_inotify(tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_engine.Inotify, "create", classmethod(lambda cls: None))
+
+    async def main() -> list[bytes]:
+        manager = ProcessManager(tmp_path / "data")
+        await manager.start()
+        try:
+            code = "import time\nfor i in range(20):\n    print(i, flush=True)\n    time.sleep(0.01)"
+            process = await manager.spawn(StartProcess(command=sys.executable, args=["-u", "-c", code]))
+            raw = []
+            async with asyncio.timeout(15):
+                async for event in await manager.follow(process.id, stream="stdout"):
+                    if isinstance(event, _follow.Snapshot):
+                        raw.append(event.raw)
+                    elif isinstance(event, _follow.Lines):
+                        raw.append(event.segment.raw)
+            return b"".join(raw).splitlines()
+        finally:
+            await manager.close()
+
+    lines = asyncio.run(main())
+    assert [line[27:] for line in lines] == [str(i).encode() for i in range(20)]
