@@ -514,3 +514,12 @@ def test_cors_allows_the_configured_origin(server_factory: Any) -> None:
     assert denied.headers["access-control-allow-origin"] == "http://example.test"
     other = httpx.get(f"{server.url}/v1/health", headers={"Origin": "http://elsewhere.test"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_kill_and_stop_right_after_start_reach_the_command(client: httpx.Client) -> None:
+    # The supervisor must take requests from the moment the start is answered.
+    for action, status, sig in [("kill", "killed", 9), ("stop", "stopped", 15)] * 5:
+        process = start(client, {"command": "sleep", "args": ["600"]})
+        assert client.post(f"/v1/process/{process['id']}/{action}").status_code == 204
+        final = wait_exited(client, process["id"])
+        assert (final["status"], final["exitSignal"]) == (status, sig)

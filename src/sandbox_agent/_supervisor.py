@@ -377,13 +377,21 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------
 
-    def run(self, pid: int) -> None:
-        self.pgid = pid
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    def listen(self) -> None:
+        """Take stop and kill requests from now on; the loop acts on them once it runs.
+
+        Called before the spawn is confirmed: the server may signal at once after that,
+        and an unhandled SIGUSR2 would kill the supervisor instead of the command.
+        """
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(STOP_SIGNAL_REQUEST, self._on_stop)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(KILL_SIGNAL_REQUEST, self._on_kill)
+
+    def run(self, pid: int) -> None:
+        self.pgid = pid
+        wake_r = self.wake_r
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         for fd in self.streams:
@@ -467,6 +475,7 @@ def _supervise(sock: int, message: dict[str, Any]) -> None:
         signal.signal(signal.SIGHUP, _ignore)
         signal.signal(signal.SIGINT, _ignore)
         supervisor = Supervisor(message)
+        supervisor.listen()
         try:
             pid = supervisor.spawn()
         except OSError as exc:
