@@ -63,7 +63,7 @@ class DataDirInUse(SandboxAgentError):
 class _Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("_json", "_model", "dir", "feeds", "id", "pidfd", "state", "waiters")
+    __slots__ = ("_json", "dir", "feeds", "id", "pidfd", "state", "waiters")
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -72,8 +72,8 @@ class _Record:
         self.pidfd: int | None = None
         self.feeds: dict[str, _follow.Feed] = {}
         self.waiters: list[asyncio.Future[None]] = []
+        #: The wire JSON, kept until the state changes: listing thousands stays cheap.
         self._json: bytes | None = None
-        self._model: Process | None = None
 
     @property
     def exited(self) -> bool:
@@ -86,26 +86,23 @@ class _Record:
     def update(self, state: dict[str, Any]) -> None:
         self.state = state
         self._json = None
-        self._model = None
 
     def model(self) -> Process:
-        if self._model is None:
-            s = self.state
-            stopped = s.get("stoppedAt")
-            self._model = Process(
-                id=self.id,
-                command=s["command"],
-                args=s["args"],
-                status=s["status"],
-                exit_code=s.get("exitCode"),
-                exit_signal=s.get("exitSignal"),
-                log_paths=LogPaths(**{name: os.path.join(self.dir, file) for name, file in LOG_FILES.items()}),
-                started_at=int(s.get("startedAt") or 0),
-                stopped_at=None if stopped is None else int(stopped),
-                cwd=s.get("cwd"),
-                pid=s.get("pid"),
-            )
-        return self._model
+        s = self.state
+        stopped = s.get("stoppedAt")
+        return Process(
+            id=self.id,
+            command=s["command"],
+            args=s["args"],
+            status=s["status"],
+            exit_code=s.get("exitCode"),
+            exit_signal=s.get("exitSignal"),
+            log_paths=LogPaths(**{name: os.path.join(self.dir, file) for name, file in LOG_FILES.items()}),
+            started_at=int(s.get("startedAt") or 0),
+            stopped_at=None if stopped is None else int(stopped),
+            cwd=s.get("cwd"),
+            pid=s.get("pid"),
+        )
 
     def json(self) -> bytes:
         if self._json is None:
