@@ -105,9 +105,11 @@ class Row {
     this.message = element("p", "proc-message");
     this.message.setAttribute("role", "alert");
     this.message.hidden = true;
+    this.note = element("p", "proc-note");
+    this.note.setAttribute("role", "status");
     const line = element("div", "proc-row");
     line.append(this.toggle, this.actions);
-    this.li.append(line, this.message);
+    this.li.append(line, this.note, this.message);
     this.panel = null;
     this.exited = null;
     this.update(process);
@@ -141,6 +143,7 @@ class Row {
           : [button("Stop", "", () => this.signal("stop")), button("Kill", "btn-danger", () => this.signal("kill"))]),
       );
       if (hadFocus) this.actions.firstChild.focus();
+      if (exited) this.note.textContent = "";
     }
     this.tick();
     this.panel?.update(process);
@@ -160,6 +163,12 @@ class Row {
     this.say("");
     try {
       await (action === "stop" ? api.stop(this.id) : api.kill(this.id));
+      if (!this.exited) {
+        this.note.textContent =
+          action === "stop"
+            ? "Stop sent (SIGTERM): waiting for it to exit, or for its stop timeout to kill it."
+            : "Kill sent (SIGKILL).";
+      }
       settleSoon();
     } catch (err) {
       this.say(report(err));
@@ -374,7 +383,9 @@ function main() {
     })
     .catch(report);
   refreshList();
-  setInterval(refreshList, REFRESH_MS);
+  // A hidden tab does not poll; it catches up the moment it is shown again.
+  setInterval(() => document.hidden || refreshList(), REFRESH_MS);
+  document.addEventListener("visibilitychange", () => document.hidden || refreshList());
   setInterval(() => {
     for (const row of rows.values()) if (!row.exited) row.tick();
   }, 1000);

@@ -22,7 +22,7 @@ function element(tag, attributes = {}, ...children) {
 }
 
 function exitText(process) {
-  const at = process.stoppedAt ? ` at ${new Date(process.stoppedAt * 1000).toLocaleString()}` : "";
+  const at = process.stoppedAt ? `, ${formatStartLong(process.stoppedAt)}` : "";
   if (process.status === "killed") return `killed (SIGKILL)${at}`;
   if (process.exitCode !== null && process.exitCode !== undefined) return `exit code ${process.exitCode}${at}`;
   if (process.exitSignal) return `ended by ${signalName(process.exitSignal)}${at}`;
@@ -101,10 +101,13 @@ export class ProcessPanel {
     this.error = element("p", { className: "log-error", role: "alert" });
     this.error.hidden = true;
 
+    // Folded on narrow screens, where it would push the log below the fold.
+    const details = element("details", { className: "facts-box" }, element("summary", { text: "Details" }), this.facts);
+    details.open = matchMedia("(min-width: 760px)").matches;
     this.el = element(
       "div",
       { className: "panel", id: `panel-${id}` },
-      this.facts,
+      details,
       this.note,
       toolbar,
       this.earlier,
