@@ -20,6 +20,7 @@ from ._exceptions import (
     ProblemError,
     SandboxAgentError,
     ServerError,
+    ServiceUnavailable,
     Unauthorized,
 )
 from ._models import Health, LogPaths, Logs, Process, ProcessList, StartProcess
@@ -40,6 +41,7 @@ __all__ = [
     "ProcessList",
     "SandboxAgentError",
     "ServerError",
+    "ServiceUnavailable",
     "StartProcess",
     "Unauthorized",
     "__version__",

@@ -82,7 +82,8 @@ def _server(args: argparse.Namespace) -> int:
         settings = Settings.resolve(
             host=args.host,
             port=args.port,
-            token=args.token,
+            # `sandbox-agent --token T server` means what it says, too.
+            token=args.token if args.token is not None else args.client_token,
             no_token=args.no_token,
             data_dir=args.data_dir,
             cors_origins=args.cors_allow_origin,

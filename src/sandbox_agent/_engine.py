@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _follow, _logstore, _validate
-from ._exceptions import BadRequest, NotFound, SandboxAgentError, ServerError
+from ._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavailable
 from ._ids import ID_PATTERN, check_id, new_id
 from ._inotify import IN_MODIFY, Inotify
 from ._launcher import LauncherClient
@@ -400,7 +400,7 @@ class ProcessManager:
         """
         record = self._record(process_id)
         if self._closing:
-            raise ServerError("the server is shutting down; reconnect in a moment")
+            raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
         feed = self._feed(record, stream)
         feed.users += 1
         feed.catch_up()
@@ -426,7 +426,9 @@ class ProcessManager:
     def _record(self, process_id: str) -> _Record:
         record = self._records.get(check_id(process_id))
         if record is None:
-            raise NotFound(f"no process with id {process_id}; list the processes with GET /v1/process")
+            raise NotFound(
+                f"no process with id {process_id}; list them with GET /v1/process or `sandbox-agent process ls`"
+            )
         return record
 
     def _sorted(self) -> list[_Record]:

@@ -8,6 +8,7 @@
         ├── NotFound            404: no such process (or route)
         ├── Conflict            409: the process is in the wrong state for this
         └── ServerError         5xx: our fault, not the caller's
+            └── ServiceUnavailable  503: not now (shutting down): retry shortly
 
 The server maps each class to its status in one place; the client maps the status back
 to the class, so ``except sandbox_agent.NotFound`` works the same on both sides.
@@ -23,6 +24,7 @@ __all__ = [
     "ProblemError",
     "SandboxAgentError",
     "ServerError",
+    "ServiceUnavailable",
     "Unauthorized",
 ]
 
@@ -75,11 +77,19 @@ class ServerError(ProblemError):
     title = "Internal Server Error"
 
 
+class ServiceUnavailable(ServerError):
+    """503: the server cannot serve this now (shutting down); try again shortly."""
+
+    status = 503
+    title = "Service Unavailable"
+
+
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     401: Unauthorized,
     404: NotFound,
     409: Conflict,
+    503: ServiceUnavailable,
 }
 
 

@@ -47,6 +47,6 @@ def check_id(value: str) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise BadRequest(
             f"{value!r} is not a process id: ids are the 26 lowercase letters and digits "
-            "returned by POST /v1/process. List the processes with GET /v1/process."
+            "returned by POST /v1/process. List them with GET /v1/process or `sandbox-agent process ls`."
         )
     return value

@@ -47,7 +47,7 @@ class Inotify:
 
     def read(self) -> list[tuple[int, int]]:
         """(watch descriptor, mask) of every queued event; empty when none."""
-        events = []
+        events: list[tuple[int, int]] = []
         while True:
             try:
                 buf = os.read(self.fd, 64 * 1024)

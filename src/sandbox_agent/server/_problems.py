@@ -62,7 +62,8 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _domain(request: Request, exc: ProblemError) -> Response:
-        return problem(exc.status, exc.title, exc.detail)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return problem(exc.status, exc.title, exc.detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
