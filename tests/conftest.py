@@ -193,6 +193,23 @@ def server(server_factory: Callable[..., Server]) -> Server:
     return server_factory()
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for a whole module, for tests that neither restart it nor need a token.
+
+    Use it through ``checked_shared_server``, which leak-checks after every test.
+    """
+    server = Server(tmp_path_factory.mktemp("shared") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def checked_shared_server(shared_server: Server) -> Iterator[Server]:
+    yield shared_server
+    shared_server.assert_no_leftovers()
+
+
 @pytest.fixture
 def client(server: Server) -> Iterator[httpx.Client]:
     with server.client() as c:

@@ -28,17 +28,10 @@ SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
 COMMANDS = ["start", "run", "ls", "inspect", "logs", "stop", "kill", "rm"]
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("cli") / "data").start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def server(shared: Server) -> Iterator[Server]:
-    yield shared
-    shared.assert_no_leftovers()
+def server(checked_shared_server: Server) -> Server:
+    """One server per module (restart and token tests make their own)."""
+    return checked_shared_server
 
 
 @pytest.fixture

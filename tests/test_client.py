@@ -26,18 +26,10 @@ def argv(code: str) -> tuple[str, list[str]]:
     return sys.executable, ["-u", "-c", code]
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the tests that neither restart it nor need a token."""
-    server = Server(tmp_path_factory.mktemp("client") / "data").start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def server(shared: Server) -> Iterator[Server]:
-    yield shared
-    shared.assert_no_leftovers()
+def server(checked_shared_server: Server) -> Server:
+    """One server per module (restart and token tests make their own)."""
+    return checked_shared_server
 
 
 @pytest.fixture
