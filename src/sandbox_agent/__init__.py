@@ -10,8 +10,8 @@ server lives in ``sandbox_agent.server`` and pulls in FastAPI and Uvicorn when i
 
 from __future__ import annotations
 
-from ._async_client import AsyncClient
-from ._client import Client
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import (
     BadRequest,
     Conflict,
@@ -46,3 +46,21 @@ __all__ = [
     "Unauthorized",
     "__version__",
 ]
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient
+    from ._client import Client
+
+
+def __getattr__(name: str) -> Any:
+    # The clients load httpx on first use: the server imports this package too, and
+    # has no use for an HTTP client.
+    if name == "Client":
+        from ._client import Client
+
+        return Client
+    if name == "AsyncClient":
+        from ._async_client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module 'sandbox_agent' has no attribute {name!r}")

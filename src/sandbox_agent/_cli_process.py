@@ -19,17 +19,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from . import _transport
-from ._client import Client
 from ._exceptions import BadRequest, Conflict, ConnectionFailed, NotFound, SandboxAgentError, Unauthorized
 from ._models import Process
 from ._types import STREAMS
 
 __all__ = ["add_parser", "main"]
 
-Handler = Callable[[Client, argparse.Namespace], int]
+if TYPE_CHECKING:
+    # Imported when a command runs: `sandbox-agent server` builds this parser too, and
+    # has no use for httpx.
+    from ._client import Client
+
+Handler = Callable[["Client", argparse.Namespace], int]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 _COMMAND_WIDTH = 60
@@ -172,6 +175,9 @@ def main(args: argparse.Namespace) -> int:
     if handler is None:
         args.process_parser.print_help(sys.stderr)
         return 2
+    from . import _transport
+    from ._client import Client
+
     try:
         with Client(args.client_url, args.client_token) as client:
             return handler(client, args)
@@ -282,6 +288,8 @@ def _stream_output(client: Client, process_id: str, args: argparse.Namespace) ->
     """
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     done = threading.Event()
+
+    from ._client import Client
 
     def pump() -> None:
         try:
