@@ -146,7 +146,7 @@ def wait_log_complete(
     started: float,
     exited: Callable[[], bool],
     timeout: float,
-    quiet: float = 1.0,
+    quiet: float = 2.0,
 ) -> tuple[float, bool]:
     """Seconds from ``started`` (perf_counter) until ``path`` holds all its bytes.
 

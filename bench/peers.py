@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -187,6 +188,18 @@ class Supervisord:
 
     def managed_pids(self) -> set[int]:
         return {p["pid"] for p in self.rpc.supervisor.getAllProcessInfo() if p["pid"]}
+
+    def proxies(self, count: int) -> list[Any]:
+        """Clients for concurrent calls (one ServerProxy must not be shared between threads)."""
+        return [xmlrpc.client.ServerProxy(f"http://127.0.0.1:{self.port}/RPC2") for _ in range(count)]
+
+    def each(self, method: str, names: list[str], proxies: list[Any], pool: ThreadPoolExecutor) -> None:
+        """``method(name, wait=True)`` for every name at once: returns when all have completed."""
+
+        def call(pair: tuple[str, Any]) -> None:
+            getattr(pair[1].supervisor, method)(pair[0], True)
+
+        list(pool.map(call, zip(names, proxies, strict=True)))
 
     def close(self) -> None:
         if self.proc is None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -17,6 +18,9 @@ from ..ours import EXITED, OurServer
 from ..peers import Pm2, Program, Supervisord
 from ._context import Context
 from .spawn import SLEEP, TRUE
+
+#: How often "have they all exited yet?" is asked (of us, and of pm2).
+_POLL = 0.005
 
 
 def _ours_fleet(server: OurServer, count: int) -> set[str]:
@@ -49,10 +53,8 @@ def _sd_memory(ctx: Context, count: int) -> dict[str, float]:
     with Supervisord(ctx.scratch, {"sleep": Program([SLEEP, "3600"], numprocs=count)}) as sd:
         time.sleep(ctx.sizes.settle)
         idle = h.pss_mb([sd.pid])
-        names = sd.process_names("sleep")
-        for name in names:
-            sd.rpc.supervisor.startProcess(name, False)
-        h.wait_until(lambda: all(sd.states()[n] == "RUNNING" for n in names), 30, 0.005)
+        with ThreadPoolExecutor(count) as pool:
+            sd.each("startProcess", sd.process_names("sleep"), sd.proxies(count), pool)
         time.sleep(ctx.sizes.settle)
         managed = sd.managed_pids()
         total = h.pss_mb([sd.pid, *(p for p in h.descendants(sd.pid) if p not in managed)])
@@ -155,7 +157,7 @@ async def _stop_all(url: str, ids: set[str]) -> float:
                 break
             if time.perf_counter() - t0 > 30:
                 raise h.Timeout("our fleet did not stop within 30 s")
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(_POLL)
     return time.perf_counter() - t0
 
 
@@ -179,17 +181,19 @@ def _floor_stop(count: int, rounds: int) -> list[float]:
 
 def _sd_stop(ctx: Context, count: int, rounds: int) -> list[float]:
     times = []
-    with Supervisord(ctx.scratch, {"sleep": Program([SLEEP, "3600"], numprocs=count)}) as sd:
+    with (
+        Supervisord(ctx.scratch, {"sleep": Program([SLEEP, "3600"], numprocs=count)}) as sd,
+        ThreadPoolExecutor(count) as pool,
+    ):
         names = sd.process_names("sleep")
+        proxies = sd.proxies(count)
         for _ in range(rounds):
-            for name in names:
-                sd.rpc.supervisor.startProcess(name, False)
-            h.wait_until(lambda: all(sd.states()[n] == "RUNNING" for n in names), 30, 0.005)
+            sd.each("startProcess", names, proxies, pool)
             t0 = time.perf_counter()
-            for name in names:
-                sd.rpc.supervisor.stopProcess(name, False)
-            h.wait_until(lambda: all(sd.states()[n] == "STOPPED" for n in names), 30, 0.002)
+            sd.each("stopProcess", names, proxies, pool)
             times.append(time.perf_counter() - t0)
+            if any(state != "STOPPED" for state in sd.states().values()):
+                raise RuntimeError("supervisord said stopped while some still run")
     return times
 
 
@@ -202,7 +206,7 @@ def _pm2_stop(ctx: Context, count: int, rounds: int) -> list[float]:
             h.wait_until(lambda: sum(1 for p in pm.list() if p["status"] == "online") == count, 30, 0.005)
             t0 = time.perf_counter()
             pm.call("stop", names=names)
-            h.wait_until(lambda: all(p["status"] == "stopped" for p in pm.list()), 30, 0.002)
+            h.wait_until(lambda: all(p["status"] == "stopped" for p in pm.list()), 30, _POLL)
             times.append(time.perf_counter() - t0)
             pm.call("delete")
     return times
@@ -239,7 +243,8 @@ def run_stop(ctx: Context) -> h.Outcome:
     )
     out.notes.append(
         "stop: ours = the stop requests sent concurrently on open connections, then GET /v1/process polled; "
-        "floor = SIGTERM + wait from Python; supervisord = stopProcess(wait=False) each, then polled; "
+        "floor = SIGTERM + wait from Python; supervisord = stopProcess(wait=True) for each at once "
+        "(threads), each returning once STOPPED; "
         "pm2 = pm2.stop() of each app concurrently, then pm2.list()."
     )
     out.raw = {"ours": ours, "floor": floor, "supervisord": sd, "pm2": pm2}
