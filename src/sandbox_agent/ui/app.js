@@ -29,6 +29,11 @@ function element(tag, className, text) {
   return el;
 }
 
+/** Set text only when it changed: a refresh of hundreds of rows then costs no layout. */
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
 function button(text, className, onClick) {
   const b = element("button", `btn ${className}`, text);
   b.type = "button";
@@ -126,11 +131,12 @@ class Row {
     const tone = statusTone(process);
     this.li.dataset.status = process.status;
     this.badge.className = `badge tone-${tone}`;
-    this.badge.textContent = statusLabel(process);
-    this.command.textContent = commandLine(process);
-    this.command.title = commandLine(process);
-    this.pid.textContent = process.pid ?? "–";
-    this.started.textContent = formatStart(process.startedAt);
+    setText(this.badge, statusLabel(process));
+    const line = commandLine(process);
+    setText(this.command, line);
+    this.command.title = line;
+    setText(this.pid, String(process.pid ?? "–"));
+    setText(this.started, formatStart(process.startedAt));
     this.started.dateTime = new Date(process.startedAt * 1000).toISOString();
     this.started.title = formatStartLong(process.startedAt);
     const exited = isExited(process);
@@ -150,8 +156,8 @@ class Row {
   }
 
   tick() {
-    this.durationLabel.textContent = this.exited ? "ran " : "for ";
-    this.duration.textContent = formatDuration(elapsed(this.process));
+    setText(this.durationLabel, this.exited ? "ran " : "for ");
+    setText(this.duration, formatDuration(elapsed(this.process)));
   }
 
   say(text) {

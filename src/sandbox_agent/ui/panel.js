@@ -149,6 +149,10 @@ export class ProcessPanel {
     ];
     if (isExited(process)) facts.push(["Exited", exitText(process), ""]);
     facts.push(["Log file", process.logPaths?.combined ?? "", "mono"]);
+    // Rebuilt only on change, so a refresh never drops a selection being copied.
+    const key = JSON.stringify(facts);
+    if (key === this.factsKey) return this.showState();
+    this.factsKey = key;
     this.facts.replaceChildren(
       ...facts.map(([term, value, className]) =>
         element("div", {}, element("dt", { text: term }), element("dd", { className, text: String(value) })),
