@@ -73,7 +73,10 @@ def test_root_redirects_to_the_inspector(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code in (302, 307)
     assert response.headers["location"] == "/ui/"
-    assert client.get("/ui/").status_code == 200
+    page = client.get("/ui/")
+    assert page.status_code == 200
+    assert page.headers["cache-control"] == "no-cache"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
 
 
 def test_unknown_route_is_a_problem(client: httpx.Client) -> None:

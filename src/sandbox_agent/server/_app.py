@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from .._engine import ProcessManager
 from .._version import __version__
@@ -18,6 +19,27 @@ from ._auth import TokenAuth
 from ._routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+
+#: The inspector loads nothing from elsewhere; say so, so a browser enforces it.
+_UI_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+class _UIFiles(StaticFiles):
+    """The inspector's files: revalidated on every load, under a strict CSP.
+
+    Installed files carry fixed modification times, so without ``no-cache`` a browser
+    could keep an old script after an upgrade.
+    """
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Security-Policy"] = _UI_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 def create_app(
@@ -59,7 +81,7 @@ def create_app(
     async def ui_root() -> Response:
         return RedirectResponse("/ui/")
 
-    app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+    app.mount("/ui", _UIFiles(directory=UI_DIR, html=True), name="ui")
     app.add_middleware(TokenAuth, token=token)
     if cors_origins:
         # Added last, so outermost: a 401 still carries the CORS headers a browser needs.
