@@ -21,12 +21,7 @@ def resolve_cwd(cwd: str | None) -> str:
     if not cwd or "\0" in cwd:
         raise BadRequest("cwd must be a non-empty path without NUL characters; omit it to use the server's directory")
     path = os.path.abspath(cwd)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise BadRequest(f"cwd {cwd!r} does not exist; create it first or pass an existing directory") from None
-    except OSError as exc:
-        raise BadRequest(f"cwd {cwd!r} cannot be used: {exc.strerror}") from exc
+    st = _stat(path, f"cwd {cwd!r}", "does not exist; create it first or pass an existing directory")
     if not stat.S_ISDIR(st.st_mode):
         raise BadRequest(f"cwd {cwd!r} is not a directory; pass the directory to run in")
     return path
@@ -73,13 +68,18 @@ def _is_executable_file(path: str) -> bool:
     return stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK)
 
 
-def _check_executable(path: str, command: str) -> None:
+def _stat(path: str, what: str, missing: str) -> os.stat_result:
+    """``os.stat`` whose failures are BadRequests naming ``what``."""
     try:
-        st = os.stat(path)
+        return os.stat(path)
     except FileNotFoundError:
-        raise BadRequest(f"command {command!r} does not exist (looked for {path})") from None
+        raise BadRequest(f"{what} {missing}") from None
     except OSError as exc:
-        raise BadRequest(f"command {command!r} cannot be used: {exc.strerror}") from exc
+        raise BadRequest(f"{what} cannot be used: {exc.strerror}") from exc
+
+
+def _check_executable(path: str, command: str) -> None:
+    st = _stat(path, f"command {command!r}", f"does not exist (looked for {path})")
     if stat.S_ISDIR(st.st_mode):
         raise BadRequest(f"command {command!r} is a directory, not a program")
     if not os.access(path, os.X_OK):
