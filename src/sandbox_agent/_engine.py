@@ -158,6 +158,9 @@ class ProcessManager:
         loop = asyncio.get_running_loop()
         for record in self._records.values():
             self._unwatch_supervisor(record)
+            for waiter in record.waiters:
+                if not waiter.done():
+                    waiter.set_exception(ServiceUnavailable("the process manager was closed before the process exited"))
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -319,9 +322,15 @@ class ProcessManager:
             "stopTimeout": self.stop_timeout if request.stop_timeout is None else request.stop_timeout,
             "partialDelay": self.partial_delay,
         }
+        # Shielded: once asked, the launcher may start the process whatever happens to
+        # this request (a client gone, a shutdown), and the record must still be kept.
+        return await asyncio.shield(self._launch(request, pid_dir, message))
+
+    async def _launch(self, request: StartProcess, pid_dir: Path, message: dict[str, Any]) -> Process:
+        process_id = message["id"]
         try:
             reply = await self._launcher.request(message)
-        except BaseException:
+        except Exception:
             shutil.rmtree(pid_dir, ignore_errors=True)
             raise
         if not reply.get("ok"):
