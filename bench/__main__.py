@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed.append(name)
                 traceback.print_exc()
                 outcome = h.Outcome(rows=[h.Row(name, f"ERROR: {type(exc).__name__}: {exc}"[:160], "error")])
+                outcome.raw["traceback"] = traceback.format_exc()
             seconds = time.monotonic() - t0
             outcomes[name] = outcome
             runs[name] = {"seconds": seconds, "loadavg_before": load, "loadavg_after": h.loadavg()}

@@ -28,7 +28,9 @@ class OurServer:
         self.port = h.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, timeout=60)
+        # No keep-alive for these untimed calls: uvicorn closes a connection idle for 5 s,
+        # and a request sent just then on the stale connection fails with ReadError.
+        self.http = httpx.Client(base_url=self.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
 
     def __enter__(self) -> OurServer:
         args = [h.PYTHON, "-m", "sandbox_agent", "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]

@@ -72,7 +72,7 @@ def run_latency(ctx: Context) -> h.Outcome:
                 "follow-latency",
                 f"print → SSE receive, p{p} (ms, n={len(delays)})",
                 ours,
-                "n/a: no floor for this (the issue gives none)",
+                h.NO_FLOOR,
                 sd,
                 stat(pm2, p),
                 f"≤ {goal:g} ms",
@@ -169,7 +169,7 @@ def run_fanout(ctx: Context) -> h.Outcome:
     )
     na = "n/a: no HTTP follow API to fan out (pm2 logs / supervisorctl tail are single clients)"
     for row in out.rows[-2:]:
-        row.floor, row.supervisord, row.pm2 = "n/a: no floor", na, na
+        row.floor, row.supervisord, row.pm2 = h.NO_FLOOR, na, na
     out.notes.append(
         f"fan-out: {rate:,} lines/s for {seconds:g} s; window {wall:.2f} s from the child's first line to the "
         f"last follower's exit event (the last follower finished {max(done, default=float('nan')):.2f} s after "

@@ -4,6 +4,7 @@ zombies, fds, memory)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from functools import partial
@@ -11,6 +12,7 @@ from functools import partial
 import httpx
 
 from .. import _harness as h
+from .._rawhttp import RawHttp
 from ..ours import EXITED, OurServer
 from ._context import Context
 from .spawn import TRUE
@@ -47,15 +49,17 @@ def run_list(ctx: Context) -> h.Outcome:
             new, made = size - made, size
             h.wait_until(partial(_all_exited, server, size), 120, 0.05, f"{size} records to exit")
             created = time.perf_counter() - t0
-            for _ in range(3):
-                server.http.get("/v1/process")
             samples = []
             body = 0
-            for _ in range(sizes.list_requests):
-                t1 = time.perf_counter()
-                response = server.http.get("/v1/process")
-                samples.append(time.perf_counter() - t1)
-                body = len(response.content)
+            with RawHttp(server.port) as http:
+                for i in range(sizes.list_requests + 3):  # 3 to warm up
+                    t1 = time.perf_counter()
+                    status, content = http.request("GET", "/v1/process")
+                    if i >= 3:
+                        samples.append(time.perf_counter() - t1)
+                    body = len(content)
+                    if status != 200:
+                        raise RuntimeError(f"list: {status}")
             p50 = 1000 * h.median(samples)
             goal = size == max(sizes.list_sizes)
             out.rows.append(
@@ -63,7 +67,7 @@ def run_list(ctx: Context) -> h.Outcome:
                     "list",
                     f"GET /v1/process, {size:,} records: p50 (ms, n={len(samples)})",
                     p50,
-                    "n/a: no floor for this",
+                    h.NO_FLOOR,
                     _NO_PEER_LIST,
                     _NO_PEER_LIST,
                     "≤ 50 ms" if goal else "",
@@ -87,22 +91,28 @@ def _zombies(server: OurServer) -> list[int]:
     return h.zombies_of({server.pid} | server.launcher_pids())
 
 
-def _churn_trailing_deletes(server: OurServer, count: int, lag: int = 20) -> float:
-    """Start ``count`` `true` one after the other, deleting each record once it has exited
-    (``lag`` starts later), as a long-lived client that cleans up does. Returns seconds."""
+def _churn(server: OurServer, count: int, *, delete: bool, lag: int = 20) -> float:
+    """Start ``count`` `true` one after the other; with ``delete``, delete each record once
+    it has exited (``lag`` starts later), as a long-lived client that cleans up does.
+    Returns the seconds the starts took."""
     pending: deque[str] = deque()
-    t0 = time.perf_counter()
-    for _ in range(count):
-        pending.append(server.start(TRUE)["id"])
-        while len(pending) > lag:
-            process_id = pending.popleft()
-            if server.http.delete(f"/v1/process/{process_id}").status_code == 400:  # still running
-                pending.append(process_id)
-                break
-    elapsed = time.perf_counter() - t0
-    h.wait_until(lambda: _all_exited(server, 0), 60, 0.05, "the churn to exit")
-    for process_id in pending:
-        server.http.delete(f"/v1/process/{process_id}")
+    start = RawHttp.build("POST", "/v1/process", {"command": TRUE})
+    with RawHttp(server.port) as http:
+        t0 = time.perf_counter()
+        for _ in range(count):
+            status, body = http.send(start)
+            if status != 201:
+                raise RuntimeError(f"start true: {status} {body[:300]!r}")
+            pending.append(json.loads(body)["id"])
+            while delete and len(pending) > lag:
+                process_id = pending.popleft()
+                if http.request("DELETE", f"/v1/process/{process_id}")[0] == 400:  # still running
+                    pending.append(process_id)
+                    break
+        elapsed = time.perf_counter() - t0
+        h.wait_until(lambda: _all_exited(server, 0), 120, 0.05, "the churn to exit")
+        while delete and pending:
+            http.request("DELETE", f"/v1/process/{pending.popleft()}")
     return elapsed
 
 
@@ -111,18 +121,16 @@ def run_churn(ctx: Context) -> h.Outcome:
     out = h.Outcome()
     with OurServer(ctx.scratch) as server:
         # Warm up, so that first-use allocations are not counted as growth.
-        _churn_trailing_deletes(server, 50)
+        _churn(server, 50, delete=True)
         time.sleep(ctx.sizes.settle)
         before = _server_side(server)
-        started = _churn_trailing_deletes(server, count)
+        started = _churn(server, count, delete=True)
         time.sleep(ctx.sizes.settle)
         after = _server_side(server)
         zombies = _zombies(server)
         leftovers = [p for p in h.descendants(server.pid) if p not in server.launcher_pids()]
         # Then the same number kept as records, for what a record costs the server.
-        for _ in range(count):
-            server.start(TRUE)
-        h.wait_until(lambda: _all_exited(server, count), 120, 0.05, "the kept churn to exit")
+        _churn(server, count, delete=False)
         time.sleep(ctx.sizes.settle)
         kept = _server_side(server)
         zombies_kept = _zombies(server)
@@ -130,7 +138,7 @@ def run_churn(ctx: Context) -> h.Outcome:
     growth = 100 * (after["pss_mb"] - before["pss_mb"]) / before["pss_mb"]
     rss_growth = 100 * (after["rss_mb"] - before["rss_mb"]) / before["rss_mb"]
     per_record_kb = 1024 * (kept["pss_mb"] - after["pss_mb"]) / count
-    na = ("n/a: no floor for this", _NO_PEER_CHURN, _NO_PEER_CHURN)
+    na = (h.NO_FLOOR, _NO_PEER_CHURN, _NO_PEER_CHURN)
     out.rows += [
         h.Row("churn", f"{count:,} `true` back to back: zombies left", float(len(zombies)), *na, "0", not zombies),
         h.Row("churn", "server fds after - before", float(fds), *na, "0", fds <= 0),
