@@ -526,3 +526,37 @@ def test_kill_and_stop_right_after_start_reach_the_command(client: httpx.Client)
         assert client.post(f"/v1/process/{process['id']}/{action}").status_code == 204
         final = wait_exited(client, process["id"])
         assert (final["status"], final["exitSignal"]) == (status, sig)
+
+
+def test_a_hostile_web_page_cannot_start_processes(server: Server) -> None:
+    # A "simple" cross-origin request: the browser sends it without asking first.
+    response = httpx.post(
+        f"{server.url}/v1/process",
+        content=b'{"command": "touch", "args": ["/tmp/pwned"]}',
+        headers={"Origin": "http://evil.test", "Content-Type": "text/plain"},
+    )
+    assert_problem(response, 403, "cross-origin request from http://evil.test refused", "--cors-allow-origin")
+    # DNS rebinding: a name of the attacker's that resolves to 127.0.0.1.
+    rebound = httpx.post(
+        f"{server.url}/v1/process",
+        json={"command": "true"},
+        headers={"Host": f"evil.test:{server.port}", "Origin": f"http://evil.test:{server.port}"},
+    )
+    assert_problem(rebound, 403, "evil.test", "--token")
+    with server.client() as client:
+        assert client.get("/v1/process").json() == {"processes": []}
+        # The inspector's own requests are same-origin, under any loopback name.
+        for host in ("127.0.0.1", "localhost"):
+            origin = f"http://{host}:{server.port}"
+            headers = {"Host": f"{host}:{server.port}", "Origin": origin}
+            process = client.post("/v1/process", json={"command": "true"}, headers=headers)
+            assert process.status_code == 201, process.text
+            wait_exited(client, process.json()["id"])
+
+
+def test_with_a_token_any_host_name_may_be_used(server_factory: Any) -> None:
+    server = server_factory(token="t0k")
+    headers = {"Host": f"sandbox.example:{server.port}", "Authorization": "Bearer t0k"}
+    assert httpx.get(f"{server.url}/v1/process", headers=headers).status_code == 200
+    hostile = dict(headers, Origin="http://evil.test")
+    assert_problem(httpx.get(f"{server.url}/v1/process", headers=hostile), 403, "cross-origin")

@@ -15,7 +15,7 @@ from starlette.types import Scope
 from .._engine import ProcessManager
 from .._version import __version__
 from . import _problems
-from ._auth import TokenAuth
+from ._auth import BrowserGuard, TokenAuth
 from ._routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -47,9 +47,14 @@ def create_app(
     *,
     token: str | None = None,
     cors_origins: list[str] | None = None,
+    loopback_only: bool = True,
     manage_lifecycle: bool = True,
 ) -> FastAPI:
-    """The API over ``manager``; starts and closes it unless ``manage_lifecycle`` is off."""
+    """The API over ``manager``; starts and closes it unless ``manage_lifecycle`` is off.
+
+    ``loopback_only``: the server listens on loopback only, so without a token it
+    answers only to loopback host names (see ``BrowserGuard``).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +88,9 @@ def create_app(
 
     app.mount("/ui", _UIFiles(directory=UI_DIR, html=True), name="ui")
     app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(
+        BrowserGuard, allowed_origins=list(cors_origins or []), check_host=token is None and loopback_only
+    )
     if cors_origins:
         # Added last, so outermost: a 401 still carries the CORS headers a browser needs.
         app.add_middleware(

@@ -7,6 +7,7 @@ entry of ``Sec-WebSocket-Protocol``: ``bearer.<token>`` (or the bare token).
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,28 +27,15 @@ class TokenAuth:
         if self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Unauthorized",
-                "status": 401,
-                "detail": "this server needs a token: send the header 'Authorization: Bearer <token>' "
-                "(the value given to --token or SANDBOX_AGENT_TOKEN)",
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"www-authenticate", b'Bearer realm="sandbox-agent"'),
-        ]
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
+        await _refuse(
+            scope,
+            send,
+            401,
+            "Unauthorized",
+            "this server needs a token: send the header 'Authorization: Bearer <token>' "
+            "(the value given to --token or SANDBOX_AGENT_TOKEN)",
+            [(b"www-authenticate", b'Bearer realm="sandbox-agent"')],
+        )
 
     @staticmethod
     def _guarded(scope: Scope) -> bool:
@@ -74,3 +62,82 @@ class TokenAuth:
         for candidate in offered:
             ok |= hmac.compare_digest(candidate, self.token)
         return ok
+
+
+class BrowserGuard:
+    """Refuse what a hostile web page could send to a server on this machine.
+
+    A page on another site can make the browser send a "simple" cross-origin POST
+    without any preflight, and a name that resolves to 127.0.0.1 (DNS rebinding) makes
+    even a same-origin page reach us. So, on ``/v1``:
+
+    - a request whose ``Origin`` is neither this server's own nor an allowed CORS
+      origin is refused;
+    - without a token, the ``Host`` must name a loopback address: a rebinding name is
+      refused. (With a token, or with ``--no-token`` on purpose, any name may be used.)
+    """
+
+    def __init__(self, app: ASGIApp, *, allowed_origins: list[str], check_host: bool) -> None:
+        self.app = app
+        self.any_origin = "*" in allowed_origins
+        self.allowed_origins = {origin.rstrip("/").lower() for origin in allowed_origins}
+        self.check_host = check_host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/v1/"):
+            headers = {name: value for name, value in scope["headers"] if name in (b"origin", b"host")}
+            problem = self._problem(headers.get(b"origin"), headers.get(b"host", b""))
+            if problem is not None:
+                await _refuse(scope, send, 403, "Forbidden", problem)
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, origin: bytes | None, host: bytes) -> str | None:
+        host_text = host.decode("latin-1").lower()
+        if self.check_host and _hostname(host_text) not in _LOOPBACK_NAMES and not _is_loopback_ip(host_text):
+            return (
+                f"requests for host {host_text!r} are refused: without a token this server answers only to "
+                "localhost, 127.0.0.1 or [::1]. Use one of those, or start the server with --token."
+            )
+        if origin is None or self.any_origin:
+            return None
+        origin_text = origin.decode("latin-1").rstrip("/").lower()
+        if origin_text in self.allowed_origins or origin_text.partition("://")[2] == host_text:
+            return None
+        return (
+            f"cross-origin request from {origin_text} refused; to let pages from it use the API, "
+            f"start the server with --cors-allow-origin {origin_text}"
+        )
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def _hostname(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(_hostname(host)).is_loopback
+    except ValueError:
+        return False
+
+
+async def _refuse(
+    scope: Scope, send: Send, status: int, title: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer with a problem+json before the application sees the request."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    headers += extra or []
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

@@ -10,7 +10,7 @@ import uvicorn
 
 from .._engine import DataDirInUse, ProcessManager
 from ._app import create_app
-from ._config import Settings
+from ._config import Settings, is_loopback
 
 logger = logging.getLogger("sandbox_agent.server")
 
@@ -34,7 +34,12 @@ def serve(settings: Settings) -> int:
     except DataDirInUse as exc:
         logger.error("%s", exc)
         return 1
-    app = create_app(manager, token=settings.token, cors_origins=settings.cors_origins)
+    app = create_app(
+        manager,
+        token=settings.token,
+        cors_origins=settings.cors_origins,
+        loopback_only=is_loopback(settings.host),
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
