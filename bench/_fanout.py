@@ -27,6 +27,7 @@ _SNAPSHOT = re.compile(rb"^data: \{", re.MULTILINE)
 class Follower:
     def __init__(self) -> None:
         self.lines = 0
+        self.reads = 0
         self.in_order = True
         self.snapshot = asyncio.Event()
         self.done_at: float | None = None
@@ -46,6 +47,7 @@ class Follower:
                 chunk = await reader.read(256 * 1024)
                 if not chunk:
                     break
+                self.reads += 1
                 data = tail + chunk
                 cut = data.rfind(b"\n") + 1
                 complete, tail = data[:cut], data[cut:]
@@ -80,6 +82,7 @@ async def main(host: str, port: int, process_id: str, count: int, expected: int,
         "followers": [
             {
                 "lines": f.lines,
+                "reads": f.reads,
                 "complete": f.in_order and f.lines == expected,
                 "seconds": None if f.done_at is None else f.done_at - ready,
                 "error": f.error,

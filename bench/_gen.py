@@ -79,18 +79,19 @@ def clock(seconds: float, interval: float) -> None:
 
 
 def rate(per_second: int, seconds: float, go_file: str) -> None:
+    # Evenly paced, one write per line: the steady chatty producer, and the worst case
+    # for a reader that wakes per write (no two lines arrive in the same read).
     while not os.path.exists(go_file):
         time.sleep(0.005)
     total = int(per_second * seconds)
+    interval = 1 / per_second
     pad = b"x" * 50
     start = time.monotonic()
-    sent = 0
-    while sent < total:
-        due = min(total, int((time.monotonic() - start) * per_second) + 1)
-        while sent < due:
-            os.write(1, b"%08d %s\n" % (sent, pad))
-            sent += 1
-        time.sleep(0.002)
+    for sent in range(total):
+        delay = start + sent * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        os.write(1, b"%08d %s\n" % (sent, pad))
 
 
 def main(argv: list[str]) -> None:

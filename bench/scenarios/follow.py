@@ -149,6 +149,7 @@ def run_fanout(ctx: Context) -> h.Outcome:
     lost = sum(max(0, expected - f["lines"]) for f in got)
     cpu_pct = 100 * cpu / wall
     done = [f["seconds"] for f in got if f["seconds"] is not None]
+    lines_per_read = sum(f["lines"] for f in got) / max(1, sum(f["reads"] for f in got))
     out.rows.append(
         h.Row(
             "fan-out",
@@ -173,7 +174,9 @@ def run_fanout(ctx: Context) -> h.Outcome:
     out.notes.append(
         f"fan-out: {rate:,} lines/s for {seconds:g} s; window {wall:.2f} s from the child's first line to the "
         f"last follower's exit event (the last follower finished {max(done, default=float('nan')):.2f} s after "
-        f"the start); supervisor CPU {'' if sup_cpu is None else f'{100 * sup_cpu / wall:.0f}%'}."
+        f"the start); supervisor CPU {'' if sup_cpu is None else f'{100 * sup_cpu / wall:.0f}%'}; "
+        f"{lines_per_read:.1f} lines per read by a follower (the child writes one line every "
+        f"{1e6 / rate:.0f} µs)."
     )
     out.raw = {"wall": wall, "cpu": cpu, "supervisor_cpu": sup_cpu, "followers": got}
     return out
