@@ -1,6 +1,6 @@
 """Run the benchmark suite and print the table::
 
-    .venv/bin/python -m bench                      # everything, full sizes (about 5-8 minutes)
+    .venv/bin/python -m bench                      # everything, full sizes (3-5 minutes here)
     .venv/bin/python -m bench --quick              # small sizes, under a minute
     .venv/bin/python -m bench --only spawn --only list
     .venv/bin/python -m bench --peers none         # ours and the floor only
