@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -114,3 +115,22 @@ def test_a_partial_line_keeps_its_first_arrival_time(logs: Logs) -> None:
     logs.stream.feed(b"\nc", 10.06, logs.clock)
     assert logs.stream.pending == b"c"
     assert logs.stream.pending_since == 10.06
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_any_mix_of_lines_and_read_sizes_is_logged_exactly(logs: Logs, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(60):
+        kind = rng.random()
+        size = rng.randrange(0, 200) if kind < 0.7 else rng.randrange(MAX_LINE - 2, 3 * MAX_LINE + 5)
+        lines.append(bytes([rng.randrange(32, 127)]) * size)
+    stream = b"".join(line + b"\n" for line in lines)
+    pos = 0
+    while pos < len(stream):
+        size = rng.choice([1, 7, 100, 4096, 65536, 65537, 1 << 20])
+        logs.stream.feed(stream[pos : pos + size], 1.0, logs.clock)
+        pos += size
+    expected = [line[i : i + MAX_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_LINE)]
+    for which, skip in (("stdout", TIMESTAMP_PREFIX_LEN), ("combined", TIMESTAMP_PREFIX_LEN + 9)):
+        assert [line[skip:-1] for line in logs.lines(which)] == expected

@@ -45,7 +45,12 @@ LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "combined": "combin
 TIMESTAMP_PREFIX_LEN = 27
 #: One read from a pipe. An endless line is cut at MAX_LINE; keeping reads no larger
 #: means only a line that started in an earlier read can exceed it.
+#: Reads start at READ_SIZE and grow to BULK_READ_SIZE while the pipe keeps filling
+#: them: a chatty process is read in small pieces, a bulk writer in large ones (fewer
+#: wake-ups and writes per byte).
 READ_SIZE = 64 * 1024
+BULK_READ_SIZE = 1024 * 1024
+#: An endless line is cut into lines of this many bytes.
 MAX_LINE = 64 * 1024
 #: How long a line without its newline waits before it is written out as it is.
 PARTIAL_DELAY = 0.1
@@ -146,7 +151,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class _Stream:
     """One output pipe of the child, turned into timestamped log lines."""
 
-    __slots__ = ("combined", "fd", "log_fd", "name", "pending", "pending_since", "tag")
+    __slots__ = ("combined", "fd", "log_fd", "name", "pending", "pending_since", "read_size", "tag")
 
     def __init__(self, name: str, fd: int, log_fd: int, combined: _CombinedWriter) -> None:
         self.name = name
@@ -156,28 +161,45 @@ class _Stream:
         self.tag = _TAGS[name]
         self.pending = b""
         self.pending_since = 0.0
+        self.read_size = READ_SIZE
 
     def feed(self, chunk: bytes, now: float, clock: _Clock) -> None:
         data = self.pending + chunk if self.pending else chunk
         continued = bool(self.pending)
+        start = 0
         if len(data) > MAX_LINE:
-            # Only the first line can be too long: every later one lies inside this
-            # chunk, and a chunk is never longer than MAX_LINE.
-            first = data.find(b"\n")
-            while (first if first != -1 else len(data)) > MAX_LINE:
-                self.emit(data[:MAX_LINE] + b"\n", clock.prefix(now))
-                data = data[MAX_LINE:]
-                first = first - MAX_LINE if first != -1 else -1
-                continued = False
-        last = data.rfind(b"\n")
+            data, start = self._cut_long_lines(data, now, clock)
+            continued = continued and start == 0
+        last = data.rfind(b"\n", start)
         if last == -1:
             if not continued:
                 self.pending_since = now
-            self.pending = data
+            self.pending = data[start:] if start else data
             return
-        self.emit(data[: last + 1], clock.prefix(now))
+        self.emit(data[start : last + 1] if start else data[: last + 1], clock.prefix(now))
         self.pending = data[last + 1 :]
         self.pending_since = now
+
+    def _cut_long_lines(self, data: bytes, now: float, clock: _Clock) -> tuple[bytes, int]:
+        """Write out every line of ``data`` longer than MAX_LINE as MAX_LINE pieces.
+
+        Looks at one window of MAX_LINE + 1 bytes at a time: a window without a newline
+        is a piece to cut, so a megabyte of short lines costs sixteen searches, not one
+        per line. Returns ``data`` and the offset where what is not yet written starts.
+        """
+        start = pos = 0
+        while len(data) - pos > MAX_LINE:
+            newline = data.rfind(b"\n", pos, pos + MAX_LINE + 1)
+            if newline != -1:
+                pos = newline + 1
+                continue
+            prefix = clock.prefix(now)
+            if pos > start:
+                self.emit(data[start:pos], prefix)
+            self.emit(data[pos : pos + MAX_LINE] + b"\n", prefix)
+            pos += MAX_LINE
+            start = pos
+        return data, start
 
     def flush_partial(self, now: float, clock: _Clock) -> None:
         if self.pending:
@@ -441,7 +463,7 @@ class Supervisor:
         if stream.fd < 0:
             return False
         try:
-            chunk = os.read(stream.fd, READ_SIZE)
+            chunk = os.read(stream.fd, stream.read_size)
         except BlockingIOError:
             return not drain
         except OSError:
@@ -450,6 +472,10 @@ class Supervisor:
             os.close(stream.fd)
             stream.fd = -1
             return False
+        if len(chunk) == stream.read_size:
+            stream.read_size = BULK_READ_SIZE
+        elif len(chunk) < READ_SIZE:
+            stream.read_size = READ_SIZE
         stream.feed(chunk, now, self.clock)
         return True
 
