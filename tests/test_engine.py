@@ -59,7 +59,7 @@ def test_spawn_follow_and_exit_in_process(tmp_path: Path, marker: str) -> None:
     events = asyncio.run(main())
     assert isinstance(events[0], _follow.Snapshot)
     assert events[0].raw == b""
-    lines = b"".join(e.segment.raw for e in events if isinstance(e, _follow.Lines)).splitlines()
+    lines = b"".join(s.raw for e in events if isinstance(e, _follow.Lines) for s in e.segments).splitlines()
     assert [line[27:] for line in lines] == [b"0", b"1", b"2"]
     assert isinstance(events[-1], _follow.Exit)
     assert events[-1].state["exitCode"] == 4
@@ -80,7 +80,7 @@ def test_follow_works_without_inotify(tmp_path: Path, marker: str, monkeypatch: 
                     if isinstance(event, _follow.Snapshot):
                         raw.append(event.raw)
                     elif isinstance(event, _follow.Lines):
-                        raw.append(event.segment.raw)
+                        raw.extend(segment.raw for segment in event.segments)
             return b"".join(raw).splitlines()
         finally:
             await manager.close()

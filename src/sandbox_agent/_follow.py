@@ -48,7 +48,9 @@ class Snapshot:
 
 @dataclass
 class Lines:
-    segment: Segment
+    """New lines: consecutive segments, sent together (one write per wake-up)."""
+
+    segments: list[Segment]
 
 
 @dataclass
@@ -165,16 +167,19 @@ async def follow_feed(
             offset = resume_from
         while not feed.closed:
             if offset < feed.end:
-                for piece in feed.pieces_from(offset):
-                    offset = piece.end
-                    yield Lines(piece)
+                pieces = feed.pieces_from(offset)
+                offset = pieces[-1].end
+                yield Lines(pieces)
                 continue
             if feed.exit_state is not None:
                 yield Exit(offset, feed.exit_state)
                 return
             waker.clear()
             try:
-                await asyncio.wait_for(waker.wait(), keepalive)
+                # asyncio.timeout, not wait_for: no task per wait, which counts with
+                # a hundred followers woken a few hundred times a second.
+                async with asyncio.timeout(keepalive):
+                    await waker.wait()
             except TimeoutError:
                 yield Keepalive()
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 
@@ -51,5 +50,5 @@ def serve(settings: Settings) -> int:
         ws="none",  # no WebSocket route yet; spares the server the websockets import
     )
     server = _Server(config, manager)
-    asyncio.run(server.serve())
+    server.run()  # with the loop uvicorn picks: uvloop when installed
     return 0 if server.started else 1

@@ -57,7 +57,7 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
     async with aclosing(events):  # type: ignore[type-var]
         async for event in events:
             if isinstance(event, _follow.Lines):
-                yield lines(event.segment, strip)
+                yield b"".join(lines(segment, strip) for segment in event.segments)
             elif isinstance(event, _follow.Snapshot):
                 yield snapshot(event, strip)
             elif isinstance(event, _follow.Exit):
