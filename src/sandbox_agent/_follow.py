@@ -24,6 +24,11 @@ _RETAIN_BYTES = 4 * 1024 * 1024
 #: The most a follower that fell behind reads from the file in one go.
 _CATCH_UP_BYTES = 1024 * 1024
 KEEPALIVE_INTERVAL = 15.0
+#: Followers of a busy feed are woken at most once per this many seconds per follower
+#: (capped by _MAX_PACE): one follower is woken at once, a hundred every 10 ms, so the
+#: cost of waking stays bounded however fast the process writes.
+_PACE_PER_FOLLOWER = 0.0001
+_MAX_PACE = 0.02
 
 
 @dataclass(eq=False)
@@ -80,6 +85,8 @@ class Feed:
         self.exit_state: dict[str, Any] | None = None
         self.closed = False
         self.watch: int | None = None
+        self._last_wake = 0.0
+        self._wake_timer: asyncio.TimerHandle | None = None
 
     def catch_up(self) -> None:
         """Take in whatever complete lines the file has gained; wake followers if any."""
@@ -102,7 +109,17 @@ class Feed:
         while self.retained > _RETAIN_BYTES and len(self.segments) > 1:
             self.retained -= len(self.segments.popleft().raw)
         if grown:
+            self._paced_wake()
+
+    def _paced_wake(self) -> None:
+        if self._wake_timer is not None:
+            return  # a wake is already due; it will see this data too
+        loop = asyncio.get_running_loop()
+        due = self._last_wake + min(_MAX_PACE, _PACE_PER_FOLLOWER * len(self.wakers))
+        if loop.time() >= due:
             self.wake()
+        else:
+            self._wake_timer = loop.call_at(due, self.wake)
 
     def finish(self, state: dict[str, Any]) -> None:
         """The process exited: everything it wrote is on disk, read it all then say so."""
@@ -111,6 +128,10 @@ class Feed:
         self.wake()
 
     def wake(self) -> None:
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        self._last_wake = asyncio.get_running_loop().time()
         for event in self.wakers:
             event.set()
 
