@@ -22,6 +22,7 @@ that the two sides cannot disagree about either.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import _thread
 import errno
 import fcntl
@@ -57,6 +58,15 @@ PARTIAL_DELAY = 0.1
 PIPE_SIZE = 1024 * 1024
 STOP_SIGNAL_REQUEST = signal.SIGUSR1
 KILL_SIGNAL_REQUEST = signal.SIGUSR2
+
+# Plain ints and the C function under signal.signal, whose wrapper converts to and from
+# enums: what a supervisor calls after the fork should touch as few objects as it can,
+# since each page it touches is copied (this is most of a supervisor's memory).
+_SIGTERM, _SIGKILL, _SIGCHLD = int(signal.SIGTERM), int(signal.SIGKILL), int(signal.SIGCHLD)
+_SIGHUP, _SIGINT, _SIGPIPE, _SIGXFSZ = int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGPIPE), int(signal.SIGXFSZ)
+_STOP, _KILL = int(STOP_SIGNAL_REQUEST), int(KILL_SIGNAL_REQUEST)
+_SIG_DFL = int(signal.SIG_DFL)
+_set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
 _TAGS = {"stdout": b"[stdout] ", "stderr": b"[stderr] "}
@@ -113,12 +123,27 @@ def read_json(path: str) -> dict[str, Any]:
     return data
 
 
-def boot_id() -> str:
+def _read_small(path: str) -> bytes | None:
+    # Plain os calls rather than open(): no io objects in a supervisor's few pages.
     try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return ""
+        return None
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+_boot_id: str | None = None
+
+
+def boot_id() -> str:
+    """This boot's id (read once: the launcher has it before it forks)."""
+    global _boot_id
+    if _boot_id is None:
+        _boot_id = (_read_small("/proc/sys/kernel/random/boot_id") or b"").decode().strip()
+    return _boot_id
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -127,10 +152,8 @@ def process_start_ticks(pid: int) -> int | None:
     Together with the pid and the boot id it names one process for good: a pid that was
     reused after a restart has another start time.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    stat = _read_small(f"/proc/{pid}/stat")
+    if not stat:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its end.
     fields = stat[stat.rindex(b")") + 2 :].split()
@@ -333,7 +356,7 @@ class Supervisor:
                 setsid=True,
                 setsigmask=(),
                 # Python ignores these; an ignored signal would stay ignored after exec.
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                setsigdef=(_SIGPIPE, _SIGXFSZ),
             )
         finally:
             os.close(out_w)
@@ -390,11 +413,11 @@ class Supervisor:
         if self.kill_requested or (self.kill_deadline is not None and now >= self.kill_deadline):
             # Only a kill request acted on before the exit was seen makes it "killed".
             self.killed = self.kill_requested
-            self._signal_group(signal.SIGKILL)
+            self._signal_group(_SIGKILL)
             self.kill_sent = True
             self.kill_deadline = None
         elif self.stop_requested and self.kill_deadline is None:
-            self._signal_group(signal.SIGTERM)
+            self._signal_group(_SIGTERM)
             self.kill_deadline = now + self.stop_timeout
 
     # -- the loop ----------------------------------------------------------
@@ -407,9 +430,9 @@ class Supervisor:
         """
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        signal.signal(STOP_SIGNAL_REQUEST, self._on_stop)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(KILL_SIGNAL_REQUEST, self._on_kill)
+        _set_handler(_STOP, self._on_stop)
+        _set_handler(_SIGTERM, self._on_stop)
+        _set_handler(_KILL, self._on_kill)
 
     def run(self, pid: int) -> None:
         self.pgid = pid
@@ -495,11 +518,11 @@ def _supervise(sock: int, message: dict[str, Any]) -> None:
     code = 0
     try:
         os.setsid()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _set_handler(_SIGCHLD, _SIG_DFL)
         # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
         # in the child across exec, handled ones are reset to their default there.
-        signal.signal(signal.SIGHUP, _ignore)
-        signal.signal(signal.SIGINT, _ignore)
+        _set_handler(_SIGHUP, _ignore)
+        _set_handler(_SIGINT, _ignore)
         supervisor = Supervisor(message)
         supervisor.listen()
         try:
@@ -572,6 +595,7 @@ def launcher_main(fd: int) -> None:
     os.set_inheritable(sock, False)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    boot_id()
     gc.collect()
     gc.freeze()
     while True:
