@@ -313,7 +313,7 @@ class Supervisor:
     def __init__(self, request: dict[str, Any]) -> None:
         self.request = request
         self.dir: str = request["dir"]
-        self.state_path = os.path.join(self.dir, STATE_FILE)
+        self.state_path = f"{self.dir}/{STATE_FILE}"
         self.stop_timeout = float(request.get("stopTimeout", 10.0))
         self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
         self.clock = _Clock()
@@ -331,7 +331,7 @@ class Supervisor:
         req = self.request
         self.log_fds = {
             name: os.open(
-                os.path.join(self.dir, file),
+                f"{self.dir}/{file}",
                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                 0o600,
             )
