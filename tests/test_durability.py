@@ -227,3 +227,25 @@ def test_a_follow_cut_by_a_restart_resumes_exactly(server: Server, tmp_path: Pat
                     break
                 seen.append(event.data)
         check_counter(seen)
+
+
+def parent_and_state(pid: int) -> tuple[int, str]:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[1]), fields[0].decode()
+
+
+def test_orphans_left_by_a_process_are_adopted_and_reaped(server: Server, client: httpx.Client) -> None:
+    # bash starts a background sleep and exits: the sleep is orphaned.
+    process = start(client, {"command": "bash", "args": ["-c", "sleep 600 & echo $!"]})
+    wait_exited(client, process["id"])
+    orphan = int(
+        client.get(f"/v1/process/{process['id']}/logs", params={"strip_timestamps": "true"})
+        .json()["content"]
+        .split()[-1]
+    )
+    assert server.proc is not None
+    assert parent_and_state(orphan)[0] == server.proc.pid  # adopted by the server, not init
+    os.kill(orphan, signal.SIGKILL)
+    # Reaped, not left a zombie.
+    wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 10, "the orphan to be reaped")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -54,6 +55,7 @@ logger = logging.getLogger("sandbox_agent.engine")
 
 EXITED = ("stopped", "killed")
 _POLL_INTERVAL = 0.05
+_REAP_INTERVAL = 1.0
 
 
 class DataDirInUse(SandboxAgentError):
@@ -120,7 +122,11 @@ class ProcessManager:
         stop_timeout: float = 10.0,
         partial_delay: float = PARTIAL_DELAY,
         python: str = sys.executable,
+        subreaper: bool = False,
     ) -> None:
+        """``subreaper``: adopt and reap orphans below this process (the server does;
+        an application embedding the engine may not want its process to)."""
+        self.subreaper = subreaper
         self.data_dir = Path(data_dir).absolute()
         self.processes_dir = self.data_dir / "processes"
         self.stop_timeout = stop_timeout
@@ -132,6 +138,7 @@ class ProcessManager:
         self._inotify: Inotify | None = None
         self._watches: dict[int, _follow.Feed] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[None] | None = None
         #: Feeds that inotify cannot watch (no inotify, or out of watches): polled.
         self._polled: set[_follow.Feed] = set()
         self._closing = False
@@ -150,6 +157,11 @@ class ProcessManager:
         else:
             logger.warning("inotify is not available: followers poll every %.0f ms", _POLL_INTERVAL * 1000)
         self._load_records()
+        if self.subreaper:
+            _become_subreaper()
+            # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for
+            # their own subprocesses. An orphan stays a zombie a second at most.
+            self._reaper = asyncio.create_task(self._reap_orphans_forever())
         await self._launcher.start()
 
     async def close(self) -> None:
@@ -161,10 +173,11 @@ class ProcessManager:
             for waiter in record.waiters:
                 if not waiter.done():
                     waiter.set_exception(ServiceUnavailable("the process manager was closed before the process exited"))
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._reaper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._inotify is not None:
             loop.remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -293,6 +306,24 @@ class ProcessManager:
             return
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
+
+    async def _reap_orphans_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL)
+            self._reap_orphans()
+
+    def _reap_orphans(self) -> None:
+        """Reap children we never started: orphans that were handed to us.
+
+        As a subreaper (or as PID 1 in a container) we inherit the supervisors of a
+        launcher that died and every daemon a managed process left behind; unreaped,
+        each would stay a zombie. The launcher itself is reaped by its own handle.
+        """
+        for pid in _children():
+            if pid == self._launcher.pid:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
 
     # -- the API's operations -------------------------------------------------
 
@@ -525,6 +556,22 @@ def _read_logs(path: str, tail: int | None, strip: bool) -> Logs:
     if strip:
         data = _logstore.strip_timestamps(data)
     return Logs(content=_logstore.decode(data), lines=_logstore.count_lines(data))
+
+
+def _children() -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as f:
+                pids.extend(int(pid) for pid in f.read().split())
+    return pids
+
+
+def _become_subreaper() -> None:
+    # PR_SET_CHILD_SUBREAPER: orphans below us come to us rather than to init, which
+    # in a container may never reap them.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
 
 
 def _raise_fd_limit() -> None:

@@ -62,6 +62,10 @@ class LauncherClient:
             self._sock = ours
             asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send ``message`` to the launcher and wait for the reply with the same number."""
         if self._sock is None:

@@ -27,7 +27,7 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT or SIGTERM; the managed processes keep running after it returns."""
-    manager = ProcessManager(settings.data_dir, stop_timeout=settings.stop_timeout)
+    manager = ProcessManager(settings.data_dir, stop_timeout=settings.stop_timeout, subreaper=True)
     try:
         manager.lock()
     except DataDirInUse as exc:
