@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--peers", default="supervisord,pm2", help="peers to compare with, or 'none'")
     parser.add_argument("--no-install", action="store_true", help="use only peers already in bench/.peers/")
+    parser.add_argument("--install-only", action="store_true", help="install the peers into bench/.peers/, run nothing")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
     parser.add_argument("--time-limit", type=float, help="seconds allowed per scenario (default 240, quick 60)")
     return parser
@@ -119,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("supervisord", "pm2"):
         if getattr(avail, name) and name in wanted_peers:
             print(f"  {name} skipped: {getattr(avail, name)}", flush=True)
+    if args.install_only:
+        return 0
     info = machine(avail)
     scratch = Path(tempfile.mkdtemp(prefix="sandbox-agent-bench-"))
     ctx = Context(sizes=sizes, scratch=scratch, peers=avail)
