@@ -560,3 +560,19 @@ def test_with_a_token_any_host_name_may_be_used(server_factory: Any) -> None:
     assert httpx.get(f"{server.url}/v1/process", headers=headers).status_code == 200
     hostile = dict(headers, Origin="http://evil.test")
     assert_problem(httpx.get(f"{server.url}/v1/process", headers=hostile), 403, "cross-origin")
+
+
+def test_many_concurrent_starts_of_quick_commands_all_succeed(server: Server, client: httpx.Client) -> None:
+    # Quick commands exit while their start is being answered: every race on the way
+    # (the supervisor gone before it is watched, its /proc entry vanishing mid-read)
+    # must still give a 201 and a recorded exit.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def start_one(_: int) -> int:
+        return httpx.post(f"{server.url}/v1/process", json={"command": "true"}, timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(start_one, range(300)))
+    assert codes == [201] * 300
+    for process in client.get("/v1/process").json()["processes"]:
+        assert wait_exited(client, process["id"])["exitCode"] == 0

@@ -131,6 +131,8 @@ def _read_small(path: str) -> bytes | None:
         return None
     try:
         return os.read(fd, 4096)
+    except OSError:
+        return None  # a /proc file whose process went away after the open
     finally:
         os.close(fd)
 
