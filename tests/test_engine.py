@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MARKER, marked_pids
-from sandbox_agent import _engine, _follow
+from sandbox_agent import _follow, _watch
 from sandbox_agent._engine import ProcessManager
 from sandbox_agent._exceptions import BadRequest, NotFound
 from sandbox_agent._models import StartProcess
@@ -66,7 +66,7 @@ def test_spawn_follow_and_exit_in_process(tmp_path: Path, marker: str) -> None:
 
 
 def test_follow_works_without_inotify(tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_engine.Inotify, "create", classmethod(lambda cls: None))
+    monkeypatch.setattr(_watch.Inotify, "create", classmethod(lambda cls: None))
 
     async def main() -> list[bytes]:
         manager = ProcessManager(tmp_path / "data")

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
 import os
-import resource
 import shutil
 import signal
 import sys
@@ -32,10 +30,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from . import _follow, _logstore, _validate
+from . import _follow, _logstore, _system, _validate
 from ._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavailable
 from ._ids import ID_PATTERN, check_id, new_id
-from ._inotify import IN_MODIFY, Inotify
 from ._launcher import LauncherClient
 from ._models import LogPaths, Logs, Process, StartProcess
 from ._supervisor import (
@@ -50,11 +47,11 @@ from ._supervisor import (
     write_json_atomic,
 )
 from ._types import StreamName
+from ._watch import LogWatcher
 
 logger = logging.getLogger("sandbox_agent.engine")
 
 EXITED = ("stopped", "killed")
-_POLL_INTERVAL = 0.05
 _REAP_INTERVAL = 1.0
 
 
@@ -135,12 +132,8 @@ class ProcessManager:
         self._records: dict[str, _Record] = {}
         self._ordered: list[_Record] | None = None
         self._lock_fd: int | None = None
-        self._inotify: Inotify | None = None
-        self._watches: dict[int, _follow.Feed] = {}
-        self._poller: asyncio.Task[None] | None = None
+        self._watcher = LogWatcher()
         self._reaper: asyncio.Task[None] | None = None
-        #: Feeds that inotify cannot watch (no inotify, or out of watches): polled.
-        self._polled: set[_follow.Feed] = set()
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -149,16 +142,11 @@ class ProcessManager:
         self.processes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
         self.lock()
-        _raise_fd_limit()
-        loop = asyncio.get_running_loop()
-        self._inotify = Inotify.create()
-        if self._inotify is not None:
-            loop.add_reader(self._inotify.fd, self._on_inotify)
-        else:
-            logger.warning("inotify is not available: followers poll every %.0f ms", _POLL_INTERVAL * 1000)
+        _system.raise_fd_limit()
+        self._watcher.start()
         self._load_records()
         if self.subreaper:
-            _become_subreaper()
+            _system.become_subreaper()
             # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for
             # their own subprocesses. An orphan stays a zombie a second at most.
             self._reaper = asyncio.create_task(self._reap_orphans_forever())
@@ -167,21 +155,16 @@ class ProcessManager:
     async def close(self) -> None:
         """Stop serving; the managed processes and their supervisors keep running."""
         self.begin_shutdown()
-        loop = asyncio.get_running_loop()
         for record in self._records.values():
             self._unwatch_supervisor(record)
             for waiter in record.waiters:
                 if not waiter.done():
                     waiter.set_exception(ServiceUnavailable("the process manager was closed before the process exited"))
-        for task in (self._poller, self._reaper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if self._inotify is not None:
-            loop.remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self._watcher.close()
         await self._launcher.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -319,7 +302,7 @@ class ProcessManager:
         launcher that died and every daemon a managed process left behind; unreaped,
         each would stay a zombie. The launcher itself is reaped by its own handle.
         """
-        for pid in _children():
+        for pid in _system.children():
             if pid == self._launcher.pid:
                 continue
             with contextlib.suppress(ChildProcessError):
@@ -423,7 +406,8 @@ class ProcessManager:
         """The selected lines of a log, read off the event loop (a log can be large)."""
         record = self._record(process_id)
         path = os.path.join(record.dir, LOG_FILES[stream])
-        return await asyncio.to_thread(_read_logs, path, tail, strip)
+        content, lines = await asyncio.to_thread(_logstore.read_lines, path, tail, strip)
+        return Logs(content=content, lines=lines)
 
     async def follow(
         self,
@@ -492,24 +476,11 @@ class ProcessManager:
                 open(path, "ab").close()
             feed = _follow.Feed(path)
             if not record.exited:
-                self._watch_feed(feed)
+                self._watcher.watch(feed)
             if record.exited:
                 feed.exit_state = record.state
             record.feeds[stream] = feed
         return feed
-
-    def _watch_feed(self, feed: _follow.Feed) -> None:
-        if self._inotify is not None:
-            try:
-                feed.watch = self._inotify.add_watch(feed.path, IN_MODIFY)
-            except OSError as exc:
-                logger.warning("cannot watch %s (%s): polling it instead", feed.path, exc)
-            else:
-                self._watches[feed.watch] = feed
-                return
-        self._polled.add(feed)
-        if self._poller is None or self._poller.done():
-            self._poller = asyncio.create_task(self._poll_feeds())
 
     def _release_feed(self, record: _Record, stream: str, feed: _follow.Feed) -> None:
         if record.feeds.get(stream) is feed:
@@ -519,64 +490,5 @@ class ProcessManager:
 
     def _drop_feed(self, record: _Record, stream: str) -> None:
         feed = record.feeds.pop(stream)
-        if feed.watch is not None and self._inotify is not None:
-            self._watches.pop(feed.watch, None)
-            self._inotify.rm_watch(feed.watch)
-        self._polled.discard(feed)
+        self._watcher.unwatch(feed)
         feed.close()
-
-    def _on_inotify(self) -> None:
-        assert self._inotify is not None
-        seen = set()
-        for wd, _mask in self._inotify.read():
-            if wd not in seen:
-                seen.add(wd)
-                feed = self._watches.get(wd)
-                if feed is not None:
-                    feed.catch_up()
-
-    async def _poll_feeds(self) -> None:
-        while self._polled:
-            await asyncio.sleep(_POLL_INTERVAL)
-            for feed in list(self._polled):
-                feed.catch_up()
-
-
-def _read_logs(path: str, tail: int | None, strip: bool) -> Logs:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Logs(content="", lines=0)
-    try:
-        end = _logstore.complete_end(fd, os.fstat(fd).st_size)
-        start = 0 if tail is None else _logstore.tail_start(fd, end, tail)
-        data = _logstore.read_range(fd, start, end)
-    finally:
-        os.close(fd)
-    if strip:
-        data = _logstore.strip_timestamps(data)
-    return Logs(content=_logstore.decode(data), lines=_logstore.count_lines(data))
-
-
-def _children() -> list[int]:
-    pids: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as f:
-                pids.extend(int(pid) for pid in f.read().split())
-    return pids
-
-
-def _become_subreaper() -> None:
-    # PR_SET_CHILD_SUBREAPER: orphans below us come to us rather than to init, which
-    # in a container may never reap them.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
-
-
-def _raise_fd_limit() -> None:
-    # Every running process costs the server a pidfd: allow as many as the system lets us.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

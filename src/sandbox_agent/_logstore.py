@@ -15,7 +15,7 @@ from ._supervisor import TIMESTAMP_PREFIX_LEN
 _BLOCK = 64 * 1024
 _STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ", re.MULTILINE)
 
-__all__ = ["complete_end", "count_lines", "decode", "read_range", "strip_timestamps", "tail_start"]
+__all__ = ["complete_end", "count_lines", "decode", "read_lines", "read_range", "strip_timestamps", "tail_start"]
 
 
 def complete_end(fd: int, size: int) -> int:
@@ -83,3 +83,19 @@ def count_lines(data: bytes) -> int:
 def decode(data: bytes) -> str:
     """Log bytes as text: invalid UTF-8 becomes U+FFFD, never an error."""
     return data.decode("utf-8", "replace")
+
+
+def read_lines(path: str, tail: int | None, strip: bool) -> tuple[str, int]:
+    """The complete lines of a log (the last ``tail`` of them), as text and a count."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "", 0
+    try:
+        end = complete_end(fd, os.fstat(fd).st_size)
+        data = read_range(fd, 0 if tail is None else tail_start(fd, end, tail), end)
+    finally:
+        os.close(fd)
+    if strip:
+        data = strip_timestamps(data)
+    return decode(data), count_lines(data)
