@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
+    # Uvicorn imports watchfiles at import time for --reload, which this server never
+    # uses; in this process only, keep it out (it falls back to its own stat reloader).
+    sys.modules.setdefault("watchfiles", None)  # type: ignore[arg-type]
     from .server import ConfigError, Settings, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
