@@ -87,3 +87,31 @@ def test_follow_works_without_inotify(tmp_path: Path, marker: str, monkeypatch: 
 
     lines = asyncio.run(main())
     assert [line[27:] for line in lines] == [str(i).encode() for i in range(20)]
+
+
+def test_an_idle_follow_sends_keepalives_then_sees_new_lines(tmp_path: Path) -> None:
+    log = tmp_path / "combined.log"
+    log.write_bytes(b"[2026-01-30T12:32:45.123Z] [stdout] first\n")
+
+    def append(data: bytes) -> None:
+        with open(log, "ab") as f:
+            f.write(data)
+
+    async def main() -> list[type]:
+        feed = _follow.Feed(str(log))
+        kinds: list[type] = []
+        try:
+            async with asyncio.timeout(10):
+                async for event in _follow.follow_feed(feed, tail=None, resume_from=None, keepalive=0.02):
+                    kinds.append(type(event))
+                    if isinstance(event, _follow.Keepalive) and kinds.count(_follow.Keepalive) == 2:
+                        append(b"[2026-01-30T12:32:46.000Z] [stdout] second\n")
+                        feed.catch_up()
+                    if isinstance(event, _follow.Lines):
+                        return kinds
+        finally:
+            feed.close()
+        return kinds
+
+    kinds = asyncio.run(main())
+    assert kinds == [_follow.Snapshot, _follow.Keepalive, _follow.Keepalive, _follow.Lines]
