@@ -91,6 +91,7 @@ def test_start_returns_a_running_process(client: httpx.Client, tmp_path: Path) -
     response = client.post("/v1/process", json={"command": "sleep", "args": ["600"], "cwd": str(tmp_path)})
     assert response.status_code == 201
     process = response.json()
+    assert response.headers["location"] == f"/v1/process/{process['id']}"
     assert process["status"] == "running"
     assert process["command"] == "sleep"
     assert process["args"] == ["600"]

@@ -62,7 +62,12 @@ async def health() -> Health:
 async def start_process(body: StartProcess, request: Request) -> Response:
     """Start a process. Returns once it runs, with its id and log paths."""
     process = await _manager(request).spawn(body)
-    return Response(process.model_dump_json(by_alias=True), status_code=201, media_type=_JSON)
+    return Response(
+        process.model_dump_json(by_alias=True),
+        status_code=201,
+        media_type=_JSON,
+        headers={"Location": f"/v1/process/{process.id}"},
+    )
 
 
 @router.get("/process", response_model=ProcessList, responses=_PROBLEMS, tags=["processes"])
