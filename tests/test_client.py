@@ -325,3 +325,19 @@ def test_wait_survives_a_restart(
 def test_import_needs_no_server_dependencies() -> None:
     code = "import sandbox_agent, sys; assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_minimal_start_answer_from_the_original_server_is_accepted() -> None:
+    # The original answers a start with {id, status, logPaths} only: the client then
+    # fetches the whole process instead of failing validation.
+    from sandbox_agent import _transport
+
+    minimal = b'{"id": "abc", "status": "running", "logPaths": {"stdout": "a", "stderr": "b", "combined": "c"}}'
+    assert _transport.parse_started(minimal) == "abc"
+    full = (
+        b'{"id": "abc", "command": "true", "args": [], "status": "running", "exitCode": null,'
+        b' "logPaths": {"stdout": "a", "stderr": "b", "combined": "c"}, "startedAt": 1}'
+    )
+    started = _transport.parse_started(full)
+    assert isinstance(started, sandbox_agent.Process)
+    assert started.command == "true"

@@ -87,7 +87,8 @@ class AsyncClient:
         'running'
         """
         response = await self._send(_transport.start_call(command, args, cwd, env))
-        return Process.model_validate_json(response.content)
+        started = _transport.parse_started(response.content)
+        return started if isinstance(started, Process) else await self.get(started)
 
     async def list(self) -> list[Process]:
         """Every process the server knows, newest first."""

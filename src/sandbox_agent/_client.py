@@ -80,7 +80,8 @@ class Client:
         'running'
         """
         response = self._send(_transport.start_call(command, args, cwd, env))
-        return Process.model_validate_json(response.content)
+        started = _transport.parse_started(response.content)
+        return started if isinstance(started, Process) else self.get(started)
 
     def list(self) -> list[Process]:
         """Every process the server knows, newest first."""

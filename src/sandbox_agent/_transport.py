@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from ._exceptions import ConnectionFailed, ProblemError, ServerError, error_for_status
-from ._models import StartProcess
+from ._models import Process, StartProcess
 from ._types import StreamName
 
 DEFAULT_URL = "http://127.0.0.1:2468"
@@ -81,6 +82,19 @@ def process_path(process_id: str, action: str = "") -> str:
     # Quoted so that an id typed by a user ("../x") stays one path segment.
     path = f"/v1/process/{quote(process_id, safe='')}"
     return f"{path}/{action}" if action else path
+
+
+def parse_started(content: bytes) -> Process | str:
+    """The Process a start answered with, or just its id when the answer is the
+    original server's minimal ``{id, status, logPaths}`` (the caller then gets it)."""
+    data = json.loads(content)
+    try:
+        return Process.model_validate(data)
+    except ValidationError:
+        process_id = data.get("id") if isinstance(data, dict) else None
+        if isinstance(process_id, str):
+            return process_id
+        raise
 
 
 def start_call(command: str, args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> Call:
