@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import re
 
-from ._supervisor import TIMESTAMP_PREFIX_LEN
-
 _BLOCK = 64 * 1024
 _STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ", re.MULTILINE)
 
@@ -70,10 +68,6 @@ def read_range(fd: int, start: int, end: int) -> bytes:
 def strip_timestamps(data: bytes) -> bytes:
     """Remove the leading ``[<ts>] `` of every line (the ``[stdout] `` tag stays)."""
     return _STAMP.sub(b"", data)
-
-
-def strip_line(line: bytes) -> bytes:
-    return line[TIMESTAMP_PREFIX_LEN:] if _STAMP.match(line) else line
 
 
 def count_lines(data: bytes) -> int:
