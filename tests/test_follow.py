@@ -32,12 +32,18 @@ def follow(client: httpx.Client, process_id: str, headers: dict[str, str] | None
     return client.stream("GET", f"/v1/process/{process_id}/logs", params=params, headers=headers or {})
 
 
-def test_snapshot_then_live_lines_then_exit(client: httpx.Client, tmp_path: Path) -> None:
+def start_stepped(client: httpx.Client, tmp_path: Path) -> tuple[dict[str, Any], Path, Path]:
+    """Start STEPPED and wait for its first line; touch go, then stop, to move it on."""
     go, stop = tmp_path / "go", tmp_path / "stop"
     body = py(STEPPED)
     body["args"] += [str(go), str(stop)]
     process = start(client, body)
     wait_for(lambda: "before" in client.get(f"/v1/process/{process['id']}/logs").text, 10, "first line")
+    return process, go, stop
+
+
+def test_snapshot_then_live_lines_then_exit(client: httpx.Client, tmp_path: Path) -> None:
+    process, go, stop = start_stepped(client, tmp_path)
     with follow(client, process["id"], strip_timestamps="true") as response:
         assert response.headers["cache-control"] == "no-cache"
         events = sse_events(response)
@@ -63,11 +69,7 @@ def test_snapshot_then_live_lines_then_exit(client: httpx.Client, tmp_path: Path
 
 
 def test_tail_zero_gives_an_empty_snapshot_and_stream_selects(client: httpx.Client, tmp_path: Path) -> None:
-    go, stop = tmp_path / "go", tmp_path / "stop"
-    body = py(STEPPED)
-    body["args"] += [str(go), str(stop)]
-    process = start(client, body)
-    wait_for(lambda: "before" in client.get(f"/v1/process/{process['id']}/logs").text, 10, "first line")
+    process, go, stop = start_stepped(client, tmp_path)
     with follow(client, process["id"], tail=0, stream="stdout") as response:
         events = sse_events(response)
         assert json.loads(next(events).data) == {"content": "", "lines": 0}
