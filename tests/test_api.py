@@ -16,8 +16,6 @@ import pytest
 
 from conftest import Server, py, start, wait_exited, wait_for, wait_log
 
-SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(600)"
-
 
 def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
