@@ -7,10 +7,11 @@ entry of ``Sec-WebSocket-Protocol``: ``bearer.<token>`` (or the bare token).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._config import is_loopback
 
 _OPEN_PATHS = frozenset({"/v1/health"})
 
@@ -94,7 +95,7 @@ class BrowserGuard:
 
     def _problem(self, origin: bytes | None, host: bytes) -> str | None:
         host_text = host.decode("latin-1").lower()
-        if self.check_host and _hostname(host_text) not in _LOOPBACK_NAMES and not _is_loopback_ip(host_text):
+        if self.check_host and not is_loopback(_hostname(host_text)):
             return (
                 f"requests for host {host_text!r} are refused: without a token this server answers only to "
                 "localhost, 127.0.0.1 or [::1]. Use one of those, or start the server with --token."
@@ -110,20 +111,10 @@ class BrowserGuard:
         )
 
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
-
-
 def _hostname(host: str) -> str:
     if host.startswith("["):
         return host[1 : host.find("]")] if "]" in host else host
     return host.rpartition(":")[0] if ":" in host else host
-
-
-def _is_loopback_ip(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(_hostname(host)).is_loopback
-    except ValueError:
-        return False
 
 
 async def _refuse(

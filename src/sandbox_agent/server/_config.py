@@ -79,7 +79,8 @@ class Settings:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
+    if host in ("localhost", "localhost."):
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
