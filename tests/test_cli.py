@@ -21,7 +21,7 @@ import pytest
 
 from conftest import Server, free_port
 from sandbox_agent import Client, NotFound
-from sandbox_agent._cli import main
+from sandbox_agent.cli import main
 
 UNKNOWN_ID = "0" * 26
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
@@ -187,7 +187,7 @@ def test_inspect(cli: Cli, sdk: Client) -> None:
     status, out, _ = cli("process", "inspect", process.id)
     assert status == 0
     data = json.loads(out)
-    assert data == sdk.get(process.id).model_dump(mode="json", by_alias=True)
+    assert data == sdk.get(process.id).to_wire()
     assert (data["id"], data["exitCode"], data["status"]) == (process.id, 4, "stopped")
     assert "logPaths" in data
 

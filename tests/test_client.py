@@ -330,7 +330,7 @@ def test_import_needs_no_server_dependencies() -> None:
 def test_a_minimal_start_answer_from_the_original_server_is_accepted() -> None:
     # The original answers a start with {id, status, logPaths} only: the client then
     # fetches the whole process instead of failing validation.
-    from sandbox_agent import _transport
+    from sandbox_agent.client import _protocol as _transport
 
     minimal = b'{"id": "abc", "status": "running", "logPaths": {"stdout": "a", "stderr": "b", "combined": "c"}}'
     assert _transport.parse_started(minimal) == "abc"

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from conftest import MARKER, marked_pids
-from sandbox_agent import _follow, _watch
-from sandbox_agent._engine import ProcessManager
 from sandbox_agent._exceptions import BadRequest, NotFound
-from sandbox_agent._models import StartProcess
+from sandbox_agent.engine import ProcessManager
+from sandbox_agent.engine import SpawnRequest as StartProcess
+from sandbox_agent.engine.logs import feed as _follow
+from sandbox_agent.engine.logs import watch as _watch
 
 
 @pytest.fixture

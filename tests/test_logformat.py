@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_agent import _supervisor
-from sandbox_agent._supervisor import MAX_LINE, TIMESTAMP_PREFIX_LEN, _Clock, _CombinedWriter, _Stream, format_timestamp
+from sandbox_agent.supervisor import capture as _supervisor
+from sandbox_agent.supervisor.capture import MAX_LINE
+from sandbox_agent.supervisor.capture import CombinedWriter as _CombinedWriter
+from sandbox_agent.supervisor.capture import Stream as _Stream
+from sandbox_agent.supervisor.ondisk import TIMESTAMP_PREFIX_LEN, format_timestamp
+from sandbox_agent.supervisor.ondisk import Clock as _Clock
 
 STAMP = re.compile(rb"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ")
 

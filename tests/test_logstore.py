@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_agent import _logstore
+from sandbox_agent.engine.logs import store as _logstore
 
 
 def write(tmp_path: Path, data: bytes) -> int:

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 from conftest import wait_for
-from sandbox_agent._supervisor import read_json, write_json_atomic
+from sandbox_agent.supervisor.ondisk import read_json, write_json_atomic
 
 WRITER = """
 import sys
-from sandbox_agent._supervisor import write_json_atomic
+from sandbox_agent.supervisor.ondisk import write_json_atomic
 path = sys.argv[1]
 i = 0
 while True:

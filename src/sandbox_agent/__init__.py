@@ -1,30 +1,21 @@
 """sandbox-agent: a process manager for sandboxes, driven over HTTP.
 
-Importing this package loads the client side only (the SDK, its models and errors); the
-server lives in ``sandbox_agent.server`` and pulls in FastAPI and Uvicorn when imported.
+This package is the client side (the SDK, its models and errors); the server lives in
+``sandbox_agent.server`` and needs the ``server`` extra.
 
     with sandbox_agent.Client("http://127.0.0.1:2468") as client:
         process = client.start("python", ["-c", "print('hello')"])
         print(client.wait(process.id).exit_code)
+
+Every name is loaded on first use: the supervisor program (``sandbox_agent.supervisor``)
+runs with the standard library alone and must not load anything of this package's when
+Python imports it as the parent of its own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._exceptions import (
-    BadRequest,
-    Conflict,
-    ConnectionFailed,
-    NotFound,
-    ProblemError,
-    SandboxAgentError,
-    ServerError,
-    ServiceUnavailable,
-    Unauthorized,
-)
-from ._models import Health, LogPaths, Logs, Process, ProcessList, StartProcess
-from ._version import __version__
+# No typing or importlib: this module is also loaded by the supervisor, which stays small.
+TYPE_CHECKING = False
 
 __all__ = [
     "AsyncClient",
@@ -48,19 +39,39 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._async_client import AsyncClient
-    from ._client import Client
+    from ._exceptions import (
+        BadRequest,
+        Conflict,
+        ConnectionFailed,
+        NotFound,
+        ProblemError,
+        SandboxAgentError,
+        ServerError,
+        ServiceUnavailable,
+        Unauthorized,
+    )
+    from ._version import __version__
+    from .client import AsyncClient, Client
+    from .models import Health, LogPaths, Logs, Process, ProcessList, StartProcess
+
+_MODELS = ("Health", "LogPaths", "Logs", "Process", "ProcessList", "StartProcess")
 
 
-def __getattr__(name: str) -> Any:
-    # The clients load httpx on first use: the server imports this package too, and
-    # has no use for an HTTP client.
-    if name == "Client":
-        from ._client import Client
+def __getattr__(name: str) -> object:
+    if name in ("Client", "AsyncClient"):
+        from . import client as module
+    elif name in _MODELS:
+        from . import models as module  # type: ignore[no-redef]
+    elif name == "__version__":
+        from . import _version as module  # type: ignore[no-redef]
+    elif name in __all__:
+        from . import _exceptions as module  # type: ignore[no-redef]
+    else:
+        raise AttributeError(f"module 'sandbox_agent' has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
 
-        return Client
-    if name == "AsyncClient":
-        from ._async_client import AsyncClient
 
-        return AsyncClient
-    raise AttributeError(f"module 'sandbox_agent' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(__all__)

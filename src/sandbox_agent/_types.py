@@ -1,4 +1,4 @@
-"""Type aliases shared by the engine, the HTTP layer and the client."""
+"""Type aliases and constants shared by the engine, the HTTP layer and the client."""
 
 from __future__ import annotations
 
@@ -8,3 +8,7 @@ Status = Literal["starting", "running", "stopped", "killed"]
 StreamName = Literal["combined", "stdout", "stderr"]
 
 STREAMS: tuple[StreamName, ...] = ("combined", "stdout", "stderr")
+
+#: The statuses of an exited process. The supervisor's on-disk format has the same set
+#: (``supervisor/ondisk.py``, which must not import this package); a test holds them equal.
+EXITED_STATUSES: tuple[Status, ...] = ("stopped", "killed")

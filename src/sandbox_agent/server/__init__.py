@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._app import create_app
-from ._config import ConfigError, Settings
-from ._run import serve
+from .app import create_app
+from .config import ConfigError, Settings
+from .run import serve
 
 __all__ = ["ConfigError", "Settings", "create_app", "serve"]

@@ -16,8 +16,11 @@ export function signalName(number) {
   return SIGNALS[number] ?? `signal ${number}`;
 }
 
+/** The statuses of an exited process (the server's on-disk format has the same set; a test holds them equal). */
+export const EXITED_STATUSES = ["stopped", "killed"];
+
 export function isExited(process) {
-  return process.status === "stopped" || process.status === "killed";
+  return EXITED_STATUSES.includes(process.status);
 }
 
 /** The badge text: `running`, `stopped (3)`, `stopped (SIGTERM)`, `killed`, `starting`. */

@@ -6,7 +6,7 @@ of HTTP; the server and the tests drive it directly::
 
     manager = ProcessManager("/tmp/data")
     await manager.start()
-    process = await manager.spawn(StartProcess(command="echo", args=["hi"]))
+    process = await manager.spawn(SpawnRequest(command="echo", args=["hi"]))
     ...
     await manager.close()   # the processes keep running
 
@@ -27,31 +27,33 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _follow, _logstore, _system, _validate
-from ._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavailable
-from ._ids import ID_PATTERN, check_id, new_id
-from ._launcher import LauncherClient
-from ._models import LogPaths, Logs, Process, StartProcess
-from ._supervisor import (
+from .._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavailable
+from .._types import StreamName
+from ..supervisor.capture import PARTIAL_DELAY
+from ..supervisor.ondisk import (
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
-    PARTIAL_DELAY,
     STATE_FILE,
     STOP_SIGNAL_REQUEST,
     boot_id,
     process_start_ticks,
-    read_json,
+    read_state,
     write_json_atomic,
 )
-from ._types import StreamName
-from ._watch import LogWatcher
+from . import system, validate
+from .ids import ID_PATTERN, check_id, new_id
+from .launcher import LauncherClient
+from .logs import feed as logfeed
+from .logs import store
+from .logs.watch import LogWatcher
+from .records import Record
 
 logger = logging.getLogger("sandbox_agent.engine")
 
-EXITED = ("stopped", "killed")
 _REAP_INTERVAL = 1.0
 
 
@@ -59,54 +61,19 @@ class DataDirInUse(SandboxAgentError):
     """Another server already manages this data directory."""
 
 
-class _Record:
-    """One process: its directory, its last known state, and how we watch it."""
+@dataclass(frozen=True)
+class SpawnRequest:
+    """What to start: the engine's side of a start request, whichever API it came from."""
 
-    __slots__ = ("_json", "dir", "feeds", "id", "pidfd", "state", "waiters")
-
-    def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
-        self.id: str = state["id"]
-        self.dir = pid_dir
-        self.state = state
-        self.pidfd: int | None = None
-        self.feeds: dict[str, _follow.Feed] = {}
-        self.waiters: list[asyncio.Future[None]] = []
-        #: The wire JSON, kept until the state changes: listing thousands stays cheap.
-        self._json: bytes | None = None
-
-    @property
-    def exited(self) -> bool:
-        return self.state.get("status") in EXITED
-
-    @property
-    def sort_key(self) -> tuple[float, str]:
-        return (float(self.state.get("startedAt") or 0.0), self.id)
-
-    def update(self, state: dict[str, Any]) -> None:
-        self.state = state
-        self._json = None
-
-    def model(self) -> Process:
-        s = self.state
-        stopped = s.get("stoppedAt")
-        return Process(
-            id=self.id,
-            command=s["command"],
-            args=s["args"],
-            status=s["status"],
-            exit_code=s.get("exitCode"),
-            exit_signal=s.get("exitSignal"),
-            log_paths=LogPaths(**{name: os.path.join(self.dir, file) for name, file in LOG_FILES.items()}),
-            started_at=int(s.get("startedAt") or 0),
-            stopped_at=None if stopped is None else int(stopped),
-            cwd=s.get("cwd"),
-            pid=s.get("pid"),
-        )
-
-    def json(self) -> bytes:
-        if self._json is None:
-            self._json = self.model().model_dump_json(by_alias=True).encode()
-        return self._json
+    command: str
+    args: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    #: Added over the server's environment.
+    env: dict[str, str] | None = None
+    #: Seconds between SIGTERM and SIGKILL on stop; the manager's default when None.
+    stop_timeout: float | None = None
+    tty: bool = False
+    interactive: bool = False
 
 
 class ProcessManager:
@@ -129,8 +96,8 @@ class ProcessManager:
         self.stop_timeout = stop_timeout
         self.partial_delay = partial_delay
         self._launcher = LauncherClient(python)
-        self._records: dict[str, _Record] = {}
-        self._ordered: list[_Record] | None = None
+        self._records: dict[str, Record] = {}
+        self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
         self._watcher = LogWatcher()
         self._reaper: asyncio.Task[None] | None = None
@@ -142,11 +109,11 @@ class ProcessManager:
         self.processes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
         self.lock()
-        _system.raise_fd_limit()
+        system.raise_fd_limit()
         self._watcher.start()
         self._load_records()
         if self.subreaper:
-            _system.become_subreaper()
+            system.become_subreaper()
             # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for
             # their own subprocesses. An orphan stays a zombie a second at most.
             self._reaper = asyncio.create_task(self._reap_orphans_forever())
@@ -204,13 +171,13 @@ class ProcessManager:
             for leftover in Path(entry.path).glob(f"{STATE_FILE}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             try:
-                state = read_json(os.path.join(entry.path, STATE_FILE))
+                state = read_state(entry.path)
             except FileNotFoundError:
                 continue  # a spawn that never started: nothing to show
             except (OSError, ValueError) as exc:
                 logger.error("skipping %s: unreadable state (%s)", entry.path, exc)
                 continue
-            record = _Record(entry.path, state)
+            record = Record(entry.path, state)
             self._records[record.id] = record
             if record.exited:
                 continue
@@ -220,7 +187,7 @@ class ProcessManager:
         self._ordered = None
         logger.info("loaded %d processes from %s", len(self._records), self.processes_dir)
 
-    def _watch_supervisor(self, record: _Record) -> bool:
+    def _watch_supervisor(self, record: Record) -> bool:
         """Watch the record's supervisor for exit; False if it is already gone."""
         pid = record.state.get("supervisorPid")
         if not isinstance(pid, int):
@@ -237,16 +204,16 @@ class ProcessManager:
         asyncio.get_running_loop().add_reader(pidfd, self._on_supervisor_exit, record)
         return True
 
-    def _unwatch_supervisor(self, record: _Record) -> None:
+    def _unwatch_supervisor(self, record: Record) -> None:
         if record.pidfd is not None:
             asyncio.get_running_loop().remove_reader(record.pidfd)
             os.close(record.pidfd)
             record.pidfd = None
 
-    def _on_supervisor_exit(self, record: _Record) -> None:
+    def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
         try:
-            state = read_json(os.path.join(record.dir, STATE_FILE))
+            state = read_state(record.dir)
         except (OSError, ValueError) as exc:
             logger.error("cannot read the state of %s after its supervisor exited: %s", record.id, exc)
             state = record.state
@@ -261,11 +228,11 @@ class ProcessManager:
                 waiter.set_result(None)
         record.waiters.clear()
 
-    def _settle_lost(self, record: _Record) -> None:
+    def _settle_lost(self, record: Record) -> None:
         """The supervisor is gone with no exit recorded: the process ended unseen."""
         # Read once more: it may have recorded the exit just before it went.
         with contextlib.suppress(OSError, ValueError):
-            record.update(read_json(os.path.join(record.dir, STATE_FILE)))
+            record.update(read_state(record.dir))
         if record.exited:
             return
         logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
@@ -275,7 +242,7 @@ class ProcessManager:
         record.update(state)
 
     @staticmethod
-    def _kill_orphan(record: _Record) -> None:
+    def _kill_orphan(record: Record) -> None:
         """Kill the group of a process whose supervisor died under it, if it is still ours.
 
         Nobody reads its output any more and nobody would record its exit: left alone it
@@ -302,7 +269,7 @@ class ProcessManager:
         launcher that died and every daemon a managed process left behind; unreaped,
         each would stay a zombie. The launcher itself is reaped by its own handle.
         """
-        for pid in _system.children():
+        for pid in system.children():
             if pid == self._launcher.pid:
                 continue
             with contextlib.suppress(ChildProcessError):
@@ -310,17 +277,17 @@ class ProcessManager:
 
     # -- the API's operations -------------------------------------------------
 
-    async def spawn(self, request: StartProcess) -> Process:
+    async def spawn(self, request: SpawnRequest) -> Record:
         """Start ``request.command`` under a new supervisor; return once it runs."""
         if request.tty or request.interactive:
             raise BadRequest(
                 "tty and interactive processes are not supported by this server yet; "
                 "start the process without them (its stdin is /dev/null)"
             )
-        cwd = _validate.resolve_cwd(request.cwd)
-        env = _validate.build_env(request.env)
-        executable = _validate.resolve_command(request.command, cwd, env)
-        _validate.check_args(request.args)
+        cwd = validate.resolve_cwd(request.cwd)
+        env = validate.build_env(request.env)
+        executable = validate.resolve_command(request.command, cwd, env)
+        validate.check_args(request.args)
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
         pid_dir.mkdir(mode=0o700)
@@ -340,7 +307,7 @@ class ProcessManager:
         # this request (a client gone, a shutdown), and the record must still be kept.
         return await asyncio.shield(self._launch(request, pid_dir, message))
 
-    async def _launch(self, request: StartProcess, pid_dir: Path, message: dict[str, Any]) -> Process:
+    async def _launch(self, request: SpawnRequest, pid_dir: Path, message: dict[str, Any]) -> Record:
         process_id = message["id"]
         try:
             reply = await self._launcher.request(message)
@@ -350,35 +317,29 @@ class ProcessManager:
         if not reply.get("ok"):
             shutil.rmtree(pid_dir, ignore_errors=True)
             raise BadRequest(f"could not start {request.command!r}: {reply.get('error', 'unknown error')}")
-        record = _Record(str(pid_dir), reply["state"])
+        record = Record(str(pid_dir), reply["state"])
         self._records[process_id] = record
         self._ordered = None
         if not self._watch_supervisor(record):
             # It already finished (a quick command): its final state is on disk.
             self._on_supervisor_exit(record)
-        return record.model()
+        return record
 
-    def processes(self) -> list[Process]:
-        return [record.model() for record in self._sorted()]
+    def processes(self) -> list[Record]:
+        """Every process, newest first (by start time, then by creation)."""
+        return self._sorted()
 
-    def list_json(self) -> bytes:
-        """``{"processes": [...]}`` serialized, reusing each record's cached JSON."""
-        return b'{"processes":[' + b",".join(record.json() for record in self._sorted()) + b"]}"
+    def get(self, process_id: str) -> Record:
+        return self._record(process_id)
 
-    def get(self, process_id: str) -> Process:
-        return self._record(process_id).model()
-
-    def get_json(self, process_id: str) -> bytes:
-        return self._record(process_id).json()
-
-    async def wait(self, process_id: str) -> Process:
+    async def wait(self, process_id: str) -> Record:
         """Wait until the process has exited; return its final record."""
         record = self._record(process_id)
         if not record.exited:
             waiter = asyncio.get_running_loop().create_future()
             record.waiters.append(waiter)
             await waiter
-        return record.model()
+        return record
 
     def stop(self, process_id: str) -> None:
         """SIGTERM to the process group, SIGKILL after the stop timeout; no-op once exited."""
@@ -402,12 +363,11 @@ class ProcessManager:
 
     async def logs(
         self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False
-    ) -> Logs:
-        """The selected lines of a log, read off the event loop (a log can be large)."""
+    ) -> tuple[str, int]:
+        """The selected lines of a log and their count, read off the event loop (a log can be large)."""
         record = self._record(process_id)
         path = os.path.join(record.dir, LOG_FILES[stream])
-        content, lines = await asyncio.to_thread(_logstore.read_lines, path, tail, strip)
-        return Logs(content=content, lines=lines)
+        return await asyncio.to_thread(store.read_lines, path, tail, strip)
 
     async def follow(
         self,
@@ -416,8 +376,8 @@ class ProcessManager:
         stream: StreamName = "combined",
         tail: int | None = None,
         resume_from: int | None = None,
-    ) -> AsyncIterator[_follow.FollowEvent]:
-        """Snapshot, then each new line, then the exit. See ``_follow.follow_feed``.
+    ) -> AsyncIterator[logfeed.FollowEvent]:
+        """Snapshot, then each new line, then the exit. See ``logfeed.follow_feed``.
 
         Checks (unknown id, bad resume offset) raise before the first event, so that a
         caller can still answer with an error status.
@@ -437,30 +397,28 @@ class ProcessManager:
         return self._follow_events(record, stream, feed, tail, resume_from)
 
     async def _follow_events(
-        self, record: _Record, stream: str, feed: _follow.Feed, tail: int | None, resume_from: int | None
-    ) -> AsyncIterator[_follow.FollowEvent]:
+        self, record: Record, stream: str, feed: logfeed.Feed, tail: int | None, resume_from: int | None
+    ) -> AsyncIterator[logfeed.FollowEvent]:
         try:
-            async for event in _follow.follow_feed(feed, tail=tail, resume_from=resume_from):
+            async for event in logfeed.follow_feed(feed, tail=tail, resume_from=resume_from):
                 yield event
         finally:
             self._release_feed(record, stream, feed)
 
     # -- internals ---------------------------------------------------------------
 
-    def _record(self, process_id: str) -> _Record:
+    def _record(self, process_id: str) -> Record:
         record = self._records.get(check_id(process_id))
         if record is None:
-            raise NotFound(
-                f"no process with id {process_id}; list them with GET /v1/process or `sandbox-agent process ls`"
-            )
+            raise NotFound(f"no process with id {process_id}; list the processes to see the ids there are")
         return record
 
-    def _sorted(self) -> list[_Record]:
+    def _sorted(self) -> list[Record]:
         if self._ordered is None:
             self._ordered = sorted(self._records.values(), key=lambda r: r.sort_key, reverse=True)
         return self._ordered
 
-    def _signal(self, record: _Record, sig: signal.Signals) -> None:
+    def _signal(self, record: Record, sig: signal.Signals) -> None:
         if record.exited or record.pidfd is None:
             return
         try:
@@ -468,13 +426,13 @@ class ProcessManager:
         except ProcessLookupError:
             pass  # the supervisor is exiting; its exit handler records the end
 
-    def _feed(self, record: _Record, stream: str) -> _follow.Feed:
+    def _feed(self, record: Record, stream: str) -> logfeed.Feed:
         feed = record.feeds.get(stream)
         if feed is None:
             path = os.path.join(record.dir, LOG_FILES[stream])
             if not os.path.exists(path):
                 open(path, "ab").close()
-            feed = _follow.Feed(path)
+            feed = logfeed.Feed(path)
             if not record.exited:
                 self._watcher.watch(feed)
             if record.exited:
@@ -482,13 +440,13 @@ class ProcessManager:
             record.feeds[stream] = feed
         return feed
 
-    def _release_feed(self, record: _Record, stream: str, feed: _follow.Feed) -> None:
+    def _release_feed(self, record: Record, stream: str, feed: logfeed.Feed) -> None:
         if record.feeds.get(stream) is feed:
             feed.users -= 1
             if feed.users <= 0:
                 self._drop_feed(record, stream)
 
-    def _drop_feed(self, record: _Record, stream: str) -> None:
+    def _drop_feed(self, record: Record, stream: str) -> None:
         feed = record.feeds.pop(stream)
         self._watcher.unwatch(feed)
         feed.close()

@@ -1,7 +1,9 @@
-"""The wire models, shared by the server and the client.
+"""The server's schemas of the wire: request bodies it validates, responses it documents.
 
-Attributes are snake_case in Python and camelCase on the wire, as the original API's
-clients read them: ``process.exit_code`` is ``"exitCode"`` in JSON.
+Attributes are snake_case in Python and camelCase on the wire. The client reads the
+same objects with the dataclasses of ``sandbox_agent.models``; a test holds both to the
+same field names. Responses are rendered by ``render.py`` (cached per record), these
+models describe them in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from ._types import Status
+from .._types import Status
 
 __all__ = [
     "Health",
@@ -50,15 +52,9 @@ class Process(_Wire):
     exit_signal: int | None = Field(default=None, description="Extension: the signal number that ended it")
     log_paths: LogPaths
     started_at: int = Field(description="Unix seconds")
-    stopped_at: int | None = Field(
-        default=None, description="Unix seconds; omitted until exited", exclude_if=lambda value: value is None
-    )
+    stopped_at: int | None = Field(default=None, description="Unix seconds; omitted until exited")
     cwd: str | None = None
     pid: int | None = Field(default=None, description="Extension: the process id of the command")
-
-    @property
-    def exited(self) -> bool:
-        return self.status in ("stopped", "killed")
 
 
 class ProcessList(_Wire):

@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from . import _cli_process
-from ._version import __version__
+from .._version import __version__
+from . import _process
 
 SERVER_EXAMPLES = """\
 examples:
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.add_argument("--access-log", action="store_true", help="log every request")
-    _cli_process.add_parser(commands)
+    _process.add_parser(commands)
     return parser
 
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "server":
         return _server(args)
     if args.command == "process":
-        return _cli_process.main(args)
+        return _process.main(args)
     parser.print_help()
     return 2
 
@@ -78,7 +78,7 @@ def _server(args: argparse.Namespace) -> int:
     # Uvicorn imports watchfiles at import time for --reload, which this server never
     # uses; in this process only, keep it out (it falls back to its own stat reloader).
     sys.modules.setdefault("watchfiles", None)  # type: ignore[arg-type]
-    from .server import ConfigError, Settings, serve
+    from ..server import ConfigError, Settings, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:

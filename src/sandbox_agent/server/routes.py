@@ -9,12 +9,12 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
-from .._engine import ProcessManager
 from .._exceptions import BadRequest
-from .._models import Health, Logs, Process, ProcessList, StartProcess
 from .._types import StreamName
 from .._version import __version__
-from . import _sse
+from ..engine import ProcessManager, SpawnRequest
+from . import render, sse
+from .schemas import Health, Logs, Process, ProcessList, StartProcess
 
 
 class _JSONBodyRoute(APIRoute):
@@ -61,9 +61,19 @@ async def health() -> Health:
 @router.post("/process", status_code=201, response_model=Process, responses=_PROBLEMS, tags=["processes"])
 async def start_process(body: StartProcess, request: Request) -> Response:
     """Start a process. Returns once it runs, with its id and log paths."""
-    process = await _manager(request).spawn(body)
+    process = await _manager(request).spawn(
+        SpawnRequest(
+            command=body.command,
+            args=body.args,
+            cwd=body.cwd,
+            env=body.env,
+            stop_timeout=body.stop_timeout,
+            tty=body.tty,
+            interactive=body.interactive,
+        )
+    )
     return Response(
-        process.model_dump_json(by_alias=True),
+        render.process_v1(process),
         status_code=201,
         media_type=_JSON,
         headers={"Location": f"/v1/process/{process.id}"},
@@ -73,12 +83,12 @@ async def start_process(body: StartProcess, request: Request) -> Response:
 @router.get("/process", response_model=ProcessList, responses=_PROBLEMS, tags=["processes"])
 async def list_processes(request: Request) -> Response:
     """Every process, newest first."""
-    return Response(_manager(request).list_json(), media_type=_JSON)
+    return Response(render.process_list_v1(_manager(request).processes()), media_type=_JSON)
 
 
 @router.get("/process/{process_id}", response_model=Process, responses=_PROBLEMS, tags=["processes"])
 async def get_process(process_id: str, request: Request) -> Response:
-    return Response(_manager(request).get_json(process_id), media_type=_JSON)
+    return Response(render.process_v1(_manager(request).get(process_id)), media_type=_JSON)
 
 
 @router.post("/process/{process_id}/stop", status_code=204, responses=_PROBLEMS, tags=["processes"])
@@ -128,8 +138,8 @@ async def process_logs(
     strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
     manager = _manager(request)
     if not follow:
-        logs = await manager.logs(process_id, stream=stream, tail=tail, strip=strip)
-        return Response(logs.model_dump_json(), media_type=_JSON)
+        content, lines = await manager.logs(process_id, stream=stream, tail=tail, strip=strip)
+        return Response(render.logs_v1(content, lines), media_type=_JSON)
     resume_from = None
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
@@ -137,7 +147,7 @@ async def process_logs(
         resume_from = int(last_event_id)
     events = await manager.follow(process_id, stream=stream, tail=tail, resume_from=resume_from)
     return StreamingResponse(
-        _sse.render(events, strip),
+        sse.render(events, strip),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

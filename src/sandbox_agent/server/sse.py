@@ -14,8 +14,8 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from .. import _follow, _logstore
-from .._supervisor import TIMESTAMP_PREFIX_LEN
+from ..engine.logs import feed as _follow
+from ..engine.logs import store as _logstore
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -35,8 +35,8 @@ def lines(segment: _follow.Segment, strip: bool) -> bytes:
     texts = _logstore.decode(segment.raw).split("\n")
     for raw_line, text in zip(segment.raw.split(b"\n")[:-1], texts, strict=False):
         offset += len(raw_line) + 1
-        if strip and text[TIMESTAMP_PREFIX_LEN - 2 : TIMESTAMP_PREFIX_LEN] == "] ":
-            text = text[TIMESTAMP_PREFIX_LEN:]
+        if strip:
+            text = _logstore.strip_timestamp(text)
         if "\r" in text:
             text = text.removesuffix("\r").replace("\r", "\ndata: ")
         parts.append(f"id: {offset}\ndata: {text}\n\n")

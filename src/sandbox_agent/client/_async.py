@@ -11,10 +11,10 @@ from types import TracebackType
 import anyio
 import httpx
 
-from . import _transport
-from ._exceptions import ConnectionFailed
-from ._models import Health, Logs, Process, ProcessList
-from ._types import StreamName
+from .._exceptions import ConnectionFailed
+from .._types import StreamName
+from ..models import Health, Logs, Process, ProcessList
+from . import _protocol
 
 __all__ = ["AsyncClient"]
 
@@ -43,14 +43,14 @@ class AsyncClient:
         self,
         url: str | None = None,
         token: str | None = None,
-        timeout: float | None = _transport.DEFAULT_TIMEOUT,
+        timeout: float | None = _protocol.DEFAULT_TIMEOUT,
         *,
-        reconnect_attempts: int = _transport.RECONNECT_ATTEMPTS,
+        reconnect_attempts: int = _protocol.RECONNECT_ATTEMPTS,
     ) -> None:
-        self.url = _transport.resolve_url(url)
+        self.url = _protocol.resolve_url(url)
         self.reconnect_attempts = reconnect_attempts
-        self._follow_timeout = _transport.follow_timeout(timeout)
-        self._http = httpx.AsyncClient(**_transport.client_options(self.url, _transport.resolve_token(token), timeout))
+        self._follow_timeout = _protocol.follow_timeout(timeout)
+        self._http = httpx.AsyncClient(**_protocol.client_options(self.url, _protocol.resolve_token(token), timeout))
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -70,8 +70,8 @@ class AsyncClient:
 
     async def health(self) -> Health:
         """The server's status and version (needs no token)."""
-        response = await self._send(_transport.Call("GET", "/v1/health"))
-        return Health.model_validate_json(response.content)
+        response = await self._send(_protocol.Call("GET", "/v1/health"))
+        return _protocol.parse(Health, response)
 
     async def start(
         self,
@@ -86,30 +86,30 @@ class AsyncClient:
         >>> (await client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"})).status
         'running'
         """
-        response = await self._send(_transport.start_call(command, args, cwd, env))
-        started = _transport.parse_started(response.content)
+        response = await self._send(_protocol.start_call(command, args, cwd, env))
+        started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else await self.get(started)
 
     async def list(self) -> list[Process]:
         """Every process the server knows, newest first."""
-        response = await self._send(_transport.Call("GET", "/v1/process"))
-        return ProcessList.model_validate_json(response.content).processes
+        response = await self._send(_protocol.Call("GET", "/v1/process"))
+        return _protocol.parse(ProcessList, response).processes
 
     async def get(self, process_id: str) -> Process:
-        response = await self._send(_transport.Call("GET", _transport.process_path(process_id)))
-        return Process.model_validate_json(response.content)
+        response = await self._send(_protocol.Call("GET", _protocol.process_path(process_id)))
+        return _protocol.parse(Process, response)
 
     async def stop(self, process_id: str) -> None:
         """Send SIGTERM (SIGKILL after the stop timeout); returns at once, see ``wait``."""
-        await self._send(_transport.Call("POST", _transport.process_path(process_id, "stop")))
+        await self._send(_protocol.Call("POST", _protocol.process_path(process_id, "stop")))
 
     async def kill(self, process_id: str) -> None:
         """Send SIGKILL; the status becomes ``killed``. Returns at once, see ``wait``."""
-        await self._send(_transport.Call("POST", _transport.process_path(process_id, "kill")))
+        await self._send(_protocol.Call("POST", _protocol.process_path(process_id, "kill")))
 
     async def delete(self, process_id: str) -> None:
         """Forget an exited process and remove its logs (``BadRequest`` while it runs)."""
-        await self._send(_transport.Call("DELETE", _transport.process_path(process_id)))
+        await self._send(_protocol.Call("DELETE", _protocol.process_path(process_id)))
 
     async def logs(
         self,
@@ -120,9 +120,9 @@ class AsyncClient:
         strip_timestamps: bool = False,
     ) -> Logs:
         """The lines logged so far (the last ``tail`` of them), in ``.content``."""
-        params = _transport.logs_params(stream, tail, strip_timestamps)
-        response = await self._send(_transport.Call("GET", _transport.process_path(process_id, "logs"), params=params))
-        return Logs.model_validate_json(response.content)
+        params = _protocol.logs_params(stream, tail, strip_timestamps)
+        response = await self._send(_protocol.Call("GET", _protocol.process_path(process_id, "logs"), params=params))
+        return _protocol.parse(Logs, response)
 
     async def follow(
         self,
@@ -142,7 +142,7 @@ class AsyncClient:
         >>> async for line in client.follow(process.id, tail=10):
         ...     print(line)
         """
-        state = _transport.Follow(
+        state = _protocol.Follow(
             self.url,
             process_id,
             stream=stream,
@@ -152,24 +152,15 @@ class AsyncClient:
         )
         while True:
             try:
-                async with self._http.stream(
-                    "GET", state.path, params=state.params, headers=state.headers(), timeout=self._follow_timeout
-                ) as response:
+                async with self._http.stream(**state.request(self._follow_timeout)) as response:
                     if response.status_code >= 400:
                         await response.aread()
                     if state.connected(response):
-                        decoder = _transport.SSEDecoder()
-                        heard = False
                         async for line in response.aiter_lines():
-                            if not heard:
-                                heard = True
-                                state.received()
-                            event = decoder.feed(line)
-                            if event is not None:
-                                for text in state.handle(event):
-                                    yield text
-                                if state.done:
-                                    return
+                            for text in state.feed(line):
+                                yield text
+                            if state.done:
+                                return
                 delay = state.dropped(None)
             except httpx.TransportError as exc:
                 delay = state.dropped(exc)
@@ -182,23 +173,22 @@ class AsyncClient:
         >>> (await client.wait(process.id, timeout=60)).exit_code
         0
         """
-        poll = _transport.Poll(process_id, timeout, self.reconnect_attempts)
+        poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
         while True:
             try:
                 process = await self.get(process_id)
             except ConnectionFailed as exc:
                 poll.failed(exc)
             else:
-                poll.succeeded()
-                if process.exited:
+                if poll.answered(process):
                     return process
             await anyio.sleep(poll.next_delay())
 
     # -- internals ----------------------------------------------------------------
 
-    async def _send(self, call: _transport.Call) -> httpx.Response:
+    async def _send(self, call: _protocol.Call) -> httpx.Response:
         try:
             response = await self._http.request(call.method, call.path, params=call.params, json=call.json)
         except httpx.TransportError as exc:
-            raise _transport.connection_failed(self.url, exc) from exc
-        return _transport.check(response)
+            raise _protocol.connection_failed(self.url, exc) from exc
+        return _protocol.check(response)

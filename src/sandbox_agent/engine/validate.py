@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ._exceptions import BadRequest
+from .._exceptions import BadRequest
 
 #: Never handed to the processes we start: a child should not hold the key to the API.
 PRIVATE_ENV = ("SANDBOX_AGENT_TOKEN",)

@@ -12,15 +12,14 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
 
-from ._exceptions import ConnectionFailed, ProblemError, ServerError, error_for_status
-from ._models import Process, StartProcess
-from ._types import StreamName
+from .._exceptions import ConnectionFailed, ProblemError, ServerError, error_for_status
+from .._types import StreamName
+from ..models import Process, StartProcess, _Wire
 
 DEFAULT_URL = "http://127.0.0.1:2468"
 DEFAULT_TIMEOUT = 30.0
@@ -84,13 +83,28 @@ def process_path(process_id: str, action: str = "") -> str:
     return f"{path}/{action}" if action else path
 
 
+_M = TypeVar("_M", bound=_Wire)
+
+
+def parse(model: type[_M], response: httpx.Response) -> _M:
+    """``model`` read from a successful response; ServerError if the body is not one."""
+    try:
+        return model.from_wire(json.loads(response.content))
+    except ValueError as exc:
+        raise ServerError(
+            f"the server's answer to {response.request.method} {response.request.url.path} is not a "
+            f"{model.__name__}: {exc}; is this a sandbox-agent server of a compatible version?",
+            status=response.status_code,
+        ) from exc
+
+
 def parse_started(content: bytes) -> Process | str:
     """The Process a start answered with, or just its id when the answer is the
     original server's minimal ``{id, status, logPaths}`` (the caller then gets it)."""
     data = json.loads(content)
     try:
-        return Process.model_validate(data)
-    except ValidationError:
+        return Process.from_wire(data)
+    except ValueError:
         process_id = data.get("id") if isinstance(data, dict) else None
         if isinstance(process_id, str):
             return process_id
@@ -101,7 +115,7 @@ def start_call(command: str, args: Sequence[str], cwd: str | None, env: Mapping[
     if isinstance(args, str):
         raise TypeError("args must be a sequence of strings, not a string: args=['-c', 'print(1)']")
     body = StartProcess(command=command, args=list(args), cwd=cwd, env=dict(env) if env is not None else None)
-    return Call("POST", "/v1/process", json=body.model_dump(by_alias=True, exclude_defaults=True))
+    return Call("POST", "/v1/process", json=body.to_wire())
 
 
 def logs_params(
@@ -247,6 +261,8 @@ class Follow:
         self.ever_connected = False
         #: The exit event's data ({status, exitCode, exitSignal}) once the follow is over.
         self.exit: dict[str, Any] | None = None
+        self._decoder = SSEDecoder()
+        self._heard = False
 
     @property
     def done(self) -> bool:
@@ -283,6 +299,23 @@ class Follow:
     def received(self) -> None:
         """The server sent something: the link works, failures so far are forgiven."""
         self.backoff.reset()
+
+    def request(self, timeout: httpx.Timeout) -> dict[str, Any]:
+        """Keyword arguments for ``httpx.Client.stream`` for the next connection.
+
+        Each connection gets a fresh SSE decoder: an event cut by the drop is discarded.
+        """
+        self._decoder = SSEDecoder()
+        self._heard = False
+        return {"method": "GET", "url": self.path, "params": self.params, "headers": self.headers(), "timeout": timeout}
+
+    def feed(self, line: str) -> list[str]:
+        """The log lines that one line of the event stream completes (often none)."""
+        if not self._heard:
+            self._heard = True
+            self.received()
+        event = self._decoder.feed(line)
+        return [] if event is None else self.handle(event)
 
     def handle(self, event: Event) -> list[str]:
         """The lines ``event`` brings (the snapshot brings several)."""
@@ -332,6 +365,11 @@ class Poll:
         self.delay = _POLL_FIRST
         self.failures = Backoff(attempts)
         self.reached = False
+
+    def answered(self, process: Process) -> bool:
+        """A poll answered: whether the wait is over."""
+        self.succeeded()
+        return process.exited
 
     def failed(self, exc: ConnectionFailed) -> None:
         """A poll could not reach the server: raises ``exc`` if it never could, or too often."""

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 
-from ._follow import Feed
-from ._inotify import IN_MODIFY, Inotify
+from .feed import Feed
+from .inotify import IN_MODIFY, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 

@@ -11,7 +11,7 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._config import is_loopback
+from .config import is_loopback
 
 _OPEN_PATHS = frozenset({"/v1/health"})
 

@@ -21,16 +21,16 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._exceptions import BadRequest, Conflict, ConnectionFailed, NotFound, SandboxAgentError, Unauthorized
-from ._models import Process
-from ._types import STREAMS
+from .._exceptions import BadRequest, Conflict, ConnectionFailed, NotFound, SandboxAgentError, Unauthorized
+from .._types import STREAMS
+from ..models import Process
 
 __all__ = ["add_parser", "main"]
 
 if TYPE_CHECKING:
     # Imported when a command runs: `sandbox-agent server` builds this parser too, and
     # has no use for httpx.
-    from ._client import Client
+    from ..client import Client
 
 Handler = Callable[["Client", argparse.Namespace], int]
 
@@ -175,15 +175,14 @@ def main(args: argparse.Namespace) -> int:
     if handler is None:
         args.process_parser.print_help(sys.stderr)
         return 2
-    from . import _transport
-    from ._client import Client
+    from ..client import Client, _protocol
 
     try:
         with Client(args.client_url, args.client_token) as client:
             return handler(client, args)
     except Unauthorized:
-        url = _transport.resolve_url(args.client_url)
-        if _transport.resolve_token(args.client_token):
+        url = _protocol.resolve_url(args.client_url)
+        if _protocol.resolve_token(args.client_token):
             _error(f"the server at {url} rejected the token; pass the right one with --token or SANDBOX_AGENT_TOKEN")
         else:
             _error(f"the server at {url} needs a token; pass it with --token or set SANDBOX_AGENT_TOKEN")
@@ -225,7 +224,7 @@ def _run(client: Client, args: argparse.Namespace) -> int:
 def _ls(client: Client, args: argparse.Namespace) -> int:
     processes = client.list()
     if args.json:
-        print(json.dumps([p.model_dump(mode="json", by_alias=True) for p in processes], indent=2))
+        print(json.dumps([p.to_wire() for p in processes], indent=2))
     elif args.quiet:
         for process in processes:
             print(process.id)
@@ -235,7 +234,7 @@ def _ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def _inspect(client: Client, args: argparse.Namespace) -> int:
-    print(json.dumps(client.get(args.id).model_dump(mode="json", by_alias=True), indent=2))
+    print(json.dumps(client.get(args.id).to_wire(), indent=2))
     return 0
 
 
@@ -289,7 +288,7 @@ def _stream_output(client: Client, process_id: str, args: argparse.Namespace) ->
     events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
     done = threading.Event()
 
-    from ._client import Client
+    from ..client import Client
 
     def pump() -> None:
         try:

@@ -1,6 +1,6 @@
 """The server's end of the launcher: start it, send spawn requests, match replies.
 
-The launcher (``_supervisor.launcher_main``) is a small standard-library interpreter
+The launcher (``supervisor/launcher.py``) is a small standard-library interpreter
 that forks one supervisor per request. It lives as long as the server's socket to it:
 when the server exits or crashes the launcher sees end of file and exits too, while the
 supervisors it forked carry on in sessions of their own.
@@ -18,12 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ServerError
+from .._exceptions import ServerError
+from ..supervisor.ondisk import LAUNCHER_MAX_MESSAGE
 
 logger = logging.getLogger("sandbox_agent.launcher")
 
-_PROGRAM = str(Path(__file__).with_name("_supervisor.py"))
-_BUFFER = 4 * 1024 * 1024
+#: Run by path: the folder's __main__.py starts the launcher.
+_PROGRAM = str(Path(__file__).resolve().parent.parent / "supervisor")
+_BUFFER = LAUNCHER_MAX_MESSAGE
 
 
 class LauncherClient:

@@ -8,10 +8,10 @@ from types import TracebackType
 
 import httpx
 
-from . import _transport
-from ._exceptions import ConnectionFailed
-from ._models import Health, Logs, Process, ProcessList
-from ._types import StreamName
+from .._exceptions import ConnectionFailed
+from .._types import StreamName
+from ..models import Health, Logs, Process, ProcessList
+from . import _protocol
 
 __all__ = ["Client"]
 
@@ -37,14 +37,14 @@ class Client:
         self,
         url: str | None = None,
         token: str | None = None,
-        timeout: float | None = _transport.DEFAULT_TIMEOUT,
+        timeout: float | None = _protocol.DEFAULT_TIMEOUT,
         *,
-        reconnect_attempts: int = _transport.RECONNECT_ATTEMPTS,
+        reconnect_attempts: int = _protocol.RECONNECT_ATTEMPTS,
     ) -> None:
-        self.url = _transport.resolve_url(url)
+        self.url = _protocol.resolve_url(url)
         self.reconnect_attempts = reconnect_attempts
-        self._follow_timeout = _transport.follow_timeout(timeout)
-        self._http = httpx.Client(**_transport.client_options(self.url, _transport.resolve_token(token), timeout))
+        self._follow_timeout = _protocol.follow_timeout(timeout)
+        self._http = httpx.Client(**_protocol.client_options(self.url, _protocol.resolve_token(token), timeout))
 
     def __enter__(self) -> Client:
         return self
@@ -64,7 +64,7 @@ class Client:
 
     def health(self) -> Health:
         """The server's status and version (needs no token)."""
-        return Health.model_validate_json(self._send(_transport.Call("GET", "/v1/health")).content)
+        return _protocol.parse(Health, self._send(_protocol.Call("GET", "/v1/health")))
 
     def start(
         self,
@@ -79,29 +79,29 @@ class Client:
         >>> client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"}).status
         'running'
         """
-        response = self._send(_transport.start_call(command, args, cwd, env))
-        started = _transport.parse_started(response.content)
+        response = self._send(_protocol.start_call(command, args, cwd, env))
+        started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else self.get(started)
 
     def list(self) -> list[Process]:
         """Every process the server knows, newest first."""
-        return ProcessList.model_validate_json(self._send(_transport.Call("GET", "/v1/process")).content).processes
+        return _protocol.parse(ProcessList, self._send(_protocol.Call("GET", "/v1/process"))).processes
 
     def get(self, process_id: str) -> Process:
-        response = self._send(_transport.Call("GET", _transport.process_path(process_id)))
-        return Process.model_validate_json(response.content)
+        response = self._send(_protocol.Call("GET", _protocol.process_path(process_id)))
+        return _protocol.parse(Process, response)
 
     def stop(self, process_id: str) -> None:
         """Send SIGTERM (SIGKILL after the stop timeout); returns at once, see ``wait``."""
-        self._send(_transport.Call("POST", _transport.process_path(process_id, "stop")))
+        self._send(_protocol.Call("POST", _protocol.process_path(process_id, "stop")))
 
     def kill(self, process_id: str) -> None:
         """Send SIGKILL; the status becomes ``killed``. Returns at once, see ``wait``."""
-        self._send(_transport.Call("POST", _transport.process_path(process_id, "kill")))
+        self._send(_protocol.Call("POST", _protocol.process_path(process_id, "kill")))
 
     def delete(self, process_id: str) -> None:
         """Forget an exited process and remove its logs (``BadRequest`` while it runs)."""
-        self._send(_transport.Call("DELETE", _transport.process_path(process_id)))
+        self._send(_protocol.Call("DELETE", _protocol.process_path(process_id)))
 
     def logs(
         self,
@@ -112,9 +112,9 @@ class Client:
         strip_timestamps: bool = False,
     ) -> Logs:
         """The lines logged so far (the last ``tail`` of them), in ``.content``."""
-        params = _transport.logs_params(stream, tail, strip_timestamps)
-        response = self._send(_transport.Call("GET", _transport.process_path(process_id, "logs"), params=params))
-        return Logs.model_validate_json(response.content)
+        params = _protocol.logs_params(stream, tail, strip_timestamps)
+        response = self._send(_protocol.Call("GET", _protocol.process_path(process_id, "logs"), params=params))
+        return _protocol.parse(Logs, response)
 
     def follow(
         self,
@@ -134,7 +134,7 @@ class Client:
         >>> for line in client.follow(process.id, tail=10):
         ...     print(line)
         """
-        state = _transport.Follow(
+        state = _protocol.Follow(
             self.url,
             process_id,
             stream=stream,
@@ -144,23 +144,14 @@ class Client:
         )
         while True:
             try:
-                with self._http.stream(
-                    "GET", state.path, params=state.params, headers=state.headers(), timeout=self._follow_timeout
-                ) as response:
+                with self._http.stream(**state.request(self._follow_timeout)) as response:
                     if response.status_code >= 400:
                         response.read()
                     if state.connected(response):
-                        decoder = _transport.SSEDecoder()
-                        heard = False
                         for line in response.iter_lines():
-                            if not heard:
-                                heard = True
-                                state.received()
-                            event = decoder.feed(line)
-                            if event is not None:
-                                yield from state.handle(event)
-                                if state.done:
-                                    return
+                            yield from state.feed(line)
+                            if state.done:
+                                return
                 delay = state.dropped(None)
             except httpx.TransportError as exc:
                 delay = state.dropped(exc)
@@ -172,23 +163,22 @@ class Client:
         >>> client.wait(process.id, timeout=60).exit_code
         0
         """
-        poll = _transport.Poll(process_id, timeout, self.reconnect_attempts)
+        poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
         while True:
             try:
                 process = self.get(process_id)
             except ConnectionFailed as exc:
                 poll.failed(exc)
             else:
-                poll.succeeded()
-                if process.exited:
+                if poll.answered(process):
                     return process
             time.sleep(poll.next_delay())
 
     # -- internals ----------------------------------------------------------------
 
-    def _send(self, call: _transport.Call) -> httpx.Response:
+    def _send(self, call: _protocol.Call) -> httpx.Response:
         try:
             response = self._http.request(call.method, call.path, params=call.params, json=call.json)
         except httpx.TransportError as exc:
-            raise _transport.connection_failed(self.url, exc) from exc
-        return _transport.check(response)
+            raise _protocol.connection_failed(self.url, exc) from exc
+        return _protocol.check(response)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _logstore
+from . import store
 
 #: How much of a feed's recent output stays in memory for followers to share.
 _RETAIN_BYTES = 4 * 1024 * 1024
@@ -76,7 +76,7 @@ class Feed:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.end = _logstore.complete_end(self.fd, os.fstat(self.fd).st_size)
+        self.end = store.complete_end(self.fd, os.fstat(self.fd).st_size)
         self.segments: deque[Segment] = deque()
         self.retained = 0
         self.wakers: set[asyncio.Event] = set()
@@ -181,8 +181,8 @@ async def follow_feed(
     feed.wakers.add(waker)
     try:
         if resume_from is None:
-            start = 0 if tail is None else _logstore.tail_start(feed.fd, feed.end, tail)
-            yield Snapshot(_logstore.read_range(feed.fd, start, feed.end), feed.end)
+            start = 0 if tail is None else store.tail_start(feed.fd, feed.end, tail)
+            yield Snapshot(store.read_range(feed.fd, start, feed.end), feed.end)
             offset = feed.end
         else:
             offset = resume_from

@@ -7,9 +7,9 @@ import socket
 
 import uvicorn
 
-from .._engine import DataDirInUse, ProcessManager
-from ._app import create_app
-from ._config import Settings, is_loopback
+from ..engine import DataDirInUse, ProcessManager
+from .app import create_app
+from .config import Settings, is_loopback
 
 logger = logging.getLogger("sandbox_agent.server")
 

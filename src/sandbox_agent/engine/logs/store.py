@@ -10,10 +10,21 @@ from __future__ import annotations
 import os
 import re
 
-_BLOCK = 64 * 1024
-_STAMP = re.compile(rb"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] ", re.MULTILINE)
+from ...supervisor.ondisk import TIMESTAMP_PATTERN, TIMESTAMP_PREFIX_LEN
 
-__all__ = ["complete_end", "count_lines", "decode", "read_lines", "read_range", "strip_timestamps", "tail_start"]
+_BLOCK = 64 * 1024
+_STAMP = re.compile(b"^" + TIMESTAMP_PATTERN, re.MULTILINE)
+
+__all__ = [
+    "complete_end",
+    "count_lines",
+    "decode",
+    "read_lines",
+    "read_range",
+    "strip_timestamp",
+    "strip_timestamps",
+    "tail_start",
+]
 
 
 def complete_end(fd: int, size: int) -> int:
@@ -63,6 +74,13 @@ def read_range(fd: int, start: int, end: int) -> bytes:
         chunks.append(chunk)
         start += len(chunk)
     return b"".join(chunks)
+
+
+def strip_timestamp(text: str) -> str:
+    """One decoded line without its leading ``[<ts>] `` (the line as it is if it has none)."""
+    if text[TIMESTAMP_PREFIX_LEN - 2 : TIMESTAMP_PREFIX_LEN] == "] ":
+        return text[TIMESTAMP_PREFIX_LEN:]
+    return text
 
 
 def strip_timestamps(data: bytes) -> bytes:

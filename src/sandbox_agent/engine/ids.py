@@ -13,7 +13,7 @@ import re
 import threading
 import time
 
-from ._exceptions import BadRequest
+from .._exceptions import BadRequest
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_PATTERN = re.compile(r"[0-9a-hjkmnp-tv-z]{26}")
@@ -47,6 +47,6 @@ def check_id(value: str) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise BadRequest(
             f"{value!r} is not a process id: ids are the 26 lowercase letters and digits "
-            "returned by POST /v1/process. List them with GET /v1/process or `sandbox-agent process ls`."
+            "a start answers with; list the processes to see the ids there are"
         )
     return value

@@ -12,11 +12,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from .._engine import ProcessManager
 from .._version import __version__
-from . import _problems
-from ._auth import BrowserGuard, TokenAuth
-from ._routes import router
+from ..engine import ProcessManager
+from . import problems
+from .auth import BrowserGuard, TokenAuth
+from .routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -75,7 +75,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.manager = manager
-    _problems.install(app)
+    problems.install(app)
     app.include_router(router)
 
     @app.get("/", include_in_schema=False)

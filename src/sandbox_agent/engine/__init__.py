@@ -1,0 +1,20 @@
+"""The process engine: registry, spawn, signals, adoption at start-up, log reads, follows.
+
+No HTTP in here: the server (``sandbox_agent.server``) and embedding applications call
+``ProcessManager`` directly. Where things happen:
+
+    manager     ProcessManager: spawn, stop, kill, delete, wait, adopt at start-up
+    records     Record: one process's directory and state record, as typed properties
+    launcher    the server's client of the supervisor launcher (spawn requests)
+    validate    start-request checks (command, cwd, env) before anything is created
+    ids         process ids
+    system      what the server asks of the OS (subreaper, fd limit, children)
+    logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch
+"""
+
+from __future__ import annotations
+
+from .manager import DataDirInUse, ProcessManager, SpawnRequest
+from .records import Record
+
+__all__ = ["DataDirInUse", "ProcessManager", "Record", "SpawnRequest"]

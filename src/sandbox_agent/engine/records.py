@@ -1,0 +1,95 @@
+"""A managed process as the engine holds it: its directory, its state record, its watchers.
+
+The state record (``supervisor/ondisk.py``, ``STATE_SCHEMA``) is written by the
+supervisor and checked on every read; a ``Record`` exposes it as typed properties so
+that no other layer reads the dict. Each API dialect renders a record its own way and
+may keep the rendering in ``cache`` until the state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from .._types import Status
+from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
+from .logs.feed import Feed
+
+
+class Record:
+    """One process: its directory, its last known state, and how we watch it."""
+
+    __slots__ = ("cache", "dir", "feeds", "id", "pidfd", "state", "waiters")
+
+    def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
+        self.id: str = state["id"]
+        self.dir = pid_dir
+        self.state = state
+        self.pidfd: int | None = None
+        self.feeds: dict[str, Feed] = {}
+        self.waiters: list[asyncio.Future[None]] = []
+        #: Renderings of this record (wire JSON, by dialect), dropped when the state changes:
+        #: listing thousands stays cheap.
+        self.cache: dict[str, Any] = {}
+
+    def update(self, state: dict[str, Any]) -> None:
+        self.state = state
+        self.cache.clear()
+
+    @property
+    def exited(self) -> bool:
+        return self.state["status"] in EXITED_STATUSES
+
+    @property
+    def sort_key(self) -> tuple[float, str]:
+        return (float(self.state["startedAt"]), self.id)
+
+    @property
+    def status(self) -> Status:
+        status: Status = self.state["status"]
+        return status
+
+    @property
+    def command(self) -> str:
+        command: str = self.state["command"]
+        return command
+
+    @property
+    def args(self) -> list[str]:
+        args: list[str] = self.state["args"]
+        return args
+
+    @property
+    def cwd(self) -> str | None:
+        return self.state.get("cwd")
+
+    @property
+    def pid(self) -> int | None:
+        return self.state.get("pid")
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.state.get("exitCode")
+
+    @property
+    def exit_signal(self) -> int | None:
+        return self.state.get("exitSignal")
+
+    @property
+    def started_at(self) -> float:
+        """Unix seconds."""
+        return float(self.state["startedAt"])
+
+    @property
+    def stopped_at(self) -> float | None:
+        """Unix seconds; None until exited."""
+        stopped = self.state.get("stoppedAt")
+        return None if stopped is None else float(stopped)
+
+    def log_path(self, stream: str) -> str:
+        return os.path.join(self.dir, LOG_FILES[stream])
+
+    @property
+    def log_paths(self) -> dict[str, str]:
+        return {name: self.log_path(name) for name in LOG_FILES}

@@ -1,0 +1,172 @@
+"""A child's output, turned into timestamped log lines. Standard library only.
+
+Each ``Stream`` reads one pipe and writes complete lines to its own log and, through the
+``CombinedWriter``, to combined.log. A line without its newline is written out once it
+waited ``PARTIAL_DELAY``; an endless line is cut every ``MAX_LINE`` bytes.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+
+from .ondisk import STREAM_TAGS, Clock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: One read from a pipe. An endless line is cut at MAX_LINE; keeping reads no larger
+#: means only a line that started in an earlier read can exceed it.
+#: Reads start at READ_SIZE and grow to BULK_READ_SIZE while the pipe keeps filling
+#: them: a chatty process is read in small pieces, a bulk writer in large ones (fewer
+#: wake-ups and writes per byte).
+READ_SIZE = 64 * 1024
+BULK_READ_SIZE = 1024 * 1024
+#: An endless line is cut into lines of this many bytes.
+MAX_LINE = 64 * 1024
+#: How long a line without its newline waits before it is written out as it is.
+PARTIAL_DELAY = 0.1
+PIPE_SIZE = 1024 * 1024
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class Stream:
+    """One output pipe of the child, turned into timestamped log lines."""
+
+    __slots__ = ("combined", "fd", "log_fd", "name", "pending", "pending_since", "read_size", "tag")
+
+    def __init__(self, name: str, fd: int, log_fd: int, combined: CombinedWriter) -> None:
+        self.name = name
+        self.fd = fd
+        self.log_fd = log_fd
+        self.combined = combined
+        self.tag = STREAM_TAGS[name]
+        self.pending = b""
+        self.pending_since = 0.0
+        self.read_size = READ_SIZE
+
+    def feed(self, chunk: bytes, now: float, clock: Clock) -> None:
+        data = self.pending + chunk if self.pending else chunk
+        continued = bool(self.pending)
+        start = 0
+        if len(data) > MAX_LINE:
+            data, start = self._cut_long_lines(data, now, clock)
+            continued = continued and start == 0
+        last = data.rfind(b"\n", start)
+        if last == -1:
+            if not continued:
+                self.pending_since = now
+            self.pending = data[start:] if start else data
+            return
+        self.emit(data[start : last + 1] if start else data[: last + 1], clock.prefix(now))
+        self.pending = data[last + 1 :]
+        self.pending_since = now
+
+    def _cut_long_lines(self, data: bytes, now: float, clock: Clock) -> tuple[bytes, int]:
+        """Write out every line of ``data`` longer than MAX_LINE as MAX_LINE pieces.
+
+        Looks at one window of MAX_LINE + 1 bytes at a time: a window without a newline
+        is a piece to cut, so a megabyte of short lines costs sixteen searches, not one
+        per line. Returns ``data`` and the offset where what is not yet written starts.
+        """
+        start = pos = 0
+        while len(data) - pos > MAX_LINE:
+            newline = data.rfind(b"\n", pos, pos + MAX_LINE + 1)
+            if newline != -1:
+                pos = newline + 1
+                continue
+            prefix = clock.prefix(now)
+            if pos > start:
+                self.emit(data[start:pos], prefix)
+            self.emit(data[pos : pos + MAX_LINE] + b"\n", prefix)
+            pos += MAX_LINE
+            start = pos
+        return data, start
+
+    def flush_partial(self, now: float, clock: Clock) -> None:
+        if self.pending:
+            self.emit(self.pending + b"\n", clock.prefix(now))
+            self.pending = b""
+
+    def emit(self, lines: bytes, prefix: bytes) -> None:
+        """Write complete lines (``lines`` ends in a newline) to both logs.
+
+        The hot path of capture: each log gets one ``replace`` and one ``writev``, with
+        no other copy of the data (the prefix the last newline gains is cut by view).
+        """
+        self.combined.submit(lines, prefix + self.tag)
+        try:
+            write_lines(self.log_fd, lines, prefix)
+        except OSError:
+            # A full or broken disk must not block the child: the output is dropped
+            # and the command keeps running.
+            pass
+
+
+class CombinedWriter:
+    """Writes combined.log, in a second thread when the output is heavy.
+
+    Both logs are written in full, so a heavy producer makes us write more than twice
+    what it wrote; the kernel work of those writes (page allocation, copies) is most of
+    the cost, and two threads spread it over two cores. The thread starts only at the
+    first large chunk, so that a quiet process never pays for its stack, and at most
+    one chunk is in flight, so the order of lines and the memory held stay as they were.
+    """
+
+    THREADED_FROM = 16 * 1024
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.job: tuple[bytes, bytes] | None = None
+        self.work: Any = None  # _thread locks, created with the thread
+        self.done: Any = None
+
+    def submit(self, lines: bytes, prefix: bytes) -> None:
+        if self.done is not None:
+            self.done.acquire()  # the previous chunk is written: the order holds
+        if len(lines) < self.THREADED_FROM:
+            if self.done is not None:
+                self.done.release()
+            self._write(lines, prefix)
+            return
+        if self.work is None:
+            self.work = _thread.allocate_lock()
+            self.work.acquire()
+            self.done = _thread.allocate_lock()
+            self.done.acquire()
+            _thread.start_new_thread(self._run, ())
+        self.job = (lines, prefix)
+        self.work.release()
+
+    def flush(self) -> None:
+        """Wait until every submitted chunk is on disk."""
+        if self.done is not None:
+            self.done.acquire()
+            self.done.release()
+
+    def _run(self) -> None:
+        while True:
+            self.work.acquire()
+            job, self.job = self.job, None
+            if job is not None:
+                self._write(*job)
+            self.done.release()
+
+    def _write(self, lines: bytes, prefix: bytes) -> None:
+        try:
+            write_lines(self.fd, lines, prefix)
+        except OSError:
+            pass
+
+
+def write_lines(fd: int, lines: bytes, prefix: bytes) -> None:
+    stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+    written = os.writev(fd, (prefix, stamped))
+    if written < len(prefix) + len(stamped):  # only on a signal or a full disk
+        _write_all(fd, (prefix + stamped)[written:])

@@ -1,0 +1,313 @@
+"""One supervisor: owns one child from spawn to recorded exit. Standard library only.
+
+Forked from the launcher, a supervisor leaves the launcher's session, spawns the user's
+command in a session and process group of its own, pumps the command's stdout and stderr
+into the three log files (``capture``), writes the state record by atomic replace, and
+exits once it has recorded the command's exit. The server signals it with
+``STOP_SIGNAL_REQUEST`` (SIGTERM to the group, SIGKILL after the grace period) or
+``KILL_SIGNAL_REQUEST`` (SIGKILL to the group).
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]
+import fcntl
+import os
+import select
+import signal
+import time
+
+from .capture import BULK_READ_SIZE, PARTIAL_DELAY, PIPE_SIZE, READ_SIZE, CombinedWriter, Stream
+from .ondisk import (
+    ERROR_FILE,
+    KILL_SIGNAL_REQUEST,
+    LOG_FILES,
+    STATE_FILE,
+    STOP_SIGNAL_REQUEST,
+    Clock,
+    boot_id,
+    encode_json,
+    process_start_ticks,
+    write_json_atomic,
+)
+
+# typing is a large import for a process that must stay small; annotations are strings.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Plain ints and the C function under signal.signal, whose wrapper converts to and from
+# enums: what a supervisor calls after the fork should touch as few objects as it can,
+# since each page it touches is copied (this is most of a supervisor's memory).
+_SIGTERM, _SIGKILL, _SIGCHLD = int(signal.SIGTERM), int(signal.SIGKILL), int(signal.SIGCHLD)
+_SIGHUP, _SIGINT, _SIGPIPE, _SIGXFSZ = int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGPIPE), int(signal.SIGXFSZ)
+_STOP, _KILL = int(STOP_SIGNAL_REQUEST), int(KILL_SIGNAL_REQUEST)
+_SIG_DFL = int(signal.SIG_DFL)
+_set_handler = _signal.signal
+
+_F_SETPIPE_SZ = 1031
+
+
+class Supervisor:
+    """Owns one child from spawn to recorded exit."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.dir: str = request["dir"]
+        self.state_path = f"{self.dir}/{STATE_FILE}"
+        self.stop_timeout = float(request.get("stopTimeout", 10.0))
+        self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
+        self.clock = Clock()
+        self.state: dict[str, Any] = {}
+        self.stop_requested = False
+        self.kill_requested = False
+        self.kill_deadline: float | None = None
+        self.kill_sent = False
+        self.killed = False
+
+    # -- spawn ------------------------------------------------------------
+
+    def spawn(self) -> int:
+        """Start the command; return its pid. OSError if it cannot be started."""
+        req = self.request
+        self.log_fds = {
+            name: os.open(
+                f"{self.dir}/{file}",
+                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                0o600,
+            )
+            for name, file in LOG_FILES.items()
+        }
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # posix_spawn (vfork and exec) rather than subprocess: far less Python runs
+            # in the forked supervisor, so far fewer shared pages get copied.
+            os.chdir(req["cwd"])
+            pid = os.posix_spawn(
+                req["executable"],
+                [req["command"], *req["args"]],
+                req["env"],
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setsid=True,
+                setsigmask=(),
+                # Python ignores these; an ignored signal would stay ignored after exec.
+                setsigdef=(_SIGPIPE, _SIGXFSZ),
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+            os.close(devnull)
+        started = time.time()
+        self.streams: dict[int, Stream] = {}
+        self.combined = CombinedWriter(self.log_fds["combined"])
+        for name, fd in (("stdout", out_r), ("stderr", err_r)):
+            try:
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
+            os.set_blocking(fd, False)
+            self.streams[fd] = Stream(name, fd, self.log_fds[name], self.combined)
+        self.state = {
+            "id": req["id"],
+            "command": req["command"],
+            "args": req["args"],
+            "cwd": req["cwd"],
+            "status": "running",
+            "pid": pid,
+            "pidStart": process_start_ticks(pid),
+            "exitCode": None,
+            "exitSignal": None,
+            "startedAt": started,
+            "stoppedAt": None,
+            "supervisorPid": os.getpid(),
+            "supervisorStart": process_start_ticks(os.getpid()),
+            "bootId": boot_id(),
+            "stopTimeout": self.stop_timeout,
+        }
+        write_json_atomic(self.state_path, self.state)
+        return pid
+
+    # -- signals from the server -----------------------------------------
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    def _on_kill(self, signum: int, frame: object) -> None:
+        self.kill_requested = True
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _act_on_requests(self, now: float) -> None:
+        """Turn recorded requests into signals: SIGTERM once, SIGKILL once."""
+        if self.kill_sent:
+            return
+        if self.kill_requested or (self.kill_deadline is not None and now >= self.kill_deadline):
+            # Only a kill request acted on before the exit was seen makes it "killed".
+            self.killed = self.kill_requested
+            self._signal_group(_SIGKILL)
+            self.kill_sent = True
+            self.kill_deadline = None
+        elif self.stop_requested and self.kill_deadline is None:
+            self._signal_group(_SIGTERM)
+            self.kill_deadline = now + self.stop_timeout
+
+    # -- the loop ----------------------------------------------------------
+
+    def listen(self) -> None:
+        """Take stop and kill requests from now on; the loop acts on them once it runs.
+
+        Called before the spawn is confirmed: the server may signal at once after that,
+        and an unhandled SIGUSR2 would kill the supervisor instead of the command.
+        """
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        _set_handler(_STOP, self._on_stop)
+        _set_handler(_SIGTERM, self._on_stop)
+        _set_handler(_KILL, self._on_kill)
+
+    def run(self, pid: int) -> None:
+        self.pgid = pid
+        wake_r = self.wake_r
+        pidfd = os.pidfd_open(pid)
+        poller = select.poll()
+        for fd in self.streams:
+            poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
+        exited = False
+        while not exited:
+            now = time.time()
+            self._act_on_requests(now)
+            deadline = None
+            for stream in self.streams.values():
+                if stream.pending:
+                    due = stream.pending_since + self.partial_delay
+                    deadline = due if deadline is None else min(deadline, due)
+            if self.kill_deadline is not None:
+                deadline = self.kill_deadline if deadline is None else min(deadline, self.kill_deadline)
+            timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
+            events = poller.poll(timeout)
+            now = time.time()
+            for fd, _mask in events:
+                if fd == pidfd:
+                    exited = True
+                elif fd == wake_r:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                elif fd in self.streams and not self._pump(self.streams[fd], now):
+                    poller.unregister(fd)
+            for stream in self.streams.values():
+                if stream.pending and now - stream.pending_since >= self.partial_delay:
+                    stream.flush_partial(now, self.clock)
+        _pid, status = os.waitpid(pid, 0)
+        # Everything the child wrote before it exited is in the pipes now: drain what is
+        # there, but do not wait for descendants that still hold them open.
+        now = time.time()
+        for stream in self.streams.values():
+            while self._pump(stream, now, drain=True):
+                pass
+            stream.flush_partial(now, self.clock)
+        self.combined.flush()
+        self._record_exit(status, time.time())
+
+    def _pump(self, stream: Stream, now: float, drain: bool = False) -> bool:
+        """Read once from ``stream``; False at end of file (or, draining, when empty)."""
+        if stream.fd < 0:
+            return False
+        try:
+            chunk = os.read(stream.fd, stream.read_size)
+        except BlockingIOError:
+            return not drain
+        except OSError:
+            chunk = b""
+        if not chunk:
+            os.close(stream.fd)
+            stream.fd = -1
+            return False
+        if len(chunk) == stream.read_size:
+            stream.read_size = BULK_READ_SIZE
+        elif len(chunk) < READ_SIZE:
+            stream.read_size = READ_SIZE
+        stream.feed(chunk, now, self.clock)
+        return True
+
+    def _record_exit(self, status: int, now: float) -> None:
+        state = self.state
+        if os.WIFEXITED(status):
+            state["exitCode"] = os.WEXITSTATUS(status)
+        elif os.WIFSIGNALED(status):
+            state["exitSignal"] = os.WTERMSIG(status)
+        state["status"] = "killed" if self.killed else "stopped"
+        state["stoppedAt"] = now
+        write_json_atomic(self.state_path, state)
+
+
+def supervise(sock: int, message: dict[str, Any]) -> None:
+    """Body of a forked supervisor; never returns."""
+    code = 0
+    try:
+        os.setsid()
+        _set_handler(_SIGCHLD, _SIG_DFL)
+        # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
+        # in the child across exec, handled ones are reset to their default there.
+        _set_handler(_SIGHUP, _ignore)
+        _set_handler(_SIGINT, _ignore)
+        supervisor = Supervisor(message)
+        supervisor.listen()
+        try:
+            pid = supervisor.spawn()
+        except OSError as exc:
+            reply(sock, {"req": message["req"], "ok": False, "errno": exc.errno, "error": exc.strerror or str(exc)})
+            return
+        reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
+        os.close(sock)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        supervisor.run(pid)
+    except BaseException:
+        code = 1
+        _report_crash(message.get("dir"))
+    finally:
+        os._exit(code)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
+
+
+def reply(sock: int, payload: dict[str, Any]) -> None:
+    try:
+        os.write(sock, encode_json(payload).encode())
+    except OSError:
+        pass  # the server is gone; it will read the state file when it comes back
+
+
+def _report_crash(directory: str | None) -> None:
+    import traceback
+
+    text = traceback.format_exc()
+    if directory:
+        try:
+            with open(os.path.join(directory, ERROR_FILE), "a") as f:
+                f.write(text)
+            return
+        except OSError:
+            pass
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
