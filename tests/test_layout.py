@@ -152,3 +152,15 @@ def test_one_set_of_exited_statuses() -> None:
     js = (PACKAGE / "ui" / "format.js").read_text()
     line = next(line for line in js.splitlines() if line.startswith("export const EXITED_STATUSES"))
     assert set(json.loads(line.split("=", 1)[1].strip().rstrip(";"))) == set(ondisk.EXITED_STATUSES)
+
+
+def test_the_server_command_without_the_server_extra_says_what_to_install(tmp_path: Path) -> None:
+    # fastapi made unimportable, as in an install without the [server] extra.
+    code = (
+        "import sys; sys.modules['fastapi'] = None; from sandbox_agent.cli import main; "
+        f"sys.exit(main(['server', '--port', '0', '--data-dir', {str(tmp_path)!r}]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "pip install 'sandbox-agent-py[server]'" in result.stderr
+    assert "Traceback" not in result.stderr

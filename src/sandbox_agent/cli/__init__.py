@@ -78,7 +78,15 @@ def _server(args: argparse.Namespace) -> int:
     # Uvicorn imports watchfiles at import time for --reload, which this server never
     # uses; in this process only, keep it out (it falls back to its own stat reloader).
     sys.modules.setdefault("watchfiles", None)  # type: ignore[arg-type]
-    from ..server import ConfigError, Settings, serve
+    try:
+        from ..server import ConfigError, Settings, serve
+    except ImportError as exc:
+        print(
+            f"sandbox-agent: the server needs the [server] extra ({exc.name} is missing); "
+            "install it with: pip install 'sandbox-agent-py[server]'",
+            file=sys.stderr,
+        )
+        return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     try:
