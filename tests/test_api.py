@@ -212,18 +212,19 @@ def test_unknown_and_malformed_ids(client: httpx.Client) -> None:
     assert_problem(client.delete(f"/v1/process/{unknown}"), 404)
     assert_problem(client.get(f"/v1/process/{unknown}/logs"), 404)
     for bad in ["ABC", "x" * 27, "has space", "semi;colon", "%2e%2e"]:
-        assert_problem(client.get(f"/v1/process/{bad}"), 400, "not a process id")
-        assert_problem(client.get(f"/v1/process/{bad}/logs"), 400, "not a process id")
+        assert_problem(client.get(f"/v1/process/{bad}"), 404, "not a process id")
+        assert_problem(client.get(f"/v1/process/{bad}/logs"), 404, "not a process id")
+        assert_problem(client.post(f"/v1/process/{bad}/stop"), 404, "not a process id")
     # httpx normalizes dot segments away; http.client sends the path as it is.
     connection = http.client.HTTPConnection("127.0.0.1", client.base_url.port)
     try:
         connection.request("GET", "/v1/process/../logs")
         first = connection.getresponse()
         first.read()
-        assert first.status in (400, 404)
+        assert first.status == 404
         connection.request("GET", "/v1/process/..")
         response = connection.getresponse()
-        assert response.status == 400
+        assert response.status == 404
         assert b"not a process id" in response.read()
     finally:
         connection.close()

@@ -137,8 +137,8 @@ def test_errors_carry_the_problem_detail(sdk: Client, tmp_path: Path) -> None:
         with pytest.raises(NotFound):
             call(UNKNOWN_ID)
 
-    with pytest.raises(BadRequest, match="not a process id"):
-        sdk.get("nope")
+    with pytest.raises(NotFound, match="not a process id"):
+        sdk.get("nope-does-not-exist")
     with pytest.raises(NotFound, match="/v1/process/"):
         sdk.get("../health")  # one path segment: it does not reach /v1/health
     with pytest.raises(BadRequest) as missing_cwd:

@@ -13,8 +13,6 @@ import re
 import threading
 import time
 
-from .._exceptions import BadRequest
-
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_PATTERN = re.compile(r"[0-9a-hjkmnp-tv-z]{26}")
 _lock = threading.Lock()
@@ -42,11 +40,11 @@ def new_id() -> str:
     return _encode(ms, 10) + _encode(rand, 16)
 
 
-def check_id(value: str) -> str:
-    """Return ``value`` if it has the shape of an id; raise BadRequest otherwise."""
-    if not ID_PATTERN.fullmatch(value):
-        raise BadRequest(
-            f"{value!r} is not a process id: ids are the 26 lowercase letters and digits "
-            "a start answers with; list the processes to see the ids there are"
-        )
-    return value
+def unknown_id_detail(value: str) -> str:
+    """What to tell a caller about an id that names no process, whatever its shape."""
+    if ID_PATTERN.fullmatch(value):
+        return f"no process with id {value}; list the processes to see the ids there are"
+    return (
+        f"no process with id {value!r}, which is not a process id: ids are the 26 lowercase letters and "
+        "digits a start answers with; list the processes to see the ids there are"
+    )

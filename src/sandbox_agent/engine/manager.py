@@ -45,7 +45,7 @@ from ..supervisor.ondisk import (
     write_json_atomic,
 )
 from . import system, validate
-from .ids import ID_PATTERN, check_id, new_id
+from .ids import ID_PATTERN, new_id, unknown_id_detail
 from .launcher import LauncherClient
 from .logs import feed as logfeed
 from .logs import store
@@ -175,7 +175,12 @@ class ProcessManager:
             except FileNotFoundError:
                 continue  # a spawn that never started: nothing to show
             except (OSError, ValueError) as exc:
-                logger.error("skipping %s: unreadable state (%s)", entry.path, exc)
+                logger.error("skipping %s: unusable state record (%s)", entry.path, exc)
+                continue
+            if state["id"] != entry.name:
+                # Keyed by its directory: a record copied or edited into another one's
+                # place must not speak for that process (or signal its pid).
+                logger.error("skipping %s: its state record names another process (%s)", entry.path, state["id"])
                 continue
             record = Record(entry.path, state)
             self._records[record.id] = record
@@ -408,9 +413,10 @@ class ProcessManager:
     # -- internals ---------------------------------------------------------------
 
     def _record(self, process_id: str) -> Record:
-        record = self._records.get(check_id(process_id))
+        record = self._records.get(process_id)
         if record is None:
-            raise NotFound(f"no process with id {process_id}; list the processes to see the ids there are")
+            # Any string that names no process is unknown, whatever its shape (SPEC section 3).
+            raise NotFound(unknown_id_detail(process_id))
         return record
 
     def _sorted(self) -> list[Record]:

@@ -15,9 +15,21 @@ from .._exceptions import BadRequest
 PRIVATE_ENV = ("SANDBOX_AGENT_TOKEN",)
 
 
+def _check_text(value: str, what: str) -> None:
+    """A lone surrogate (JSON ``"\\ud800"``) is no text a program can be given."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            f"{what} holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text; "
+            "send valid Unicode, or the bytes' UTF-8 encoding"
+        ) from None
+
+
 def resolve_cwd(cwd: str | None) -> str:
     if cwd is None:
         return os.getcwd()
+    _check_text(cwd, "cwd")
     if not cwd or "\0" in cwd:
         raise BadRequest("cwd must be a non-empty path without NUL characters; omit it to use the server's directory")
     path = os.path.abspath(cwd)
@@ -30,6 +42,8 @@ def resolve_cwd(cwd: str | None) -> str:
 def build_env(overlay: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
     for name, value in (overlay or {}).items():
+        _check_text(name, "an env name")
+        _check_text(value, f"the env value of {name!r}")
         if not name:
             raise BadRequest("env has an empty variable name; every name must be non-empty")
         if "=" in name or "\0" in name:
@@ -42,6 +56,7 @@ def build_env(overlay: dict[str, str] | None) -> dict[str, str]:
 
 def resolve_command(command: str, cwd: str, env: dict[str, str]) -> str:
     """The absolute path that will be executed for ``command``."""
+    _check_text(command, "command")
     if not command or not command.strip():
         raise BadRequest("command is empty; give a program name such as 'python3' or a path")
     if "\0" in command:
@@ -90,5 +105,6 @@ def _check_executable(path: str, command: str) -> None:
 
 def check_args(args: list[str]) -> None:
     for arg in args:
+        _check_text(arg, "an argument")
         if "\0" in arg:
             raise BadRequest("an argument contains a NUL character, which a command line cannot carry")
