@@ -67,10 +67,18 @@ def marked_pids(marker: str) -> dict[int, str]:
 class Server:
     """A ``sandbox-agent server`` subprocess, restartable on the same data dir and port."""
 
-    def __init__(self, data_dir: Path, *, token: str | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        token: str | None = None,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.token = token
         self.extra_args = extra_args or []
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self.marker = uuid.uuid4().hex
         self.proc: subprocess.Popen[bytes] | None = None
@@ -102,6 +110,7 @@ class Server:
             args += ["--token", self.token]
         env = dict(os.environ, **{MARKER: self.marker})
         env.pop("SANDBOX_AGENT_TOKEN", None)
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args + self.extra_args, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._healthy, 20, f"the server on port {self.port} (log: {self.log_path})")
@@ -169,8 +178,16 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start servers with their own data dir; all are stopped and leak-checked after."""
     servers: list[Server] = []
 
-    def make(*, token: str | None = None, extra_args: list[str] | None = None, data_dir: Path | None = None) -> Server:
-        server = Server(data_dir or tmp_path / f"data{len(servers)}", token=token, extra_args=extra_args)
+    def make(
+        *,
+        token: str | None = None,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
+    ) -> Server:
+        server = Server(
+            data_dir or tmp_path / f"data{len(servers)}", token=token, extra_args=extra_args, extra_env=extra_env
+        )
         servers.append(server)
         return server.start()
 

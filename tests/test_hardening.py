@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conftest import Server, py, start, wait_exited
 
@@ -84,3 +85,98 @@ def test_corrupt_or_foreign_state_records_are_skipped_not_fatal(server_factory: 
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     assert os.path.isdir(processes / good["id"])
+
+
+def test_last_event_id_must_be_ascii_digits_of_sane_length(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, py("print('x')"))
+        path = f"/v1/process/{process['id']}/logs?follow=true"
+        for bad in ("²", "1²", "9" * 5000, "-1", "0x10"):
+            headers = {"Last-Event-ID": bad.encode()}
+            assert_problem(client.get(path, headers=headers), 400, "Last-Event-ID")
+        wait_exited(client, process["id"])
+
+
+def test_request_bodies_are_bounded(server: Server) -> None:
+    with server.client() as client:
+        huge = b'{"command": "true", "args": ["' + b"x" * (3 * 1024 * 1024) + b'"]}'
+        assert_problem(client.post("/v1/process", content=huge), 413, "MiB")
+
+        def chunks() -> object:
+            yield b'{"command": "true", "args": ["'
+            for _ in range(40):
+                yield b"y" * 100_000
+            yield b'"]}'
+
+        # Streamed without a Content-Length: cut off as it comes in.
+        assert_problem(client.post("/v1/process", content=chunks()), 413)  # type: ignore[arg-type]
+        # Anything under the limit fits the launcher too.
+        args = ["z" * 1000] * 1800
+        fits = client.post("/v1/process", json={"command": "true", "args": args})
+        assert fits.status_code == 201, fits.text
+        assert wait_exited(client, fits.json()["id"])["exitCode"] == 0
+
+
+def test_no_docs_page_from_a_cdn(server: Server) -> None:
+    with server.client() as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/openapi.json").status_code == 200
+
+
+def run_server(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sandbox_agent", "server", "--port", "0", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_a_bad_data_dir_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    result = run_server("--data-dir", "/proc/nope")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "/proc/nope" in result.stderr
+    assert "data-dir" in result.stderr
+
+
+def test_any_origin_without_a_token_is_refused(tmp_path: Path) -> None:
+    result = run_server("--data-dir", str(tmp_path), "--cors-allow-origin", "*")
+    assert result.returncode == 2
+    assert "token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_token_file_is_one_line(tmp_path: Path) -> None:
+    result = run_server("--data-dir", str(tmp_path), "--token-file", str(tmp_path / "none"))
+    assert result.returncode == 2
+    assert "token file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+ENVIRON_OF_PARENTS = """
+import os
+pid = os.getppid()
+while pid > 1:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        print(pid, b"SANDBOX_AGENT_TOKEN" in f.read(), flush=True)
+    with open(f"/proc/{pid}/stat") as f:
+        pid = int(f.read().rsplit(")", 1)[1].split()[1])
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "env"])
+def test_the_token_reaches_no_managed_process(server_factory: Callable[..., Server], tmp_path: Path, how: str) -> None:
+    secret = "s3cret-kept-from-children"
+    if how == "file":
+        (tmp_path / "token").write_text(secret + "\n")
+        server = server_factory(extra_args=["--token-file", str(tmp_path / "token")])
+    else:
+        server = server_factory(extra_env={"SANDBOX_AGENT_TOKEN": secret})
+    server.token = secret
+    with server.client() as client:
+        assert client.get("/v1/process", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        process = start(client, py(ENVIRON_OF_PARENTS + "print(os.environ.get('SANDBOX_AGENT_TOKEN'))"))
+        wait_exited(client, process["id"])
+        out = client.get(f"/v1/process/{process['id']}/logs", params={"stream": "stdout", "strip_timestamps": True})
+    lines = out.json()["content"].splitlines()
+    assert lines[-1] == "None"
+    supervisor_and_launcher = lines[:2]
+    assert len(supervisor_and_launcher) == 2, lines
+    assert all(line.endswith("False") for line in supervisor_and_launcher), lines

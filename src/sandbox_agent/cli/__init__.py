@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,7 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", help="address to listen on (env SANDBOX_AGENT_HOST; default 127.0.0.1)")
     server.add_argument("--port", type=int, help="port to listen on (env SANDBOX_AGENT_PORT; default 2468)")
     auth = server.add_mutually_exclusive_group()
-    auth.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (env SANDBOX_AGENT_TOKEN)")
+    auth.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' (env SANDBOX_AGENT_TOKEN); other users' `ps` shows "
+        "a command-line token, so prefer --token-file or the env var",
+    )
+    auth.add_argument("--token-file", metavar="PATH", help="read the token from PATH (its first line)")
     auth.add_argument(
         "--no-token", action="store_true", help="allow a non-loopback address without a token (anyone can run commands)"
     )
@@ -95,6 +101,7 @@ def _server(args: argparse.Namespace) -> int:
             port=args.port,
             # `sandbox-agent --token T server` means what it says, too.
             token=args.token if args.token is not None else args.client_token,
+            token_file=args.token_file,
             no_token=args.no_token,
             data_dir=args.data_dir,
             cors_origins=args.cors_allow_origin,
@@ -104,4 +111,7 @@ def _server(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"sandbox-agent: {exc}", file=sys.stderr)
         return 2
+    # Before anything is forked: the launcher, the supervisors and every managed process
+    # would inherit it, and a process could read it from /proc/<its parent>/environ.
+    os.environ.pop("SANDBOX_AGENT_TOKEN", None)
     return serve(settings)

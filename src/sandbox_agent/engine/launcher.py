@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import ServerError
+from .._exceptions import BadRequest, ServerError
 from ..supervisor.ondisk import LAUNCHER_MAX_MESSAGE
 
 logger = logging.getLogger("sandbox_agent.launcher")
@@ -79,6 +79,11 @@ class LauncherClient:
         self._pending[req] = future
         try:
             payload = json.dumps({**message, "req": req}).encode()
+            if len(payload) > _BUFFER:
+                raise BadRequest(
+                    f"this start request takes {len(payload)} bytes with the server's environment added, over "
+                    f"the {_BUFFER} the process launcher accepts; pass fewer or shorter arguments and variables"
+                )
             try:
                 await loop.sock_sendall(self._sock, payload)
             except OSError as exc:

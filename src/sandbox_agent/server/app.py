@@ -16,6 +16,7 @@ from .._version import __version__
 from ..engine import ProcessManager
 from . import problems
 from .auth import BrowserGuard, TokenAuth
+from .limits import MAX_BODY_BYTES, BodyLimit
 from .routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -71,7 +72,8 @@ def create_app(
         version=__version__,
         description="Manage the background processes of a sandbox over HTTP.",
         lifespan=lifespan,
-        docs_url="/docs",
+        # FastAPI's docs page loads Swagger UI from a CDN, on the API's own origin: none.
+        docs_url=None,
         redoc_url=None,
     )
     app.state.manager = manager
@@ -88,6 +90,7 @@ def create_app(
 
     app.mount("/ui", _UIFiles(directory=UI_DIR, html=True), name="ui")
     app.add_middleware(TokenAuth, token=token)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(
         BrowserGuard, allowed_origins=list(cors_origins or []), check_host=token is None and loopback_only
     )

@@ -39,6 +39,7 @@ class Settings:
         host: str | None = None,
         port: int | None = None,
         token: str | None = None,
+        token_file: str | None = None,
         no_token: bool = False,
         data_dir: str | None = None,
         cors_origins: list[str] | None = None,
@@ -46,6 +47,10 @@ class Settings:
         access_log: bool = False,
     ) -> Settings:
         env = os.environ
+        if token_file is not None:
+            if token is not None:
+                raise ConfigError("--token and --token-file both give a token; pass one of them")
+            token = _read_token_file(token_file)
         if token is not None and no_token:
             raise ConfigError("--token and --no-token contradict each other; pass one of them")
         if token is None and not no_token:
@@ -70,12 +75,26 @@ class Settings:
             log_level=log_level,
             access_log=access_log,
         )
+        if settings.token is None and "*" in settings.cors_origins:
+            raise ConfigError(
+                "refusing --cors-allow-origin '*' without a token: any web page the user opens could run "
+                "commands here and read the answers. Set a token, or allow only the origins you trust."
+            )
         if settings.token is None and not settings.no_token and not is_loopback(settings.host):
             raise ConfigError(
                 f"refusing to listen on {settings.host} without a token: anyone who can reach it could run "
                 "commands here. Set --token (or SANDBOX_AGENT_TOKEN), or pass --no-token if you mean it."
             )
         return settings
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"cannot read the token file {path}: {reason}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -77,7 +77,7 @@ def install(app: FastAPI) -> None:
             detail = f"{request.method} is not allowed on {request.url.path} (see /openapi.json)"
         else:
             detail = str(exc.detail)
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+        title = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

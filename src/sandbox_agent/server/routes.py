@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -37,6 +38,9 @@ class _JSONBodyRoute(APIRoute):
 
         return handle
 
+
+#: An event id is a byte offset: ASCII digits (str.isdigit also takes "²"), at most 19 of them.
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 router = APIRouter(prefix="/v1", route_class=_JSONBodyRoute)
 
@@ -142,8 +146,8 @@ async def process_logs(
         return Response(render.logs_v1(content, lines), media_type=_JSON)
     resume_from = None
     if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id of this stream (a number)")
+        if not _EVENT_ID.fullmatch(last_event_id.strip()):
+            raise BadRequest(f"Last-Event-ID {last_event_id[:40]!r} is not an event id of this stream (a number)")
         resume_from = int(last_event_id)
     events = await manager.follow(process_id, stream=stream, tail=tail, resume_from=resume_from)
     return StreamingResponse(

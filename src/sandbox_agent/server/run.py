@@ -33,6 +33,13 @@ def serve(settings: Settings) -> int:
     except DataDirInUse as exc:
         logger.error("%s", exc)
         return 1
+    except OSError as exc:
+        logger.error(
+            "cannot use the data directory %s: %s; pass a writable --data-dir",
+            settings.data_dir,
+            exc.strerror or exc,
+        )
+        return 1
     app = create_app(
         manager,
         token=settings.token,
