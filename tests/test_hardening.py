@@ -180,3 +180,38 @@ def test_the_token_reaches_no_managed_process(server_factory: Callable[..., Serv
     supervisor_and_launcher = lines[:2]
     assert len(supervisor_and_launcher) == 2, lines
     assert all(line.endswith("False") for line in supervisor_and_launcher), lines
+
+
+BIG_WRITER = r"""
+import sys
+out = sys.stdout.buffer
+for i in range(60000):
+    out.write(b"line %06d \xc3\xa9t\xc3\xa9 \xff\xfe " % i + b"x" * 40 + b"\n")
+out.flush()
+"""
+
+
+def test_a_large_log_streams_in_pieces_and_reads_the_same(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, py(BIG_WRITER))
+        wait_exited(client, process["id"])
+        path = f"/v1/process/{process['id']}/logs"
+        raw = Path(process["logPaths"]["stdout"]).read_bytes()
+        assert len(raw) > 3 * 1024 * 1024  # several pieces
+        expected = "".join(line[27:] + "\n" for line in raw.decode("utf-8", "replace").split("\n")[:-1])
+
+        with client.stream("GET", path, params={"stream": "stdout", "strip_timestamps": "true"}) as response:
+            assert response.status_code == 200
+            assert "content-length" not in response.headers  # streamed, not built whole
+            pieces = response.iter_bytes()
+            received = [next(pieces)]
+            # The server answers others while this read is open.
+            assert client.get("/v1/health").json()["status"] == "ok"
+            received.extend(pieces)
+            body = json.loads(b"".join(received))
+        assert body["lines"] == 60000
+        assert body["content"] == expected
+
+        small = client.get(path, params={"stream": "stdout", "tail": 2}).json()
+        assert small["lines"] == 2
+        assert small["content"].endswith("x" * 40 + "\n")

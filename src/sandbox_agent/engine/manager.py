@@ -374,6 +374,13 @@ class ProcessManager:
         path = os.path.join(record.dir, LOG_FILES[stream])
         return await asyncio.to_thread(store.read_lines, path, tail, strip)
 
+    async def open_log(
+        self, process_id: str, *, stream: StreamName = "combined", tail: int | None = None, strip: bool = False
+    ) -> store.LogRead:
+        """A reader of the selected lines, to hand out piece by piece (close it after)."""
+        record = self._record(process_id)
+        return await asyncio.to_thread(store.LogRead, record.log_path(stream), tail, strip)
+
     async def follow(
         self,
         process_id: str,

@@ -6,9 +6,12 @@ the records' cached bytes joined, not thousands of model validations.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 
 from ..engine import Record
+from ..engine.logs.store import LogRead
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -42,3 +45,14 @@ def process_list_v1(records: list[Record]) -> bytes:
 
 def logs_v1(content: str, lines: int) -> bytes:
     return _encode({"content": content, "lines": lines}).encode()
+
+
+async def logs_v1_stream(reader: LogRead) -> AsyncIterator[bytes]:
+    """``{"content": ..., "lines": N}`` written piece by piece: ``lines`` comes last, once counted."""
+    try:
+        yield b'{"content":"'
+        while (piece := await asyncio.to_thread(reader.next)) is not None:
+            yield _encode(piece)[1:-1].encode()
+        yield b'","lines":%d}' % reader.lines
+    finally:
+        reader.close()

@@ -14,6 +14,7 @@ from .._exceptions import BadRequest
 from .._types import StreamName
 from .._version import __version__
 from ..engine import ProcessManager, SpawnRequest
+from ..engine.logs.store import PIECE_BYTES
 from . import render, sse
 from .schemas import Health, Logs, Process, ProcessList, StartProcess
 
@@ -142,8 +143,16 @@ async def process_logs(
     strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
     manager = _manager(request)
     if not follow:
-        content, lines = await manager.logs(process_id, stream=stream, tail=tail, strip=strip)
-        return Response(render.logs_v1(content, lines), media_type=_JSON)
+        reader = await manager.open_log(process_id, stream=stream, tail=tail, strip=strip)
+        if reader.size <= PIECE_BYTES:
+            try:
+                content = reader.next() or ""
+            finally:
+                reader.close()
+            return Response(render.logs_v1(content, reader.lines), media_type=_JSON)
+        # A large log streams out in pieces, read off the event loop: the server holds one
+        # piece per request whatever the size, and the answer is the same JSON object.
+        return StreamingResponse(render.logs_v1_stream(reader), media_type=_JSON)
     resume_from = None
     if last_event_id is not None:
         if not _EVENT_ID.fullmatch(last_event_id.strip()):

@@ -16,6 +16,8 @@ _BLOCK = 64 * 1024
 _STAMP = re.compile(b"^" + TIMESTAMP_PATTERN, re.MULTILINE)
 
 __all__ = [
+    "PIECE_BYTES",
+    "LogRead",
     "complete_end",
     "count_lines",
     "decode",
@@ -97,17 +99,70 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
+#: A log read hands out its lines in pieces of about this size (whole lines each).
+PIECE_BYTES = 1024 * 1024
+
+
+class LogRead:
+    """The complete lines of a log as they were when it was opened, read piece by piece.
+
+    The range is fixed at open (complete lines up to the end, or the last ``tail``), so a
+    log that grows or is deleted meanwhile reads the same; the open file keeps the data.
+    Memory stays at one piece, whatever the size of the log. Blocking: run ``next`` off
+    the event loop.
+    """
+
+    def __init__(self, path: str, tail: int | None, strip: bool) -> None:
+        self.strip = strip
+        self.lines = 0
+        try:
+            self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._fd = None
+            self.start = self.end = self._pos = 0
+            return
+        try:
+            self.end = complete_end(self._fd, os.fstat(self._fd).st_size)
+            self.start = 0 if tail is None else tail_start(self._fd, self.end, tail)
+        except BaseException:
+            self.close()
+            raise
+        self._pos = self.start
+
+    @property
+    def size(self) -> int:
+        """Bytes in the range (before any stripping)."""
+        return self.end - self.start
+
+    def next(self) -> str | None:
+        """The next piece as text (whole lines), or None at the end; counts ``lines``."""
+        if self._fd is None or self._pos >= self.end:
+            return None
+        data = os.pread(self._fd, min(PIECE_BYTES, self.end - self._pos), self._pos)
+        if not data:
+            return None
+        cut = data.rfind(b"\n")
+        if cut != -1 and self._pos + len(data) < self.end:
+            data = data[: cut + 1]  # whole lines: never a character cut in two
+        self._pos += len(data)
+        if self.strip:
+            data = strip_timestamps(data)
+        self.lines += count_lines(data)
+        return decode(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def read_lines(path: str, tail: int | None, strip: bool) -> tuple[str, int]:
     """The complete lines of a log (the last ``tail`` of them), as text and a count."""
+    reader = LogRead(path, tail, strip)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return "", 0
-    try:
-        end = complete_end(fd, os.fstat(fd).st_size)
-        data = read_range(fd, 0 if tail is None else tail_start(fd, end, tail), end)
+        pieces = []
+        while (piece := reader.next()) is not None:
+            pieces.append(piece)
     finally:
-        os.close(fd)
-    if strip:
-        data = strip_timestamps(data)
-    return decode(data), count_lines(data)
+        reader.close()
+    return "".join(pieces), reader.lines
