@@ -215,3 +215,24 @@ def test_a_large_log_streams_in_pieces_and_reads_the_same(server: Server) -> Non
         small = client.get(path, params={"stream": "stdout", "tail": 2}).json()
         assert small["lines"] == 2
         assert small["content"].endswith("x" * 40 + "\n")
+
+
+def test_the_openapi_document_is_true_to_the_wire(server: Server) -> None:
+    with server.client() as client:
+        document = client.get("/openapi.json").json()
+        options = client.request("OPTIONS", "/v1/process")
+        assert options.status_code == 405
+        assert {m.strip() for m in options.headers["allow"].split(",")} >= {"GET", "POST"}
+        assert "GET" in client.request("PUT", f"/v1/process/{'0' * 26}").headers["allow"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)  # validation errors are 400s
+            for code, response in responses.items():
+                if code[0] in "45":
+                    schema = response["content"]["application/problem+json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Problem"}, (method, path, code)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    start = document["paths"]["/v1/process"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert start == {"$ref": "#/components/schemas/StartProcess"}
+    assert "SPEC" not in str(document)  # no pointer to a document that is not in the package

@@ -14,7 +14,7 @@ from starlette.types import Scope
 
 from .._version import __version__
 from ..engine import ProcessManager
-from . import problems
+from . import openapi, problems
 from .auth import BrowserGuard, TokenAuth
 from .limits import MAX_BODY_BYTES, BodyLimit
 from .routes import router
@@ -78,6 +78,7 @@ def create_app(
     )
     app.state.manager = manager
     problems.install(app)
+    openapi.install(app)
     app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -59,6 +59,16 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(sentences) + "."
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path) and getattr(route, "methods", None):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _domain(request: Request, exc: ProblemError) -> Response:
@@ -74,7 +84,12 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             detail = f"there is no {request.url.path}; the API lives under /v1 (see /openapi.json)"
         elif exc.status_code == 405:
-            detail = f"{request.method} is not allowed on {request.url.path} (see /openapi.json)"
+            allowed = _allowed_methods(request)
+            detail = (
+                f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)} "
+                "(see /openapi.json)"
+            )
+            return problem(405, "Method Not Allowed", detail, headers={"Allow": ", ".join(allowed)})
         else:
             detail = str(exc.detail)
         title = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}.get(exc.status_code, "Error")

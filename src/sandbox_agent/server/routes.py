@@ -138,7 +138,14 @@ async def process_logs(
     strip_timestamps: Annotated[bool | None, Query(description="Drop the leading [timestamp]")] = None,
     strip_timestamps_camel: Annotated[bool | None, Query(alias="stripTimestamps", include_in_schema=False)] = None,
     follow: Annotated[bool, Query(description="Stream new lines as Server-Sent Events")] = False,
-    last_event_id: Annotated[str | None, Header(description="Resume a follow after this event id")] = None,
+    last_event_id: Annotated[
+        str,
+        Header(
+            description="Resume a follow after this event id (empty: no id yet)",
+            # Documented here, checked below with a message that says what to send.
+            json_schema_extra={"pattern": "^[0-9]{0,19}$"},
+        ),
+    ] = "",
 ) -> Response:
     strip = bool(strip_timestamps if strip_timestamps is not None else strip_timestamps_camel)
     manager = _manager(request)
@@ -154,7 +161,8 @@ async def process_logs(
         # piece per request whatever the size, and the answer is the same JSON object.
         return StreamingResponse(render.logs_v1_stream(reader), media_type=_JSON)
     resume_from = None
-    if last_event_id is not None:
+    # An empty Last-Event-ID is how an SSE client says it has no id yet.
+    if last_event_id.strip():
         if not _EVENT_ID.fullmatch(last_event_id.strip()):
             raise BadRequest(f"Last-Event-ID {last_event_id[:40]!r} is not an event id of this stream (a number)")
         resume_from = int(last_event_id)

@@ -8,7 +8,7 @@ models describe them in the OpenAPI document.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 from .._types import Status
@@ -17,11 +17,20 @@ __all__ = [
     "Health",
     "LogPaths",
     "Logs",
+    "Problem",
     "Process",
     "ProcessList",
     "StartProcess",
     "TerminalSize",
 ]
+
+
+# The constraints below are documented here and enforced by the engine's checks
+# (engine/validate.py), whose 400s say in plain words what to change.
+#: Text a command line or an environment can carry: no NUL character.
+_NO_NUL: dict[str, JsonValue] = {"type": "string", "pattern": "^[^\\x00]*$"}
+#: An environment variable's name: non-empty, no "=" and no NUL.
+_ENV_NAME: dict[str, JsonValue] = {"type": "string", "minLength": 1, "pattern": "^[^=\\x00]+$"}
 
 
 class _Wire(BaseModel):
@@ -64,18 +73,35 @@ class ProcessList(_Wire):
 class StartProcess(_Wire):
     """Body of ``POST /v1/process``."""
 
-    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
-    args: list[str] = Field(default_factory=list)
-    cwd: str | None = Field(default=None, description="Working directory; the server's own when absent")
-    env: dict[str, str] | None = Field(default=None, description="Added over the server's environment")
+    command: str = Field(
+        json_schema_extra={"minLength": 1, "pattern": "^[^\\x00]*\\S[^\\x00]*$"},
+        description="Program to run: a name looked up in PATH, or a path (relative to cwd). A 400 says so "
+        "when it names no executable file.",
+    )
+    args: list[str] = Field(default_factory=list, json_schema_extra={"items": _NO_NUL})
+    cwd: str | None = Field(
+        default=None,
+        json_schema_extra={"anyOf": [{"minLength": 1, **_NO_NUL}, {"type": "null"}]},
+        description="Working directory (an existing directory); the server's own when absent",
+    )
+    env: dict[str, str] | None = Field(
+        default=None,
+        json_schema_extra={
+            "anyOf": [
+                {"type": "object", "propertyNames": _ENV_NAME, "additionalProperties": _NO_NUL},
+                {"type": "null"},
+            ]
+        },
+        description="Added over the server's environment",
+    )
     stop_timeout: float | None = Field(
         default=None,
         ge=0,
         le=3600,
         description="Extension: seconds between SIGTERM and SIGKILL on stop (default 10)",
     )
-    tty: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
-    interactive: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
+    tty: bool = Field(default=False, description="Extension: run on a pseudo-terminal")
+    interactive: bool = Field(default=False, description="Extension: keep stdin open for input")
     terminal_size: TerminalSize | None = None
 
 
@@ -87,3 +113,12 @@ class Logs(_Wire):
 class Health(_Wire):
     status: str
     version: str
+
+
+class Problem(BaseModel):
+    """Every error: ``application/problem+json`` (RFC 9457)."""
+
+    type: str = Field(description="about:blank, or urn:sandbox-agent:error:<kind> on /v1/processes")
+    title: str
+    status: int
+    detail: str = Field(description="What was wrong and what to do, in plain words")
