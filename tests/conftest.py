@@ -74,8 +74,11 @@ class Server:
         token: str | None = None,
         extra_args: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        #: Put before the command (``prlimit --nofile=256``, say).
+        self.prefix = prefix or []
         self.token = token
         self.extra_args = extra_args or []
         self.extra_env = extra_env or {}
@@ -112,7 +115,8 @@ class Server:
         env.pop("SANDBOX_AGENT_TOKEN", None)
         env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args + self.extra_args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            command = self.prefix + args + self.extra_args
+            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(self._healthy, 20, f"the server on port {self.port} (log: {self.log_path})")
         return self
 
@@ -183,10 +187,15 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         token: str | None = None,
         extra_args: list[str] | None = None,
         extra_env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
         data_dir: Path | None = None,
     ) -> Server:
         server = Server(
-            data_dir or tmp_path / f"data{len(servers)}", token=token, extra_args=extra_args, extra_env=extra_env
+            data_dir or tmp_path / f"data{len(servers)}",
+            token=token,
+            extra_args=extra_args,
+            extra_env=extra_env,
+            prefix=prefix,
         )
         servers.append(server)
         return server.start()

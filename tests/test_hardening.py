@@ -236,3 +236,41 @@ def test_the_openapi_document_is_true_to_the_wire(server: Server) -> None:
     start = document["paths"]["/v1/process"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert start == {"$ref": "#/components/schemas/StartProcess"}
     assert "SPEC" not in str(document)  # no pointer to a document that is not in the package
+
+
+@pytest.mark.slow
+def test_out_of_descriptors_refuses_starts_and_kills_nothing(server_factory: Callable[..., Server]) -> None:
+    server = server_factory(prefix=["prlimit", "--nofile=256:256"])
+    started: list[dict[str, object]] = []
+    refused = 0
+    with server.client() as client:
+        try:
+            for _ in range(300):
+                response = client.post("/v1/process", json={"command": "sleep", "args": ["600"]})
+                if response.status_code == 201:
+                    started.append(response.json())
+                    continue
+                assert_problem(response, 503, "file descriptors")
+                assert response.headers["retry-after"]
+                refused += 1
+            assert refused > 0, "the limit was never reached: the test proves nothing"
+            assert len(started) > 100
+            # Every process we said we started runs, and is shown as running.
+            listed = {p["id"]: p for p in client.get("/v1/process").json()["processes"]}
+            assert set(listed) == {p["id"] for p in started}
+            for process in started:
+                assert listed[str(process["id"])]["status"] == "running"
+                os.kill(int(process["pid"]), 0)  # alive
+            # A follow while short of descriptors works or is a 503 too: never a 500.
+            path = f"/v1/process/{started[0]['id']}/logs"
+            with client.stream("GET", path, params={"follow": "true", "tail": "0"}) as follow:
+                assert follow.status_code in (200, 503)
+        finally:
+            for process in started:
+                client.post(f"/v1/process/{process['id']}/kill")
+            for process in started:
+                assert wait_exited(client, str(process["id"]), timeout=60)["status"] == "killed"
+        # With the processes gone there is room again.
+        again = client.post("/v1/process", json={"command": "true"})
+        assert again.status_code == 201, again.text
+        wait_exited(client, again.json()["id"])

@@ -101,6 +101,8 @@ class ProcessManager:
         self._lock_fd: int | None = None
         self._watcher = LogWatcher()
         self._reaper: asyncio.Task[None] | None = None
+        #: Records whose supervisor is watched by polling: no pidfd could be had.
+        self._polled: set[Record] = set()
         self._closing = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -114,9 +116,10 @@ class ProcessManager:
         self._load_records()
         if self.subreaper:
             system.become_subreaper()
-            # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for
-            # their own subprocesses. An orphan stays a zombie a second at most.
-            self._reaper = asyncio.create_task(self._reap_orphans_forever())
+        # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for their own
+        # subprocesses. An orphan stays a zombie a second at most; a supervisor watched
+        # without a pidfd is checked as often.
+        self._reaper = asyncio.create_task(self._poll_forever())
         await self._launcher.start()
 
     async def close(self) -> None:
@@ -199,17 +202,36 @@ class ProcessManager:
             return False
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError:
-            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+                return False  # gone (ESRCH)
+            # Our own shortage says nothing about the supervisor: watch it by polling
+            # its pid and start time until a pidfd can be had.
+            if process_start_ticks(pid) != record.state.get("supervisorStart"):
+                return False
+            logger.warning("process %s: no file descriptor for a pidfd (%s); polling its supervisor", record.id, exc)
+            self._polled.add(record)
+            return True
         # Checked after the pidfd is open, so the pid cannot be reused in between.
         if process_start_ticks(pid) != record.state.get("supervisorStart"):
             os.close(pidfd)
             return False
+        self._polled.discard(record)
         record.pidfd = pidfd
         asyncio.get_running_loop().add_reader(pidfd, self._on_supervisor_exit, record)
         return True
 
+    def _poll_unwatched(self) -> None:
+        """Check the supervisors watched without a pidfd; take a pidfd when one can be had."""
+        for record in list(self._polled):
+            if record.exited or record.pidfd is not None:
+                self._polled.discard(record)
+            elif not self._watch_supervisor(record):
+                self._polled.discard(record)
+                self._on_supervisor_exit(record)
+
     def _unwatch_supervisor(self, record: Record) -> None:
+        self._polled.discard(record)
         if record.pidfd is not None:
             asyncio.get_running_loop().remove_reader(record.pidfd)
             os.close(record.pidfd)
@@ -262,10 +284,12 @@ class ProcessManager:
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
 
-    async def _reap_orphans_forever(self) -> None:
+    async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(_REAP_INTERVAL)
-            self._reap_orphans()
+            if self.subreaper:
+                self._reap_orphans()
+            self._poll_unwatched()
 
     def _reap_orphans(self) -> None:
         """Reap children we never started: orphans that were handed to us.
@@ -289,6 +313,7 @@ class ProcessManager:
                 "tty and interactive processes are not supported by this server yet; "
                 "start the process without them (its stdin is /dev/null)"
             )
+        system.check_fd_headroom()
         cwd = validate.resolve_cwd(request.cwd)
         env = validate.build_env(request.env)
         executable = validate.resolve_command(request.command, cwd, env)
@@ -379,7 +404,10 @@ class ProcessManager:
     ) -> store.LogRead:
         """A reader of the selected lines, to hand out piece by piece (close it after)."""
         record = self._record(process_id)
-        return await asyncio.to_thread(store.LogRead, record.log_path(stream), tail, strip)
+        try:
+            return await asyncio.to_thread(store.LogRead, record.log_path(stream), tail, strip)
+        except OSError as exc:
+            raise (system.out_of_fds(exc) or exc) from None
 
     async def follow(
         self,
@@ -397,7 +425,10 @@ class ProcessManager:
         record = self._record(process_id)
         if self._closing:
             raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
-        feed = self._feed(record, stream)
+        try:
+            feed = self._feed(record, stream)
+        except OSError as exc:
+            raise (system.out_of_fds(exc) or exc) from None
         feed.users += 1
         feed.catch_up()
         if resume_from is not None and not feed.is_line_boundary(resume_from):
@@ -432,10 +463,16 @@ class ProcessManager:
         return self._ordered
 
     def _signal(self, record: Record, sig: signal.Signals) -> None:
-        if record.exited or record.pidfd is None:
+        if record.exited:
             return
         try:
-            signal.pidfd_send_signal(record.pidfd, sig)
+            if record.pidfd is not None:
+                signal.pidfd_send_signal(record.pidfd, sig)
+            elif record in self._polled:
+                # No pidfd to be had: the pid, checked by its start time just before.
+                pid = record.state["supervisorPid"]
+                if process_start_ticks(pid) == record.state.get("supervisorStart"):
+                    os.kill(pid, sig)
         except ProcessLookupError:
             pass  # the supervisor is exiting; its exit handler records the end
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import resource
+
+from .._exceptions import ServiceUnavailable
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -33,3 +36,40 @@ def raise_fd_limit() -> None:
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+#: File descriptors a start must find free: the supervisor's pidfd, a follower or two,
+#: and room for the server to answer requests meanwhile.
+FD_HEADROOM = 16
+
+
+def out_of_fds(exc: OSError) -> ServiceUnavailable | None:
+    """The 503 to answer with when ``exc`` is a shortage of file descriptors."""
+    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return ServiceUnavailable(
+        f"the server is out of file descriptors ({exc.strerror}; its limit is {soft}). Try again once "
+        "processes have exited or followers have closed, or raise the limit (ulimit -n) it starts with"
+    )
+
+
+def check_fd_headroom(needed: int = FD_HEADROOM) -> None:
+    """ServiceUnavailable (503) unless ``needed`` descriptors can be opened now.
+
+    Checked before a start creates anything: out of descriptors, the server would start
+    a process it could not watch. Opening them is the only exact test (limits are per
+    process and per system), and it costs microseconds.
+    """
+    probes: list[int] = []
+    try:
+        for _ in range(needed):
+            probes.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        error = out_of_fds(exc)
+        if error is None:
+            raise
+        raise error from None
+    finally:
+        for fd in probes:
+            os.close(fd)
