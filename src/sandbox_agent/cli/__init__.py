@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN",
         help="let browser pages from ORIGIN call the API (repeatable; '*' for any)",
     )
+    server.add_argument(
+        "--retain-exited",
+        type=int,
+        metavar="N",
+        help="keep only the newest N exited processes, forgetting older ones and their logs "
+        "(env SANDBOX_AGENT_RETAIN_EXITED; default: keep all until deleted)",
+    )
+    server.add_argument(
+        "--retain-for",
+        metavar="DURATION",
+        help="forget exited processes, and their logs, this long after they exited: 90s, 30m, 12h, 7d "
+        "(env SANDBOX_AGENT_RETAIN_FOR; default: keep them)",
+    )
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.add_argument("--access-log", action="store_true", help="log every request")
     _process.add_parser(commands)
@@ -105,6 +118,8 @@ def _server(args: argparse.Namespace) -> int:
             no_token=args.no_token,
             data_dir=args.data_dir,
             cors_origins=args.cors_allow_origin,
+            retain_exited=args.retain_exited,
+            retain_for=args.retain_for,
             log_level=args.log_level,
             access_log=args.access_log,
         )

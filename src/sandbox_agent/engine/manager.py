@@ -87,10 +87,19 @@ class ProcessManager:
         partial_delay: float = PARTIAL_DELAY,
         python: str = sys.executable,
         subreaper: bool = False,
+        retain_exited: int | None = None,
+        retain_seconds: float | None = None,
     ) -> None:
         """``subreaper``: adopt and reap orphans below this process (the server does;
-        an application embedding the engine may not want its process to)."""
+        an application embedding the engine may not want its process to).
+
+        ``retain_exited`` / ``retain_seconds``: forget (and remove the logs of) exited
+        processes beyond the newest N, or exited longer ago than that; None keeps them
+        all until deleted, as the original API's clients expect.
+        """
         self.subreaper = subreaper
+        self.retain_exited = retain_exited
+        self.retain_seconds = retain_seconds
         self.data_dir = Path(data_dir).absolute()
         self.processes_dir = self.data_dir / "processes"
         self.stop_timeout = stop_timeout
@@ -193,6 +202,7 @@ class ProcessManager:
                 continue
             self._settle_lost(record)
         self._ordered = None
+        self._prune()
         logger.info("loaded %d processes from %s", len(self._records), self.processes_dir)
 
     def _watch_supervisor(self, record: Record) -> bool:
@@ -254,6 +264,32 @@ class ProcessManager:
             if not waiter.done():
                 waiter.set_result(None)
         record.waiters.clear()
+        if self.retain_exited is not None:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget the exited processes past the retention limits (oldest exits first)."""
+        if self.retain_exited is None and self.retain_seconds is None:
+            return
+        exited = sorted(
+            (r for r in self._records.values() if r.exited), key=lambda r: (r.stopped_at or r.started_at, r.id)
+        )
+        doomed = exited[: max(0, len(exited) - self.retain_exited)] if self.retain_exited is not None else []
+        if self.retain_seconds is not None:
+            horizon = time.time() - self.retain_seconds
+            doomed.extend(r for r in exited[len(doomed) :] if (r.stopped_at or r.started_at) < horizon)
+        for record in doomed:
+            self._forget(record)
+            # Off the loop and unawaited: removing a big log must not hold anyone up.
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, record.dir, True)
+        if doomed:
+            logger.info("retention: forgot %d exited processes", len(doomed))
+
+    def _forget(self, record: Record) -> None:
+        for stream in list(record.feeds):
+            self._drop_feed(record, stream)
+        self._records.pop(record.id, None)
+        self._ordered = None
 
     def _settle_lost(self, record: Record) -> None:
         """The supervisor is gone with no exit recorded: the process ended unseen."""
@@ -290,6 +326,8 @@ class ProcessManager:
             if self.subreaper:
                 self._reap_orphans()
             self._poll_unwatched()
+            if self.retain_seconds is not None:
+                self._prune()
 
     def _reap_orphans(self) -> None:
         """Reap children we never started: orphans that were handed to us.
@@ -385,10 +423,7 @@ class ProcessManager:
             raise BadRequest(
                 f"process {process_id} is still {record.state.get('status')}; stop or kill it first, then delete it"
             )
-        for stream in list(record.feeds):
-            self._drop_feed(record, stream)
-        del self._records[process_id]
-        self._ordered = None
+        self._forget(record)
         await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
 
     async def logs(

@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from .._types import Status
 from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
 from .logs.feed import Feed
+
+#: Fields that identify a running process's supervisor and child: of no use once it
+#: exited (they stay in state.json), so an exited record does not hold them.
+_RUNNING_ONLY = ("pidStart", "supervisorPid", "supervisorStart", "bootId", "stopTimeout")
+#: Fields whose values repeat across records: one string object for all.
+_SHARED = ("status", "command", "cwd")
+
+
+def _compact(state: dict[str, Any]) -> dict[str, Any]:
+    """The state as held in memory: thousands of exited records cost little."""
+    if state["status"] in EXITED_STATUSES:
+        state = {key: value for key, value in state.items() if key not in _RUNNING_ONLY}
+    for key in _SHARED:
+        value = state.get(key)
+        if isinstance(value, str):
+            state[key] = sys.intern(value)
+    return state
 
 
 class Record:
@@ -25,7 +43,7 @@ class Record:
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
         self.dir = pid_dir
-        self.state = state
+        self.state = _compact(state)
         self.pidfd: int | None = None
         self.feeds: dict[str, Feed] = {}
         self.waiters: list[asyncio.Future[None]] = []
@@ -34,7 +52,7 @@ class Record:
         self.cache: dict[str, Any] = {}
 
     def update(self, state: dict[str, Any]) -> None:
-        self.state = state
+        self.state = _compact(state)
         self.cache.clear()
 
     @property

@@ -29,6 +29,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     cors_origins: list[str] = field(default_factory=list)
     stop_timeout: float = 10.0
+    retain_exited: int | None = None
+    retain_seconds: float | None = None
     log_level: str = "info"
     access_log: bool = False
 
@@ -43,6 +45,8 @@ class Settings:
         no_token: bool = False,
         data_dir: str | None = None,
         cors_origins: list[str] | None = None,
+        retain_exited: int | None = None,
+        retain_for: str | None = None,
         log_level: str = "info",
         access_log: bool = False,
     ) -> Settings:
@@ -72,6 +76,8 @@ class Settings:
             no_token=no_token,
             data_dir=Path(data_dir or env.get("SANDBOX_AGENT_DATA_DIR") or default_data_dir()).expanduser(),
             cors_origins=list(cors_origins or []),
+            retain_exited=_retain_exited(retain_exited, env.get("SANDBOX_AGENT_RETAIN_EXITED")),
+            retain_seconds=_duration(retain_for or env.get("SANDBOX_AGENT_RETAIN_FOR")),
             log_level=log_level,
             access_log=access_log,
         )
@@ -86,6 +92,34 @@ class Settings:
                 "commands here. Set --token (or SANDBOX_AGENT_TOKEN), or pass --no-token if you mean it."
             )
         return settings
+
+
+def _retain_exited(flag: int | None, env: str | None) -> int | None:
+    if flag is None and env:
+        try:
+            flag = int(env)
+        except ValueError:
+            raise ConfigError(f"SANDBOX_AGENT_RETAIN_EXITED={env!r} is not a whole number") from None
+    if flag is not None and flag < 0:
+        raise ConfigError(f"--retain-exited {flag} is negative; give how many exited processes to keep (0 or more)")
+    return flag
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str | None) -> float | None:
+    """``90``, ``90s``, ``30m``, ``12h`` or ``7d`` as seconds."""
+    if not text:
+        return None
+    number, unit = (text[:-1], text[-1]) if text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = -1
+    if not seconds > 0:
+        raise ConfigError(f"--retain-for {text!r} is not a duration; give one like 90s, 30m, 12h or 7d")
+    return seconds
 
 
 def _read_token_file(path: str) -> str:

@@ -27,7 +27,13 @@ class _Server(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     """Run until SIGINT or SIGTERM; the managed processes keep running after it returns."""
-    manager = ProcessManager(settings.data_dir, stop_timeout=settings.stop_timeout, subreaper=True)
+    manager = ProcessManager(
+        settings.data_dir,
+        stop_timeout=settings.stop_timeout,
+        subreaper=True,
+        retain_exited=settings.retain_exited,
+        retain_seconds=settings.retain_seconds,
+    )
     try:
         manager.lock()
     except DataDirInUse as exc:
