@@ -16,6 +16,7 @@ from .._version import __version__
 from ..engine import ProcessManager
 from . import problems
 from .auth import BrowserGuard, TokenAuth
+from .processes import router as processes_router
 from .routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -77,6 +78,7 @@ def create_app(
     app.state.manager = manager
     problems.install(app)
     app.include_router(router)
+    app.include_router(processes_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

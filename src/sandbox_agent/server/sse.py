@@ -14,8 +14,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from ..engine.logs import entries as _entries
 from ..engine.logs import feed as _follow
 from ..engine.logs import store as _logstore
+from . import render as _render
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -64,3 +66,25 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
                 yield exit_event(event)
             else:
                 yield KEEPALIVE
+
+
+def entry_events(batch: _entries.Batch, stream: str, after: int) -> bytes:
+    """``event: log`` events of the entries of ``stream`` in ``batch`` (``/v1/processes``).
+
+    Rendered once per segment and stream, whatever the number of followers.
+    """
+    key = ("sse", batch.first_line, stream)
+    cached = batch.segment.cache.get(key)
+    if cached is None:
+        cached = b"".join(
+            b"event: log\nid: %d\ndata: %s\n\n" % (entry.sequence, _render.log_entry(entry))
+            for entry in batch.entries
+            if stream == "combined" or entry.stream == stream
+        )
+        batch.segment.cache[key] = cached
+    if batch.first_line <= after:
+        # Only a segment that starts before where this follower resumes: rare, not cached.
+        return b"".join(
+            part + b"\n\n" for part in cached.split(b"\n\n")[:-1] if int(part.split(b"\n", 2)[1][4:]) > after
+        )
+    return cached
