@@ -81,8 +81,10 @@ async def run(request: RunRequest) -> RunResult:
     """
     cwd = validate.resolve_cwd(request.cwd)
     env = validate.build_env(request.env)
-    # As the original does: a run is often a tool that colours its output by TERM.
-    env.setdefault("TERM", "xterm-256color")
+    # As the original does (over the server's own TERM): a run is often a tool that
+    # colours its output by TERM, and its output is read by a program, not a terminal.
+    if "TERM" not in (request.env or {}):
+        env["TERM"] = "xterm-256color"
     executable = validate.resolve_command(request.command, cwd, env)
     validate.check_args(request.args)
     argv = [executable, *request.args]
