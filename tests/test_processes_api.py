@@ -407,7 +407,7 @@ def test_logs_as_entries(client: httpx.Client, finished: dict[str, Any]) -> None
     assert_problem(
         client.get(f"/v1/processes/{process_id}/logs", headers={"Last-Event-ID": "abc"}), 400, "invalid_request"
     )
-    for params in ({"stream": "bogus"}, {"tail": -1}, {"since": "x"}, {"follow": "maybe"}):
+    for params in ({"stream": "bogus"}, {"tail": -1}, {"since": "x"}, {"follow": "maybe"}, {"follow": "1"}):
         assert_problem(client.get(f"/v1/processes/{process_id}/logs", params=params), 400, "invalid_request")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
@@ -219,7 +219,8 @@ async def process_logs(
     ] = None,
     tail: Annotated[int | None, Query(ge=0, description="Only the last N entries")] = None,
     since: Annotated[int | None, Query(ge=0, description="Only entries after this sequence")] = None,
-    follow: Annotated[bool, Query(description="Stream the entries as Server-Sent Events")] = False,
+    # Only the words true and false, as the original (a bool here would take 1, yes, on).
+    follow: Annotated[Literal["true", "false"], Query(description="Stream the entries as Server-Sent Events")] = "false",
     last_event_id: Annotated[str | None, Header(description="Same as since (the larger wins)")] = None,
 ) -> Response:
     """A process's output as entries: one per line, numbered across its streams."""
@@ -234,7 +235,7 @@ async def process_logs(
                 "received, or no Last-Event-ID"
             )
         after = max(after, int(value))
-    if not follow:
+    if follow == "false":
         effective, found = await manager.entries(process_id, stream=stream, since=after, tail=tail)
         return _json(render.log_entries(record.id, effective, found))
     effective, events = await manager.follow_entries(process_id, stream=stream, since=after, tail=tail)
