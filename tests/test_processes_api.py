@@ -135,7 +135,8 @@ def test_config_survives_a_restart(server: Server) -> None:
     with server.client() as c:
         assert c.get("/v1/processes/config").json() == wanted
         run = c.post("/v1/processes/run", json={"command": "echo", "args": ["0123456789"]}).json()
-        assert run["stdout"] == "0123456" and run["stdoutTruncated"] is True
+        assert run["stdout"] == "0123456"
+        assert run["stdoutTruncated"] is True
 
 
 # -- create, get, list ------------------------------------------------------------------
@@ -145,9 +146,12 @@ def test_create_answers_with_a_process_info(client: httpx.Client, tmp_path: Path
     info = create(client, {"command": "sleep", "args": ["30"], "cwd": str(tmp_path), "env": {"A": "b"}})
     try:
         assert set(info) == INFO_KEYS | {"cwd", "pid"}
-        assert info["status"] == "running" and info["owner"] == "user"
-        assert info["tty"] is False and info["interactive"] is False
-        assert info["cwd"] == str(tmp_path) and isinstance(info["pid"], int)
+        assert info["status"] == "running"
+        assert info["owner"] == "user"
+        assert info["tty"] is False
+        assert info["interactive"] is False
+        assert info["cwd"] == str(tmp_path)
+        assert isinstance(info["pid"], int)
         assert abs(info["createdAtMs"] - time.time() * 1000) < 60_000
         assert client.get(f"/v1/processes/{info['id']}").json() == info
     finally:
@@ -157,7 +161,8 @@ def test_create_answers_with_a_process_info(client: httpx.Client, tmp_path: Path
     done = create(client, {"command": "true"})
     exited = wait_exited(client, done["id"])
     assert set(exited) == INFO_KEYS | {"cwd", "exitCode", "exitedAtMs"}
-    assert exited["exitCode"] == 0 and exited["exitedAtMs"] >= exited["createdAtMs"]
+    assert exited["exitCode"] == 0
+    assert exited["exitedAtMs"] >= exited["createdAtMs"]
 
 
 def test_create_errors(client: httpx.Client) -> None:
@@ -233,8 +238,10 @@ def test_stop_waits_for_the_exit_and_answers_with_the_process(client: httpx.Clie
     stopped = client.post(f"/v1/processes/{info['id']}/stop")
     assert stopped.status_code == 200
     body = stopped.json()
-    assert body["status"] == "exited" and "pid" not in body
-    assert "exitCode" not in body and body["exitSignal"] == 15  # died of the signal
+    assert body["status"] == "exited"
+    assert "pid" not in body
+    assert "exitCode" not in body
+    assert body["exitSignal"] == 15
     # On an exited process: the same record, nothing sent.
     assert client.post(f"/v1/processes/{info['id']}/stop").json() == body
     assert client.post(f"/v1/processes/{info['id']}/kill").json() == body
@@ -245,7 +252,8 @@ def test_stop_of_a_process_that_handles_sigterm_reports_its_code(client: httpx.C
     info = create(client, py(code))
     wait_entries(client, info["id"], 1)
     body = client.post(f"/v1/processes/{info['id']}/stop").json()
-    assert body["status"] == "exited" and body["exitCode"] == 7
+    assert body["status"] == "exited"
+    assert body["exitCode"] == 7
 
 
 def test_wait_ms_bounds_the_wait(client: httpx.Client) -> None:
@@ -255,13 +263,15 @@ def test_wait_ms_bounds_the_wait(client: httpx.Client) -> None:
     began = time.monotonic()
     body = client.post(f"/v1/processes/{info['id']}/stop", params={"waitMs": 300}).json()
     elapsed = time.monotonic() - began
-    assert body["status"] == "running" and "pid" in body
+    assert body["status"] == "running"
+    assert "pid" in body
     assert 0.25 < elapsed < 5
     began = time.monotonic()
     assert client.post(f"/v1/processes/{info['id']}/stop", params={"waitMs": 0}).json()["status"] == "running"
     assert time.monotonic() - began < 1
     killed = client.post(f"/v1/processes/{info['id']}/kill").json()  # default wait: 1000 ms
-    assert killed["status"] == "exited" and killed["exitSignal"] == 9
+    assert killed["status"] == "exited"
+    assert killed["exitSignal"] == 9
     assert_problem(client.post(f"/v1/processes/{info['id']}/kill", params={"waitMs": -1}), 400, "invalid_request")
 
 
@@ -270,7 +280,8 @@ def test_delete(client: httpx.Client) -> None:
     assert_problem(client.delete(f"/v1/processes/{info['id']}"), 409, "conflict", "stop or kill it")
     client.post(f"/v1/processes/{info['id']}/kill")
     response = client.delete(f"/v1/processes/{info['id']}")
-    assert response.status_code == 204 and response.content == b""
+    assert response.status_code == 204
+    assert response.content == b""
     assert_problem(client.get(f"/v1/processes/{info['id']}"), 404, "not_found")
     assert_problem(client.delete(f"/v1/processes/{info['id']}"), 404, "not_found")
 
@@ -311,7 +322,8 @@ def test_run(client: httpx.Client, tmp_path: Path) -> None:
     assert list(result) == [
         "exitCode", "timedOut", "stdout", "stderr", "stdoutTruncated", "stderrTruncated", "durationMs"
     ]  # fmt: skip
-    assert result["exitCode"] == 3 and result["timedOut"] is False
+    assert result["exitCode"] == 3
+    assert result["timedOut"] is False
     assert result["stdout"] == f"{tmp_path}\nfrom-env\n"  # cat read /dev/null: nothing
     assert result["stderr"] == "err\n"
     assert (
@@ -337,13 +349,16 @@ def test_run_output_truncation(client: httpx.Client) -> None:
         "stdoutTruncated": True, "stderrTruncated": True, "durationMs": 0,
     }  # fmt: skip
     exact = client.post("/v1/processes/run", json={"command": "printf", "args": ["12345"], "maxOutputBytes": 5})
-    assert exact.json()["stdout"] == "12345" and exact.json()["stdoutTruncated"] is False
+    assert exact.json()["stdout"] == "12345"
+    assert exact.json()["stdoutTruncated"] is False
     # Much more output than the cap is read and dropped: the command is never blocked.
     big = client.post(
         "/v1/processes/run",
         json={"command": "sh", "args": ["-c", "head -c 5000000 /dev/zero | tr '\\0' x"], "maxOutputBytes": 10},
     ).json()
-    assert big["stdout"] == "x" * 10 and big["stdoutTruncated"] is True and big["exitCode"] == 0
+    assert big["stdout"] == "x" * 10
+    assert big["stdoutTruncated"] is True
+    assert big["exitCode"] == 0
 
 
 def test_run_timeout_kills_the_whole_group(client: httpx.Client, checked_shared_server: Server) -> None:
@@ -353,7 +368,8 @@ def test_run_timeout_kills_the_whole_group(client: httpx.Client, checked_shared_
         json={"command": "sh", "args": ["-c", "echo before; sleep 100 & sleep 100"], "timeoutMs": 300},
     ).json()
     assert time.monotonic() - began < 5
-    assert result["timedOut"] is True and result["exitCode"] is None
+    assert result["timedOut"] is True
+    assert result["exitCode"] is None
     assert result["stdout"] == "before\n"
     own = checked_shared_server.own_pids()
     wait_for(
@@ -367,9 +383,11 @@ def test_run_timeout_is_capped_by_the_config(server: Server) -> None:
     with server.client() as c:
         c.post("/v1/processes/config", json=dict(CONFIG_DEFAULTS, defaultRunTimeoutMs=200, maxRunTimeoutMs=400))
         default = c.post("/v1/processes/run", json={"command": "sleep", "args": ["10"]}).json()
-        assert default["timedOut"] is True and 150 <= default["durationMs"] < 3000
+        assert default["timedOut"] is True
+        assert 150 <= default["durationMs"] < 3000
         capped = c.post("/v1/processes/run", json={"command": "sleep", "args": ["10"], "timeoutMs": 60_000}).json()
-        assert capped["timedOut"] is True and 350 <= capped["durationMs"] < 3000
+        assert capped["timedOut"] is True
+        assert 350 <= capped["durationMs"] < 3000
 
 
 # -- logs --------------------------------------------------------------------------
@@ -379,7 +397,8 @@ def test_logs_as_entries(client: httpx.Client, finished: dict[str, Any]) -> None
     process_id = finished["id"]
     response = client.get(f"/v1/processes/{process_id}/logs")
     body = response.json()
-    assert body["processId"] == process_id and body["stream"] == "combined"
+    assert body["processId"] == process_id
+    assert body["stream"] == "combined"
     found = body["entries"]
     assert [e["sequence"] for e in found] == [1, 2, 3, 4, 5]
     by_stream = {name: [e for e in found if e["stream"] == name] for name in ("stdout", "stderr")}
@@ -472,7 +491,8 @@ def test_follow_replays_then_streams_then_ends_with_exit(client: httpx.Client, t
         assert response.headers["content-type"].startswith("text/event-stream")
         events = sse_events(response)
         first = next(events)
-        assert first.event == "log" and first.id == "1"
+        assert first.event == "log"
+        assert first.id == "1"
         assert json.loads(first.data)["sequence"] == 1
         assert texts([json.loads(first.data)]) == ["before\n"]
         step(0)
