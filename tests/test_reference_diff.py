@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -24,10 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, free_port, wait_for
-
-REFERENCE_DIR = Path(__file__).parent / "reference"
-REFERENCE_BIN = REFERENCE_DIR / "node_modules" / "@sandbox-agent" / "cli-linux-x64" / "bin" / "sandbox-agent"
+from conftest import REFERENCE_BIN, Server, free_port, wait_for
 
 #: Where we answer differently from the original on purpose, and why.
 DIFFERENCES = {
@@ -46,30 +42,6 @@ DIFFERENCES = {
     "validate-first": "a command that cannot be found, or a bad cwd, is a 400 before anything starts; the original "
     "tries to spawn and answers 502",
 }
-
-
-def install_reference() -> None:
-    """``npm ci`` in tests/reference unless it is there; fail (never skip) if it cannot be."""
-    if REFERENCE_BIN.exists() and (REFERENCE_DIR / "node_modules" / "sandbox-agent").exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is not installed: install Node.js 18+ with npm, then run `npm ci` in tests/reference")
-    result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=REFERENCE_DIR, capture_output=True, text=True, timeout=600
-    )
-    if result.returncode != 0 or not REFERENCE_BIN.exists():
-        pytest.fail(
-            "could not install the reference server from npm (is the registry reachable?); run `npm ci` in "
-            f"{REFERENCE_DIR} by hand to see why.\n{result.stdout}\n{result.stderr}"
-        )
-
-
-@pytest.fixture(scope="session")
-def reference_installed() -> Path:
-    install_reference()
-    REFERENCE_BIN.chmod(0o755)  # npm may skip the package's own chmod (install scripts)
-    return REFERENCE_DIR
 
 
 class Reference:
