@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -569,19 +568,52 @@ def test_a_slow_follower_loses_nothing(client: httpx.Client) -> None:
     assert base64.b64decode(datas[-1]) == f"{count - 1:08d}".encode() * 8 + b"\n"
 
 
-def test_a_follow_ends_when_the_process_is_deleted(client: httpx.Client) -> None:
+def test_a_follow_of_an_exited_process_replays_then_ends(client: httpx.Client) -> None:
+    # (A process must have exited before it can be deleted, so a follow never outlives
+    # its process: the exit event ends it first.)
     info = create(client, py("print('hi')"))
     wait_exited(client, info["id"])
-    done = threading.Event()
-    kinds: list[str] = []
+    with follow(client, info["id"]) as response:
+        kinds = [e.event for e in sse_events(response)]
+    assert kinds == ["log", "exit"]
 
-    def read() -> None:
-        with follow(client, info["id"]) as response:
-            kinds.extend(e.event for e in sse_events(response))
-        done.set()
 
-    reader = threading.Thread(target=read)
-    reader.start()
-    reader.join(10)
-    assert done.is_set()
-    assert kinds == ["log", "exit"]  # an exited process: the replay, then the exit
+def test_openapi_describes_every_route(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for path, method, request, response in [
+        ("/v1/processes/config", "get", None, "ProcessConfig"),
+        ("/v1/processes/config", "post", "ProcessConfig", "ProcessConfig"),
+        ("/v1/processes", "post", "CreateProcess", "ProcessInfo"),
+        ("/v1/processes", "get", None, "ProcessInfoList"),
+        ("/v1/processes/run", "post", "RunProcess", "RunResult"),
+        ("/v1/processes/{process_id}", "get", None, "ProcessInfo"),
+        ("/v1/processes/{process_id}", "delete", None, None),
+        ("/v1/processes/{process_id}/stop", "post", None, "ProcessInfo"),
+        ("/v1/processes/{process_id}/kill", "post", None, "ProcessInfo"),
+        ("/v1/processes/{process_id}/logs", "get", None, "ProcessLogs"),
+    ]:
+        operation = paths[path][method]
+        if request is not None:
+            schema = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith(f"/{request}"), (path, method)
+        if response is not None:
+            schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith(f"/{response}"), (path, method)
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["ProcessLogEntry"]["properties"]) == {"sequence", "stream", "timestampMs", "data", "encoding"}
+    assert {"waitMs"} <= {p["name"] for p in paths["/v1/processes/{process_id}/stop"]["post"]["parameters"]}
+    assert {"stream", "tail", "since", "follow"} <= {
+        p["name"] for p in paths["/v1/processes/{process_id}/logs"]["get"]["parameters"]
+    }
+
+
+def test_token_errors_speak_this_dialect(server_factory: Callable[..., Server]) -> None:
+    server = server_factory(token="secret")
+    with httpx.Client(base_url=server.url) as anonymous:
+        body = assert_problem(anonymous.get("/v1/processes"), 401, "token_invalid", "Authorization: Bearer")
+        assert body["title"] == "Token Invalid"
+        # The old dialect keeps its own problem bodies.
+        assert anonymous.get("/v1/process").json()["type"] == "about:blank"
+    with server.client() as c:
+        assert c.get("/v1/processes").json() == {"processes": []}

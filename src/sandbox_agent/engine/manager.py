@@ -123,6 +123,8 @@ class ProcessManager:
         self._closing = False
         #: The limits of the ``/v1/processes`` dialect, loaded by ``start``.
         self.config = ProcessConfig()
+        #: One-shot runs under way: their children are ours to reap (asyncio's), not orphans.
+        self._runs = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -291,6 +293,10 @@ class ProcessManager:
         launcher that died and every daemon a managed process left behind; unreaped,
         each would stay a zombie. The launcher itself is reaped by its own handle.
         """
+        if self._runs:
+            # A run's child is a child of ours too, and asyncio must be the one to reap
+            # it (or its exit status is lost); orphans can wait for the next round.
+            return
         for pid in system.children():
             if pid == self._launcher.pid:
                 continue
@@ -431,7 +437,11 @@ class ProcessManager:
             timeout_ms=min(timeout, config.max_run_timeout_ms),
             max_output_bytes=min(cap, config.max_output_bytes),
         )
-        return await _run.run(request)
+        self._runs += 1
+        try:
+            return await _run.run(request)
+        finally:
+            self._runs -= 1
 
     async def entries(
         self, process_id: str, *, stream: str | None = None, since: int = 0, tail: int | None = None

@@ -220,7 +220,9 @@ async def process_logs(
     tail: Annotated[int | None, Query(ge=0, description="Only the last N entries")] = None,
     since: Annotated[int | None, Query(ge=0, description="Only entries after this sequence")] = None,
     # Only the words true and false, as the original (a bool here would take 1, yes, on).
-    follow: Annotated[Literal["true", "false"], Query(description="Stream the entries as Server-Sent Events")] = "false",
+    follow: Annotated[
+        Literal["true", "false"], Query(description="Stream the entries as Server-Sent Events")
+    ] = "false",
     last_event_id: Annotated[str | None, Header(description="Same as since (the larger wins)")] = None,
 ) -> Response:
     """A process's output as entries: one per line, numbered across its streams."""
