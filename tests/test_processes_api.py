@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -617,3 +620,22 @@ def test_token_errors_speak_this_dialect(server_factory: Callable[..., Server]) 
         assert anonymous.get("/v1/process").json()["type"] == "about:blank"
     with server.client() as c:
         assert c.get("/v1/processes").json() == {"processes": []}
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) for the parent-death signal")
+def test_a_run_does_not_outlive_a_crash_of_the_server(server: Server) -> None:
+    def run() -> None:
+        with contextlib.suppress(httpx.TransportError), server.client() as c:
+            c.post("/v1/processes/run", json={"command": "sleep", "args": ["100"], "timeoutMs": 200_000})
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    own = server.own_pids()
+    wait_for(
+        lambda: any("sleep 100" in cmd for pid, cmd in marked_pids(server.marker).items() if pid not in own),
+        10,
+        "the run's sleep",
+    )
+    server.crash()
+    runner.join(10)
+    wait_for(lambda: not marked_pids(server.marker), 10, "the run's sleep to be gone with the server")
