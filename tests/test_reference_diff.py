@@ -217,6 +217,10 @@ def test_process_info_running_exited_stopped(pair: tuple[httpx.Client, httpx.Cli
                       allowed_extra={"cwd": "cwd-shown"})  # fmt: skip
     a, b = both(pair, "GET", "/v1/processes")
     assert_same_shape(a.json(), b.json(), allowed_extra={"cwd": "cwd-shown"})
+    a, b = both(pair, "GET", "/v1/processes", params={"owner": "user"})
+    assert len(a.json()["processes"]) == len(b.json()["processes"]) == 1
+    a, b = both(pair, "GET", "/v1/processes", params={"owner": "system"})
+    assert a.json() == b.json() == {"processes": []}
     stopped = both(pair, "POST", lambda i: f"/v1/processes/{i}/stop", ids)
     assert stopped[0].status_code == stopped[1].status_code == 200
     assert_same_shape(
@@ -333,6 +337,9 @@ def test_follow(pair: tuple[httpx.Client, httpx.Client]) -> None:
     assert [(e, i) for e, i, _ in theirs] == [(e, i) for e, i, _ in ours[:1]] == [("log", "1")]
     assert_same_shape(theirs[0][2], ours[0][2])
     assert theirs[0][2]["data"] == ours[0][2]["data"]
+    # Last-Event-ID counts as since on a plain read too.
+    a, b = both(pair, "GET", lambda i: f"/v1/processes/{i}/logs", ids, headers={"Last-Event-ID": "1"})
+    assert a.json()["entries"] == b.json()["entries"] == []
     assert ours[1][0] == "exit", "exit-event"
 
 
