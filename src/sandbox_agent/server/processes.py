@@ -72,7 +72,7 @@ def _json(data: bytes, status: int = 200) -> Response:
 @router.get("/config", response_model=ProcessConfig, responses=_PROBLEMS)
 async def get_config(request: Request) -> Response:
     """The limits of this dialect."""
-    return _json(render._encode(_manager(request).config.to_wire()).encode())
+    return _json(render.process_config(_manager(request).config))
 
 
 @router.post("/config", response_model=ProcessConfig, responses=_PROBLEMS)
@@ -90,7 +90,7 @@ async def set_config(body: ProcessConfig, request: Request) -> Response:
         max_input_bytes_per_request=body.max_input_bytes_per_request,
     )
     stored = await _manager(request).set_config(config)
-    return _json(render._encode(stored.to_wire()).encode())
+    return _json(render.process_config(stored))
 
 
 @router.post("", response_model=ProcessInfo, responses=_CONFLICT)
@@ -125,16 +125,7 @@ async def run_process(body: RunProcess, request: Request) -> Response:
         timeout_ms=body.timeout_ms,
         max_output_bytes=body.max_output_bytes,
     )
-    data = {
-        "exitCode": result.exit_code,
-        "timedOut": result.timed_out,
-        "stdout": result.stdout.decode("utf-8", "replace"),
-        "stderr": result.stderr.decode("utf-8", "replace"),
-        "stdoutTruncated": result.stdout_truncated,
-        "stderrTruncated": result.stderr_truncated,
-        "durationMs": result.duration_ms,
-    }
-    return _json(render._encode(data).encode())
+    return _json(render.run_result(result))
 
 
 @router.get("", response_model=ProcessInfoList, responses=_PROBLEMS)

@@ -11,7 +11,9 @@ import json
 from collections.abc import Iterable
 
 from ..engine import Record
+from ..engine.config import ProcessConfig
 from ..engine.logs.entries import Entry
+from ..engine.run import RunResult
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -97,6 +99,26 @@ def log_entry(entry: Entry) -> bytes:
 def log_entries(process_id: str, stream: str, entries: list[Entry]) -> bytes:
     head = _encode({"processId": process_id, "stream": stream}).encode()[:-1]
     return head + b',"entries":[' + b",".join(log_entry(entry) for entry in entries) + b"]}"
+
+
+def process_config(config: ProcessConfig) -> bytes:
+    return _encode(config.to_wire()).encode()
+
+
+def run_result(result: RunResult) -> bytes:
+    """The answer of a run, keys in the original's order; output decoded as UTF-8 with
+    replacement characters."""
+    return _encode(
+        {
+            "exitCode": result.exit_code,
+            "timedOut": result.timed_out,
+            "stdout": result.stdout.decode("utf-8", "replace"),
+            "stderr": result.stderr.decode("utf-8", "replace"),
+            "stdoutTruncated": result.stdout_truncated,
+            "stderrTruncated": result.stderr_truncated,
+            "durationMs": result.duration_ms,
+        }
+    ).encode()
 
 
 def exit_data(state: dict[str, object]) -> bytes:

@@ -11,7 +11,7 @@ dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 
 from ..engine.logs import entries as _entries
@@ -69,22 +69,20 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
 
 
 def entry_events(batch: _entries.Batch, stream: str, after: int) -> bytes:
-    """``event: log`` events of the entries of ``stream`` in ``batch`` (``/v1/processes``).
+    """``event: log`` events of the entries of ``stream`` after ``after`` in ``batch``.
 
     Rendered once per segment and stream, whatever the number of followers.
     """
+    if batch.first_line <= after:
+        # A segment that starts before where this follower resumes: rare, not cached.
+        return _log_events(e for e in batch.entries if e.sequence > after and stream in ("combined", e.stream))
     key = ("sse", batch.first_line, stream)
     cached = batch.segment.cache.get(key)
     if cached is None:
-        cached = b"".join(
-            b"event: log\nid: %d\ndata: %s\n\n" % (entry.sequence, _render.log_entry(entry))
-            for entry in batch.entries
-            if stream == "combined" or entry.stream == stream
-        )
+        cached = _log_events(e for e in batch.entries if stream in ("combined", e.stream))
         batch.segment.cache[key] = cached
-    if batch.first_line <= after:
-        # Only a segment that starts before where this follower resumes: rare, not cached.
-        return b"".join(
-            part + b"\n\n" for part in cached.split(b"\n\n")[:-1] if int(part.split(b"\n", 2)[1][4:]) > after
-        )
     return cached
+
+
+def _log_events(entries: Iterable[_entries.Entry]) -> bytes:
+    return b"".join(b"event: log\nid: %d\ndata: %s\n\n" % (e.sequence, _render.log_entry(e)) for e in entries)
