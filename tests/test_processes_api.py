@@ -229,7 +229,8 @@ def test_unknown_ids_are_404_whatever_their_shape(client: httpx.Client) -> None:
 
 def test_wrong_method_and_unknown_route_are_problems(client: httpx.Client) -> None:
     assert_problem(client.put("/v1/processes/config"), 405, "invalid_request")
-    assert_problem(client.get("/v1/processes/x/y/z"), 404, "not_found")
+    # An unknown route is the original's invalid_request kind (an unknown process is not_found).
+    assert_problem(client.get("/v1/processes/x/y/z"), 404, "invalid_request")
 
 
 # -- stop, kill, delete --------------------------------------------------------------

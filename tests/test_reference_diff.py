@@ -241,6 +241,7 @@ def test_process_info_running_exited_stopped(pair: tuple[httpx.Client, httpx.Cli
 
 def test_errors(pair: tuple[httpx.Client, httpx.Client]) -> None:
     assert_same_problem(*both(pair, "GET", "/v1/processes/proc_999"))
+    assert_same_problem(*both(pair, "GET", "/v1/processes/proc_999/unknown"))  # an unknown route
     assert_same_problem(*both(pair, "POST", "/v1/processes/nope/stop"))
     assert_same_problem(*both(pair, "GET", "/v1/processes/nope/logs"))
     assert_same_problem(*both(pair, "POST", "/v1/processes", json={"command": "  "}))

@@ -61,19 +61,27 @@ def is_processes_path(path: str) -> bool:
     return path == PROCESSES_PREFIX or path.startswith(PROCESSES_PREFIX + "/")
 
 
-def body(path: str, status: int, title: str, detail: str) -> bytes:
-    """A problem+json body in the dialect of ``path``."""
-    kind = "about:blank"
+def body(path: str, status: int, title: str, detail: str, *, kind: str | None = None) -> bytes:
+    """A problem+json body in the dialect of ``path``; ``kind`` overrides the one of ``status``."""
+    problem_type = "about:blank"
     if is_processes_path(path):
-        kind, title = _PROCESSES_KINDS.get(status, ("internal", title))
-        kind = _URN + kind
-    return json.dumps({"type": kind, "title": title, "status": status, "detail": detail}).encode()
+        default_kind, title = _PROCESSES_KINDS.get(status, ("internal", title))
+        problem_type = _URN + (kind or default_kind)
+    return json.dumps({"type": problem_type, "title": title, "status": status, "detail": detail}).encode()
 
 
 def problem(
-    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None, *, path: str = ""
+    status: int,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    path: str = "",
+    kind: str | None = None,
 ) -> Response:
-    return Response(body(path, status, title, detail), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+    return Response(
+        body(path, status, title, detail, kind=kind), status_code=status, media_type=PROBLEM_TYPE, headers=headers
+    )
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -128,7 +136,15 @@ def install(app: FastAPI) -> None:
         else:
             detail = str(exc.detail)
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None), path=request.url.path)
+        # An unknown route is a wrong request, not a missing process (the original's kind).
+        return problem(
+            exc.status_code,
+            title,
+            detail,
+            headers=getattr(exc, "headers", None),
+            path=request.url.path,
+            kind="invalid_request",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
