@@ -9,6 +9,7 @@ the test left behind, and fails it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,9 @@ import httpx
 import pytest
 
 MARKER = "SANDBOX_AGENT_TEST_MARKER"
+#: The original server and its TypeScript SDK, from npm (test_reference_diff.py, test_ts_sdk.py).
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_BIN = REFERENCE_DIR / "node_modules" / "@sandbox-agent" / "cli-linux-x64" / "bin" / "sandbox-agent"
 
 
 def free_port() -> int:
@@ -304,3 +308,30 @@ def sse_events(response: httpx.Response) -> Iterator[SSEEvent]:
                 event = value
             elif name == "id":
                 last_id = value
+
+
+# -- the original server (npm) -----------------------------------------------------
+
+
+def install_reference() -> None:
+    """``npm ci`` in tests/reference unless it is there; fail (never skip) if it cannot be."""
+    if REFERENCE_BIN.exists() and (REFERENCE_DIR / "node_modules" / "sandbox-agent").exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.fail("npm is not installed: install Node.js 18+ with npm, then run `npm ci` in tests/reference")
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=REFERENCE_DIR, capture_output=True, text=True, timeout=600
+    )
+    if result.returncode != 0 or not REFERENCE_BIN.exists():
+        pytest.fail(
+            "could not install the reference server from npm (is the registry reachable?); run `npm ci` in "
+            f"{REFERENCE_DIR} by hand to see why.\n{result.stdout}\n{result.stderr}"
+        )
+
+
+@pytest.fixture(scope="session")
+def reference_installed() -> Path:
+    install_reference()
+    REFERENCE_BIN.chmod(0o755)  # npm may skip the package's own chmod (install scripts)
+    return REFERENCE_DIR

@@ -7,9 +7,12 @@ No HTTP in here: the server (``sandbox_agent.server``) and embedding application
     records     Record: one process's directory and state record, as typed properties
     launcher    the server's client of the supervisor launcher (spawn requests)
     validate    start-request checks (command, cwd, env) before anything is created
+    config      the limits of the /v1/processes dialect, kept in <data dir>/config.json
+    run         one-shot runs: output capped per stream, the group killed on timeout
     ids         process ids
     system      what the server asks of the OS (subreaper, fd limit, children)
-    logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch
+    logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch,
+                entries (combined.log as numbered entries, for /v1/processes)
 """
 
 from __future__ import annotations

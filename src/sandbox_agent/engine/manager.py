@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavailable
+from .._exceptions import BadRequest, Conflict, NotFound, SandboxAgentError, ServiceUnavailable
 from .._types import StreamName
 from ..supervisor.capture import PARTIAL_DELAY
 from ..supervisor.ondisk import (
@@ -44,9 +45,13 @@ from ..supervisor.ondisk import (
     read_state,
     write_json_atomic,
 )
+from . import config as _config
+from . import run as _run
 from . import system, validate
+from .config import ProcessConfig
 from .ids import ID_PATTERN, new_id, unknown_id_detail
 from .launcher import LauncherClient
+from .logs import entries as logentries
 from .logs import feed as logfeed
 from .logs import store
 from .logs.watch import LogWatcher
@@ -59,6 +64,18 @@ _REAP_INTERVAL = 1.0
 
 class DataDirInUse(SandboxAgentError):
     """Another server already manages this data directory."""
+
+
+class ProcessRunning(BadRequest):
+    """Delete of a process that still runs.
+
+    A BadRequest (400) as ``/v1/process`` answers it; ``/v1/processes`` answers 409 (the
+    server maps it by class).
+    """
+
+
+class TooManyProcesses(Conflict):
+    """A start past ``maxConcurrentProcesses`` running processes."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,8 @@ class SpawnRequest:
     stop_timeout: float | None = None
     tty: bool = False
     interactive: bool = False
+    #: ``(cols, rows)`` of a tty process's terminal; the supervisor's default when None.
+    terminal_size: tuple[int, int] | None = None
 
 
 class ProcessManager:
@@ -113,6 +132,10 @@ class ProcessManager:
         #: Records whose supervisor is watched by polling: no pidfd could be had.
         self._polled: set[Record] = set()
         self._closing = False
+        #: The limits of the ``/v1/processes`` dialect, loaded by ``start``.
+        self.config = ProcessConfig()
+        #: One-shot runs under way: their children are ours to reap (asyncio's), not orphans.
+        self._runs = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -120,6 +143,7 @@ class ProcessManager:
         self.processes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.data_dir, 0o700)
         self.lock()
+        self.config = _config.load(self.data_dir)
         system.raise_fd_limit()
         self._watcher.start()
         self._load_records()
@@ -336,6 +360,10 @@ class ProcessManager:
         launcher that died and every daemon a managed process left behind; unreaped,
         each would stay a zombie. The launcher itself is reaped by its own handle.
         """
+        if self._runs:
+            # A run's child is a child of ours too, and asyncio must be the one to reap
+            # it (or its exit status is lost); orphans can wait for the next round.
+            return
         for pid in system.children():
             if pid == self._launcher.pid:
                 continue
@@ -344,8 +372,28 @@ class ProcessManager:
 
     # -- the API's operations -------------------------------------------------
 
-    async def spawn(self, request: SpawnRequest) -> Record:
-        """Start ``request.command`` under a new supervisor; return once it runs."""
+    async def set_config(self, config: ProcessConfig) -> ProcessConfig:
+        """Check, store (atomically, so it survives a restart) and apply new limits."""
+        config = config.checked()
+        await asyncio.to_thread(_config.save, self.data_dir, config)
+        self.config = config
+        return config
+
+    def running_count(self) -> int:
+        return sum(1 for record in self._records.values() if not record.exited)
+
+    async def spawn(self, request: SpawnRequest, *, max_running: int | None = None) -> Record:
+        """Start ``request.command`` under a new supervisor; return once it runs.
+
+        ``max_running``: refuse (TooManyProcesses) when that many already run.
+        """
+        if not request.command.strip():
+            raise BadRequest("command is empty; give a program name such as 'python3' or a path")
+        if max_running is not None and self.running_count() >= max_running:
+            raise TooManyProcesses(
+                f"max concurrent process limit reached ({max_running}); stop or kill a running process, "
+                "or raise maxConcurrentProcesses in the process config"
+            )
         if request.tty or request.interactive:
             raise BadRequest(
                 "tty and interactive processes are not supported by this server yet; "
@@ -420,7 +468,7 @@ class ProcessManager:
     async def delete(self, process_id: str) -> None:
         record = self._record(process_id)
         if not record.exited:
-            raise BadRequest(
+            raise ProcessRunning(
                 f"process {process_id} is still {record.state.get('status')}; stop or kill it first, then delete it"
             )
         self._forget(record)
@@ -443,6 +491,99 @@ class ProcessManager:
             return await asyncio.to_thread(store.LogRead, record.log_path(stream), tail, strip)
         except OSError as exc:
             raise (system.out_of_fds(exc) or exc) from None
+
+    async def run(
+        self,
+        request: _run.RunRequest,
+        *,
+        timeout_ms: int | None = None,
+        max_output_bytes: int | None = None,
+    ) -> _run.RunResult:
+        """A one-shot run (not recorded as a process) under the limits of ``config``.
+
+        ``timeout_ms``: None or 0 for the configured default, capped at the configured
+        max; ``max_output_bytes`` (per stream) capped at the configured max.
+        """
+        config = self.config
+        timeout = timeout_ms or config.default_run_timeout_ms
+        cap = config.max_output_bytes if max_output_bytes is None else max_output_bytes
+        request = dataclasses.replace(
+            request,
+            timeout_ms=min(timeout, config.max_run_timeout_ms),
+            max_output_bytes=min(cap, config.max_output_bytes),
+        )
+        self._runs += 1
+        try:
+            return await _run.run(request)
+        finally:
+            self._runs -= 1
+
+    async def entries(
+        self, process_id: str, *, stream: str | None = None, since: int = 0, tail: int | None = None
+    ) -> tuple[str, list[logentries.Entry]]:
+        """The effective stream and its entries (see ``logentries.read``), read off the loop.
+
+        ``stream`` None: ``pty`` for a tty process, else ``combined``.
+        """
+        record = self._record(process_id)
+        stream = stream or ("pty" if record.tty else "combined")
+        if stream == "pty" and record.tty:
+            return stream, self._pty_entries(record, since=since, tail=tail)
+        if record.tty:
+            return stream, []  # a terminal's output is all on the pty stream
+        found = await asyncio.to_thread(
+            logentries.read,
+            record.log_path("combined"),
+            record.line_index,
+            stream=stream,
+            since=since,
+            tail=tail,
+            max_bytes=self.config.max_log_bytes_per_process,
+        )
+        return stream, found
+
+    def _pty_entries(self, record: Record, *, since: int, tail: int | None) -> list[logentries.Entry]:
+        # HOOK (terminals): the entries of a tty process's terminal output. Supplied by
+        # the pty work in the supervisor; until then a tty process cannot be started.
+        return []
+
+    async def follow_entries(
+        self, process_id: str, *, stream: str | None = None, since: int = 0, tail: int | None = None
+    ) -> tuple[str, AsyncIterator[logentries.Batch | logentries.Ended | logfeed.Keepalive]]:
+        """The effective stream and its follow: the entries after ``since`` (the last
+        ``tail`` of them), then each new one, then ``Ended`` once the process exited.
+
+        Batches hold every line; the caller keeps the entries of ``stream``. Checks raise
+        before the first event, so that a caller can still answer with an error status.
+        """
+        record = self._record(process_id)
+        stream = stream or ("pty" if record.tty else "combined")
+        if record.tty:
+            # HOOK (terminals): a tty process's follow comes with the pty work.
+            raise Conflict("following a terminal's output is not supported by this server yet")
+        offset, lines = await asyncio.to_thread(
+            logentries.locate, record.log_path("combined"), record.line_index, stream=stream, since=since, tail=tail
+        )
+        events = await self.follow(process_id, stream="combined", resume_from=offset)
+        return stream, self._entry_events(events, lines)
+
+    @staticmethod
+    async def _entry_events(
+        events: AsyncIterator[logfeed.FollowEvent], lines: int
+    ) -> AsyncIterator[logentries.Batch | logentries.Ended | logfeed.Keepalive]:
+        # Each follower counts the lines it is given: a segment's newlines, no rescans.
+        try:
+            async for event in events:
+                if isinstance(event, logfeed.Lines):
+                    for segment in event.segments:
+                        yield logentries.Batch(segment, lines + 1)
+                        lines += segment.raw.count(b"\n")
+                elif isinstance(event, logfeed.Exit):
+                    yield logentries.Ended(lines, event.state)
+                elif isinstance(event, logfeed.Keepalive):
+                    yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def follow(
         self,

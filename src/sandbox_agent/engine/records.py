@@ -15,6 +15,7 @@ from typing import Any
 
 from .._types import Status
 from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
+from .logs.entries import LineIndex
 from .logs.feed import Feed
 
 #: Fields that identify a running process's supervisor and child: of no use once it
@@ -38,7 +39,7 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 class Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("cache", "dir", "feeds", "id", "pidfd", "state", "waiters")
+    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "waiters")
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -50,6 +51,8 @@ class Record:
         #: Renderings of this record (wire JSON, by dialect), dropped when the state changes:
         #: listing thousands stays cheap.
         self.cache: dict[str, Any] = {}
+        #: Where line numbers of combined.log were counted before (entry sequences).
+        self.line_index = LineIndex()
 
     def update(self, state: dict[str, Any]) -> None:
         self.state = _compact(state)
@@ -104,6 +107,24 @@ class Record:
         """Unix seconds; None until exited."""
         stopped = self.state.get("stoppedAt")
         return None if stopped is None else float(stopped)
+
+    # Records written before terminals existed have none of these three.
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.state.get("tty", False))
+
+    @property
+    def interactive(self) -> bool:
+        return bool(self.state.get("interactive", False))
+
+    @property
+    def terminal_size(self) -> tuple[int, int] | None:
+        """``(cols, rows)`` of a tty process's terminal; None for a pipe process."""
+        size = self.state.get("terminalSize")
+        if isinstance(size, dict) and isinstance(size.get("cols"), int) and isinstance(size.get("rows"), int):
+            return size["cols"], size["rows"]
+        return None
 
     def log_path(self, stream: str) -> str:
         return os.path.join(self.dir, LOG_FILES[stream])

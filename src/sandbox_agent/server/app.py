@@ -17,6 +17,7 @@ from ..engine import ProcessManager
 from . import openapi, problems
 from .auth import BrowserGuard, TokenAuth
 from .limits import MAX_BODY_BYTES, BodyLimit
+from .processes import router as processes_router
 from .routes import router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
@@ -80,6 +81,7 @@ def create_app(
     problems.install(app)
     openapi.install(app)
     app.include_router(router)
+    app.include_router(processes_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

@@ -7,10 +7,10 @@ entry of ``Sec-WebSocket-Protocol``: ``bearer.<token>`` (or the bare token).
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from . import problems
 from .config import is_loopback
 
 _OPEN_PATHS = frozenset({"/v1/health"})
@@ -121,7 +121,7 @@ async def _refuse(
     scope: Scope, send: Send, status: int, title: str, detail: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     """Answer with a problem+json before the application sees the request."""
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    body = problems.body(scope["path"], status, title, detail)
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
     headers += extra or []
     if scope["type"] == "http":

@@ -55,4 +55,4 @@ class BodyLimit:
         )
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await problem(413, "Content Too Large", self.detail)(scope, receive, send)
+        await problem(413, "Content Too Large", self.detail, path=scope["path"])(scope, receive, send)

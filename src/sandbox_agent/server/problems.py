@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from .._exceptions import ProblemError
+from ..engine.manager import ProcessRunning
 
 logger = logging.getLogger("sandbox_agent.server")
 
@@ -27,17 +28,61 @@ PROBLEM_TYPE = "application/problem+json"
 
 # What to say about a parameter that failed validation, by where it was.
 _HINTS = {
-    ("query", "tail"): "tail must be a whole number of lines, 0 or more (omit it for every line)",
-    ("query", "stream"): "stream must be one of combined, stdout or stderr",
+    ("query", "tail"): "tail must be a whole number, 0 or more (omit it for everything)",
+    ("query", "stream"): "stream must be one of combined, stdout or stderr (and pty on /v1/processes)",
+    ("query", "since"): "since must be a sequence number, 0 or more",
+    ("query", "waitMs"): "waitMs must be a whole number of milliseconds, 0 or more",
+    ("query", "owner"): "owner must be one of user, desktop or system",
     ("query", "follow"): "follow must be true or false",
     ("query", "strip_timestamps"): "strip_timestamps must be true or false",
     ("query", "stripTimestamps"): "stripTimestamps must be true or false",
 }
 
 
-def problem(status: int, title: str, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return Response(json.dumps(body), status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+#: The ``/v1/processes`` dialect speaks the original's problem types and titles.
+PROCESSES_PREFIX = "/v1/processes"
+_URN = "urn:sandbox-agent:error:"
+#: status -> (kind, title), as the original answers them on /v1/processes.
+_PROCESSES_KINDS = {
+    400: ("invalid_request", "Invalid Request"),
+    401: ("token_invalid", "Token Invalid"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not Found"),
+    405: ("invalid_request", "Method Not Allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("invalid_request", "Payload Too Large"),
+    422: ("invalid_request", "Unprocessable Entity"),
+    503: ("service_unavailable", "Service Unavailable"),
+}
+#: Domain errors whose status differs on /v1/processes, by class.
+_PROCESSES_STATUS: dict[type[ProblemError], int] = {ProcessRunning: 409}
+
+
+def is_processes_path(path: str) -> bool:
+    return path == PROCESSES_PREFIX or path.startswith(PROCESSES_PREFIX + "/")
+
+
+def body(path: str, status: int, title: str, detail: str, *, kind: str | None = None) -> bytes:
+    """A problem+json body in the dialect of ``path``; ``kind`` overrides the one of ``status``."""
+    problem_type = "about:blank"
+    if is_processes_path(path):
+        default_kind, title = _PROCESSES_KINDS.get(status, ("internal", title))
+        problem_type = _URN + (kind or default_kind)
+    return json.dumps({"type": problem_type, "title": title, "status": status, "detail": detail}).encode()
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    path: str = "",
+    kind: str | None = None,
+) -> Response:
+    return Response(
+        body(path, status, title, detail, kind=kind), status_code=status, media_type=PROBLEM_TYPE, headers=headers
+    )
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -77,11 +122,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _domain(request: Request, exc: ProblemError) -> Response:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
-        return problem(exc.status, exc.title, exc.detail, headers=headers)
+        path = request.url.path
+        status = exc.status
+        if is_processes_path(path):
+            status = next((s for cls, s in _PROCESSES_STATUS.items() if isinstance(exc, cls)), status)
+        return problem(status, exc.title, exc.detail, headers=headers, path=path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return problem(400, "Bad Request", describe_validation_errors(exc.errors()))
+        path = request.url.path
+        errors = exc.errors()
+        status = 400
+        # The original answers a body of the wrong shape with 422 (a body that is not
+        # JSON, or a bad query, with 400); we keep its codes, in problem+json.
+        if is_processes_path(path) and any(
+            tuple(e.get("loc", ()))[:1] == ("body",) and e.get("type") != "json_invalid" for e in errors
+        ):
+            status = 422
+        return problem(status, "Bad Request", describe_validation_errors(errors), path=path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -93,18 +151,28 @@ def install(app: FastAPI) -> None:
                 f"{request.method} is not allowed on {request.url.path}; it takes {', '.join(allowed)} "
                 "(see /openapi.json)"
             )
-            return problem(405, "Method Not Allowed", detail, headers={"Allow": ", ".join(allowed)})
+            headers = {"Allow": ", ".join(allowed)}
+            return problem(405, "Method Not Allowed", detail, headers=headers, path=request.url.path)
         else:
             detail = str(exc.detail)
         title = {404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large"}.get(exc.status_code, "Error")
-        return problem(exc.status_code, title, detail, headers=getattr(exc, "headers", None))
+        # An unknown route is a wrong request, not a missing process (the original's kind).
+        return problem(
+            exc.status_code,
+            title,
+            detail,
+            headers=getattr(exc, "headers", None),
+            path=request.url.path,
+            kind="invalid_request",
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem(
-            500,
-            "Internal Server Error",
-            "the server failed to handle this request; the cause is in the server's log. Try again, "
+            path=request.url.path,
+            status=500,
+            title="Internal Server Error",
+            detail="the server failed to handle this request; the cause is in the server's log. Try again, "
             "and report it if it persists.",
         )

@@ -7,11 +7,15 @@ the records' cached bytes joined, not thousands of model validations.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from ..engine import Record
+from ..engine.config import ProcessConfig
+from ..engine.logs.entries import Entry
 from ..engine.logs.store import LogRead
+from ..engine.run import RunResult
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -56,3 +60,82 @@ async def logs_v1_stream(reader: LogRead) -> AsyncIterator[bytes]:
         yield b'","lines":%d}' % reader.lines
     finally:
         reader.close()
+
+
+# -- /v1/processes ------------------------------------------------------------------
+
+
+def process_info(record: Record) -> bytes:
+    """A process as ``/v1/processes`` shows it (``schemas.ProcessInfo``): the original's
+    keys in its order, optional ones left out rather than null."""
+    cached: bytes | None = record.cache.get("processes")
+    if cached is None:
+        data: dict[str, object] = {"id": record.id, "command": record.command, "args": record.args}
+        if record.cwd is not None:
+            data["cwd"] = record.cwd
+        data["tty"] = record.tty
+        data["interactive"] = record.interactive
+        data["owner"] = "user"  # every process here was started through the API
+        exited = record.exited
+        data["status"] = "exited" if exited else "running"
+        if not exited and record.pid is not None:
+            data["pid"] = record.pid
+        if record.exit_code is not None:
+            data["exitCode"] = record.exit_code
+        data["createdAtMs"] = int(record.started_at * 1000)
+        stopped = record.stopped_at
+        if stopped is not None:
+            data["exitedAtMs"] = int(stopped * 1000)
+        if record.exit_signal is not None:
+            data["exitSignal"] = record.exit_signal
+        size = record.terminal_size
+        if size is not None:
+            data["terminalSize"] = {"cols": size[0], "rows": size[1]}
+        cached = record.cache["processes"] = _encode(data).encode()
+    return cached
+
+
+def process_info_list(records: Iterable[Record]) -> bytes:
+    return b'{"processes":[' + b",".join(process_info(record) for record in records) + b"]}"
+
+
+def log_entry(entry: Entry) -> bytes:
+    # By hand: a follow renders every line, and this is four times a json.dumps.
+    return b'{"sequence":%d,"stream":"%s","timestampMs":%d,"data":"%s","encoding":"base64"}' % (
+        entry.sequence,
+        entry.stream.encode(),
+        entry.timestamp_ms,
+        base64.b64encode(entry.data),
+    )
+
+
+def log_entries(process_id: str, stream: str, entries: list[Entry]) -> bytes:
+    head = _encode({"processId": process_id, "stream": stream}).encode()[:-1]
+    return head + b',"entries":[' + b",".join(log_entry(entry) for entry in entries) + b"]}"
+
+
+def process_config(config: ProcessConfig) -> bytes:
+    return _encode(config.to_wire()).encode()
+
+
+def run_result(result: RunResult) -> bytes:
+    """The answer of a run, keys in the original's order; output decoded as UTF-8 with
+    replacement characters."""
+    return _encode(
+        {
+            "exitCode": result.exit_code,
+            "timedOut": result.timed_out,
+            "stdout": result.stdout.decode("utf-8", "replace"),
+            "stderr": result.stderr.decode("utf-8", "replace"),
+            "stdoutTruncated": result.stdout_truncated,
+            "stderrTruncated": result.stderr_truncated,
+            "durationMs": result.duration_ms,
+        }
+    ).encode()
+
+
+def exit_data(state: dict[str, object]) -> bytes:
+    """The data of the ``exit`` event that ends a follow (extension)."""
+    return _encode(
+        {"status": "exited", "exitCode": state.get("exitCode"), "exitSignal": state.get("exitSignal")}
+    ).encode()

@@ -8,18 +8,28 @@ models describe them in the OpenAPI document.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 from .._types import Status
 
 __all__ = [
+    "CreateProcess",
     "Health",
     "LogPaths",
     "Logs",
     "Problem",
     "Process",
+    "ProcessConfig",
+    "ProcessInfo",
+    "ProcessInfoList",
     "ProcessList",
+    "ProcessLogEntry",
+    "ProcessLogs",
+    "RunProcess",
+    "RunResult",
     "StartProcess",
     "TerminalSize",
 ]
@@ -122,3 +132,92 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str = Field(description="What was wrong and what to do, in plain words")
+
+
+# -- /v1/processes (SPEC section 7) ------------------------------------------------
+
+ProcessState = Literal["running", "exited"]
+ProcessOwner = Literal["user", "desktop", "system"]
+EntryStream = Literal["stdout", "stderr", "pty"]
+LogsStream = Literal["combined", "stdout", "stderr", "pty"]
+
+
+class ProcessConfig(_Wire):
+    """The limits of this dialect. A POST replaces all six; none may be 0."""
+
+    max_concurrent_processes: int = Field(ge=0, description="Starts past this many running processes get 409")
+    default_run_timeout_ms: int = Field(ge=0, description="A run's timeout when it gives none")
+    max_run_timeout_ms: int = Field(ge=0, description="The longest timeout a run may ask for")
+    max_output_bytes: int = Field(ge=0, description="The most a run keeps of each of stdout and stderr")
+    max_log_bytes_per_process: int = Field(ge=0, description="The most data one log read returns")
+    max_input_bytes_per_request: int = Field(ge=0, description="The most one input request may write")
+
+
+class CreateProcess(_Wire):
+    """Body of ``POST /v1/processes``."""
+
+    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
+    args: list[str] = Field(default_factory=list)
+    cwd: str | None = Field(default=None, description="Working directory; the server's own when absent")
+    env: dict[str, str] = Field(default_factory=dict, description="Added over the server's environment")
+    tty: bool = Field(default=False, description="Run in a terminal (pty)")
+    interactive: bool = Field(default=False, description="Keep stdin open for input")
+    terminal_size: TerminalSize | None = Field(default=None, description="Extension: the terminal's size (80x24)")
+
+
+class RunProcess(_Wire):
+    """Body of ``POST /v1/processes/run``."""
+
+    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
+    args: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict, description="Added over the server's environment")
+    timeout_ms: int | None = Field(default=None, ge=0, description="0 or absent: defaultRunTimeoutMs; capped")
+    max_output_bytes: int | None = Field(default=None, ge=0, description="Per stream; capped by the config")
+
+
+class RunResult(_Wire):
+    exit_code: int | None = Field(description="null when it timed out or died of a signal")
+    timed_out: bool
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+
+
+class ProcessInfo(_Wire):
+    """A process as ``/v1/processes`` shows it; optional fields are left out, not null."""
+
+    id: str
+    command: str
+    args: list[str]
+    cwd: str | None = None
+    tty: bool
+    interactive: bool
+    owner: ProcessOwner
+    status: ProcessState
+    pid: int | None = Field(default=None, description="Only while running")
+    exit_code: int | None = Field(default=None, description="Only once exited with a code")
+    created_at_ms: int
+    exited_at_ms: int | None = None
+    exit_signal: int | None = Field(default=None, description="Extension: the signal that ended it")
+    terminal_size: TerminalSize | None = Field(default=None, description="Extension: a tty process's terminal")
+
+
+class ProcessInfoList(_Wire):
+    processes: list[ProcessInfo]
+
+
+class ProcessLogEntry(_Wire):
+    sequence: int = Field(description="Grows across the streams of a process; stable across restarts")
+    stream: EntryStream
+    timestamp_ms: int
+    data: str = Field(description="base64")
+    encoding: Literal["base64"]
+
+
+class ProcessLogs(_Wire):
+    process_id: str
+    stream: LogsStream
+    entries: list[ProcessLogEntry]

@@ -11,11 +11,13 @@ dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 
+from ..engine.logs import entries as _entries
 from ..engine.logs import feed as _follow
 from ..engine.logs import store as _logstore
+from . import render as _render
 
 KEEPALIVE = b": keepalive\n\n"
 
@@ -64,3 +66,23 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
                 yield exit_event(event)
             else:
                 yield KEEPALIVE
+
+
+def entry_events(batch: _entries.Batch, stream: str, after: int) -> bytes:
+    """``event: log`` events of the entries of ``stream`` after ``after`` in ``batch``.
+
+    Rendered once per segment and stream, whatever the number of followers.
+    """
+    if batch.first_line <= after:
+        # A segment that starts before where this follower resumes: rare, not cached.
+        return _log_events(e for e in batch.entries if e.sequence > after and stream in ("combined", e.stream))
+    key = ("sse", batch.first_line, stream)
+    cached = batch.segment.cache.get(key)
+    if cached is None:
+        cached = _log_events(e for e in batch.entries if stream in ("combined", e.stream))
+        batch.segment.cache[key] = cached
+    return cached
+
+
+def _log_events(entries: Iterable[_entries.Entry]) -> bytes:
+    return b"".join(b"event: log\nid: %d\ndata: %s\n\n" % (e.sequence, _render.log_entry(e)) for e in entries)

@@ -1,0 +1,165 @@
+"""One-shot runs: start a command, collect its output up to a cap, answer when it ends.
+
+A run is not a managed process: no supervisor, no id, no files. It runs in a session of
+its own so that a timeout can kill its whole process group; output past the cap is read
+and dropped as it comes (a chatty command never fills the server's memory, nor blocks on
+a full pipe).
+
+If the server dies during a run, the command gets SIGKILL from the kernel when
+``setpriv`` (util-linux) is there to set its parent-death signal; that reaches the
+command itself only, not children it started (they are in its group but the kernel sends
+the signal to one process). Without ``setpriv`` a run outlives a server crash until it
+ends or times out on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import validate
+
+_READ_SIZE = 64 * 1024
+#: After a timeout kill, how long to wait for the pipes to close (a child that left
+#: the group may hold them) before answering with what was read.
+_DRAIN_AFTER_KILL = 1.0
+_SETPRIV = shutil.which("setpriv")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    command: str
+    args: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout_ms: int = 30_000
+    #: Per stream.
+    max_output_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int | None
+    timed_out: bool
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+
+
+class _Collector:
+    """One output stream: keeps the first ``cap`` bytes, reads and drops the rest."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.kept = bytearray()
+        self.truncated = False
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_READ_SIZE):
+            room = self.cap - len(self.kept)
+            if len(chunk) > room:
+                self.truncated = True
+                chunk = chunk[: max(room, 0)]
+            self.kept += chunk
+
+
+async def run(request: RunRequest) -> RunResult:
+    """Run ``request`` to its end or its timeout.
+
+    Example::
+
+        result = await run(RunRequest("sh", ["-c", "echo hi"], timeout_ms=1000))
+        assert result.stdout == b"hi\\n"
+    """
+    cwd = validate.resolve_cwd(request.cwd)
+    env = validate.build_env(request.env)
+    # As the original does (over the server's own TERM): a run is often a tool that
+    # colours its output by TERM, and its output is read by a program, not a terminal.
+    if "TERM" not in (request.env or {}):
+        env["TERM"] = "xterm-256color"
+    executable = validate.resolve_command(request.command, cwd, env)
+    validate.check_args(request.args)
+    argv = [executable, *request.args]
+    if _SETPRIV is not None:
+        # Not preexec_fn (unsafe with threads): setpriv sets the death signal, then execs.
+        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    out, err = _Collector(request.max_output_bytes), _Collector(request.max_output_bytes)
+    readers = asyncio.gather(out.read(process.stdout), err.read(process.stderr))
+    timeout = request.timeout_ms / 1000
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                await process.wait()
+        except TimeoutError:
+            timed_out = True
+            _kill_group(process.pid)
+            await process.wait()
+        # Children left in the group may still hold the pipes: read until the deadline,
+        # then kill what is left of the group and give the pipes a moment to close.
+        remaining = max(0.0, timeout - (time.monotonic() - started))
+        if not await _drained(readers, _DRAIN_AFTER_KILL if timed_out else remaining):
+            _kill_group(process.pid)
+            if not await _drained(readers, _DRAIN_AFTER_KILL):
+                # Held by something outside the group (it made its own session).
+                readers.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await readers
+    except BaseException:
+        # The caller went away (or the server is closing): leave nothing running.
+        _kill_group(process.pid)
+        readers.cancel()
+        with contextlib.suppress(BaseException):
+            await process.wait()
+        raise
+    finally:
+        # Closes the pipes even when a reader was cancelled (no leaked descriptors).
+        transport = getattr(process, "_transport", None)
+        if transport is not None:
+            transport.close()
+    returncode = process.returncode
+    return RunResult(
+        exit_code=None if timed_out or returncode is None or returncode < 0 else returncode,
+        timed_out=timed_out,
+        stdout=bytes(out.kept),
+        stderr=bytes(err.kept),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+async def _drained(readers: asyncio.Future[Any], seconds: float) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await asyncio.shield(readers)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _kill_group(pid: int) -> None:
+    # The group's leader is our child and not yet reaped, so its pid (= group id)
+    # cannot have been reused.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
