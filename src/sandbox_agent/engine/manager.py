@@ -35,6 +35,7 @@ from .._exceptions import BadRequest, NotFound, SandboxAgentError, ServiceUnavai
 from .._types import StreamName
 from ..supervisor.capture import PARTIAL_DELAY
 from ..supervisor.ondisk import (
+    DEFAULT_TERM,
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
     STATE_FILE,
@@ -48,9 +49,12 @@ from . import system, validate
 from .ids import ID_PATTERN, check_id, new_id
 from .launcher import LauncherClient
 from .logs import feed as logfeed
+from .logs import pty as pty_logs
 from .logs import store
+from .logs.pty import PtyEntry
 from .logs.watch import LogWatcher
 from .records import Record
+from .terminal import Terminals
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -72,8 +76,12 @@ class SpawnRequest:
     env: dict[str, str] | None = None
     #: Seconds between SIGTERM and SIGKILL on stop; the manager's default when None.
     stop_timeout: float | None = None
+    #: Run on a new pseudo-terminal (stdin, stdout and stderr, controlling terminal).
     tty: bool = False
+    #: Without tty: stdin is a pipe the engine writes to (``send_input``), not /dev/null.
     interactive: bool = False
+    #: ``(cols, rows)`` of the terminal; ``DEFAULT_TERMINAL_SIZE`` when None.
+    terminal_size: tuple[int, int] | None = None
 
 
 class ProcessManager:
@@ -100,6 +108,7 @@ class ProcessManager:
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
         self._watcher = LogWatcher()
+        self.terminals = Terminals(self._watcher)
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -140,6 +149,7 @@ class ProcessManager:
     def begin_shutdown(self) -> None:
         """End every follow stream so that open connections can close."""
         self._closing = True
+        self.terminals.close_all()
         for record in self._records.values():
             for stream in list(record.feeds):
                 self._drop_feed(record, stream)
@@ -223,6 +233,7 @@ class ProcessManager:
         self._ordered = None
         for feed in record.feeds.values():
             feed.finish(record.state)
+        self.terminals.exited(record)
         for waiter in record.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -279,13 +290,11 @@ class ProcessManager:
 
     async def spawn(self, request: SpawnRequest) -> Record:
         """Start ``request.command`` under a new supervisor; return once it runs."""
-        if request.tty or request.interactive:
-            raise BadRequest(
-                "tty and interactive processes are not supported by this server yet; "
-                "start the process without them (its stdin is /dev/null)"
-            )
         cwd = validate.resolve_cwd(request.cwd)
         env = validate.build_env(request.env)
+        if request.tty and "TERM" not in (request.env or {}):
+            env["TERM"] = DEFAULT_TERM
+        terminal_size = validate.check_terminal_size(request.terminal_size) if request.tty else None
         executable = validate.resolve_command(request.command, cwd, env)
         validate.check_args(request.args)
         process_id = new_id()
@@ -302,6 +311,9 @@ class ProcessManager:
             "env": env,
             "stopTimeout": self.stop_timeout if request.stop_timeout is None else request.stop_timeout,
             "partialDelay": self.partial_delay,
+            "tty": request.tty,
+            "interactive": request.interactive,
+            "terminalSize": terminal_size,
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.
@@ -357,6 +369,7 @@ class ProcessManager:
             )
         for stream in list(record.feeds):
             self._drop_feed(record, stream)
+        self.terminals.forget(process_id)
         del self._records[process_id]
         self._ordered = None
         await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
@@ -404,6 +417,51 @@ class ProcessManager:
                 yield event
         finally:
             self._release_feed(record, stream, feed)
+
+    # -- terminals and input (engine/terminal.py) --------------------------------
+
+    async def send_input(self, process_id: str, data: bytes) -> int:
+        """Write ``data`` to the terminal or stdin of a running tty or interactive process;
+        return how many bytes were sent. Conflict if it takes no input (or is not running).
+
+        ``await manager.send_input(pid, b"echo hi\\n")``
+        """
+        return await self.terminals.send_input(self._record(process_id), data)
+
+    async def close_input(self, process_id: str) -> None:
+        """Close stdin of an interactive process (a tty gets its end-of-file character, ^D)."""
+        await self.terminals.close_input(self._record(process_id))
+
+    async def resize(self, process_id: str, cols: int, rows: int) -> None:
+        """Set the window size of a running tty process (it gets SIGWINCH)."""
+        await self.terminals.resize(self._record(process_id), cols, rows)
+
+    async def pty_entries(
+        self, process_id: str, *, since: int | None = None, tail: int | None = None, max_bytes: int | None = None
+    ) -> list[PtyEntry]:
+        """Terminal output chunks after sequence ``since``, the last ``tail`` of them, at most
+        ``max_bytes`` of data (always one entry at least). Empty for a process without tty."""
+        record = self._record(process_id)
+        return await asyncio.to_thread(pty_logs.read_entries, record.dir, since, tail, max_bytes)
+
+    async def pty_replay(self, process_id: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` of a tty process's output, byte for byte."""
+        record = self._record(process_id)
+        return await asyncio.to_thread(pty_logs.read_tail, record.dir, nbytes)
+
+    def pty_follow(
+        self, process_id: str, *, since: int | None = None, replay: int | None = None
+    ) -> AsyncIterator[pty_logs.PtyEvent]:
+        """Follow a process's terminal output: ``PtyReplay`` (with ``replay`` bytes), then
+        ``PtyChunks`` of new entries (all after ``since`` when given, else those after now),
+        ``Keepalive`` when idle, and ``PtyExit`` once it exited and all was sent.
+
+        Checks (unknown id, shutting down) raise here, before the first event.
+        """
+        record = self._record(process_id)
+        if self._closing:
+            raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
+        return self.terminals.follow(record, since=since, replay=replay)
 
     # -- internals ---------------------------------------------------------------
 
