@@ -26,7 +26,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -451,7 +451,7 @@ class ProcessManager:
 
     def pty_follow(
         self, process_id: str, *, since: int | None = None, replay: int | None = None
-    ) -> AsyncIterator[pty_logs.PtyEvent]:
+    ) -> AsyncGenerator[pty_logs.PtyEvent, None]:
         """Follow a process's terminal output: ``PtyReplay`` (with ``replay`` bytes), then
         ``PtyChunks`` of new entries (all after ``since`` when given, else those after now),
         ``Keepalive`` when idle, and ``PtyExit`` once it exited and all was sent.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from .._exceptions import Conflict, ServiceUnavailable
 from ..supervisor.ondisk import CONTROL_EOF, CONTROL_FIFO, CONTROL_INPUT, encode_control, encode_resize
@@ -127,7 +127,7 @@ class Terminals:
 
     # -- following ---------------------------------------------------------------
 
-    def follow(self, record: Record, *, since: int | None, replay: int | None) -> AsyncIterator[PtyEvent]:
+    def follow(self, record: Record, *, since: int | None, replay: int | None) -> AsyncGenerator[PtyEvent, None]:
         feed = self._feeds.get(record.id)
         if feed is None:
             feed = PtyFeed(record.dir)
@@ -141,7 +141,7 @@ class Terminals:
 
     async def _events(
         self, process_id: str, feed: PtyFeed, since: int | None, replay: int | None
-    ) -> AsyncIterator[PtyEvent]:
+    ) -> AsyncGenerator[PtyEvent, None]:
         try:
             async for event in follow_pty(feed, since=since, replay=replay):
                 yield event

@@ -17,6 +17,7 @@ from ..engine import ProcessManager
 from . import problems
 from .auth import BrowserGuard, TokenAuth
 from .routes import router
+from .terminal import router as terminal_router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -77,6 +78,7 @@ def create_app(
     app.state.manager = manager
     problems.install(app)
     app.include_router(router)
+    app.include_router(terminal_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

@@ -15,11 +15,14 @@ from .._types import Status
 
 __all__ = [
     "Health",
+    "InputWritten",
     "LogPaths",
     "Logs",
     "Process",
+    "ProcessInput",
     "ProcessList",
     "StartProcess",
+    "TerminalResize",
     "TerminalSize",
 ]
 
@@ -74,9 +77,9 @@ class StartProcess(_Wire):
         le=3600,
         description="Extension: seconds between SIGTERM and SIGKILL on stop (default 10)",
     )
-    tty: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
-    interactive: bool = Field(default=False, description="Extension (SPEC section 7, not supported yet)")
-    terminal_size: TerminalSize | None = None
+    tty: bool = Field(default=False, description="Extension: run on a new pseudo-terminal (SPEC section 7)")
+    interactive: bool = Field(default=False, description="Extension: stdin is a pipe that takes input")
+    terminal_size: TerminalSize | None = Field(default=None, description="Extension: with tty, default 80x24")
 
 
 class Logs(_Wire):
@@ -87,3 +90,22 @@ class Logs(_Wire):
 class Health(_Wire):
     status: str
     version: str
+
+
+class ProcessInput(_Wire):
+    """Body of ``POST /v1/processes/{id}/input``."""
+
+    data: str | None = Field(default=None, description="The bytes to send, encoded as `encoding` says")
+    encoding: str | None = Field(default=None, description="base64 (the default), utf8 or text")
+    eof: bool = Field(default=False, description="Extension: close stdin after the data (^D on a terminal)")
+
+
+class InputWritten(_Wire):
+    bytes_written: int
+
+
+class TerminalResize(_Wire):
+    """Body and answer of ``POST /v1/processes/{id}/terminal/resize``."""
+
+    cols: int = Field(ge=0, le=65535)
+    rows: int = Field(ge=0, le=65535)
