@@ -136,7 +136,16 @@ async def _refuse(
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     elif "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.start", "status": status, "headers": ws_denial_headers(headers)})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
+
+
+def ws_denial_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers of an HTTP answer to a WebSocket handshake, without Content-Length.
+
+    uvicorn's websockets-sansio before 0.52.4 adds its own Content-Length to ours, and a
+    client refuses an answer with two; later ones add it only when it is missing.
+    """
+    return [(name, value) for name, value in headers if name.lower() != b"content-length"]

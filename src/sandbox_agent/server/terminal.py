@@ -23,6 +23,7 @@ from .._exceptions import BadRequest, Conflict, ProblemError
 from ..engine import ProcessManager
 from ..engine.logs.pty import PtyChunks, PtyEvent, PtyExit, PtyReplay
 from . import problems
+from .auth import ws_denial_headers
 from .routes import _JSONBodyRoute
 from .schemas import InputWritten, ProcessInput, TerminalResize
 
@@ -117,7 +118,7 @@ async def terminal_ws(websocket: WebSocket, process_id: str) -> None:
             )
         events = manager.pty_follow(process_id, replay=replay)
     except ProblemError as exc:
-        await websocket.send_denial_response(problems.problem(exc.status, exc.title, exc.detail))
+        await _deny(websocket, exc)
         return
     async with contextlib.aclosing(events):
         await websocket.accept(subprotocol=_subprotocol(websocket))
@@ -132,6 +133,14 @@ async def terminal_ws(websocket: WebSocket, process_id: str) -> None:
             for task in (output, commands):
                 with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError):
                     await task
+
+
+async def _deny(websocket: WebSocket, exc: ProblemError) -> None:
+    """Answer the handshake with a problem+json instead of accepting it."""
+    response = problems.problem(exc.status, exc.title, exc.detail)
+    headers = ws_denial_headers(response.headers.raw)
+    await websocket.send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
+    await websocket.send({"type": "websocket.http.response.body", "body": response.body})
 
 
 def _subprotocol(websocket: WebSocket) -> str | None:
