@@ -87,14 +87,15 @@ def test_pty_entries_by_sequence(tmp_path: Path) -> None:
 def test_the_engine_drives_a_terminal(tmp_path: Path, marker: str) -> None:
     code = "import sys; line = sys.stdin.readline(); print('got', line.strip(), flush=True); sys.exit(5)"
 
-    async def main() -> None:
+    async def main() -> str:
         manager = ProcessManager(tmp_path / "data")
         await manager.start()
         try:
             process = await manager.spawn(
                 SpawnRequest(command=sys.executable, args=["-c", code], tty=True, terminal_size=(100, 30))
             )
-            assert process.tty and not process.interactive
+            assert process.tty
+            assert not process.interactive
             assert process.terminal_size == (100, 30)
             follow = manager.pty_follow(process.id, since=0)
             await manager.resize(process.id, 90, 20)
@@ -124,8 +125,10 @@ def test_the_engine_drives_a_terminal(tmp_path: Path, marker: str) -> None:
             plain = await manager.spawn(SpawnRequest(command="true"))
             await manager.wait(plain.id)
             assert await manager.pty_entries(plain.id) == []
-            assert not os.path.exists(os.path.join(plain.dir, ondisk.CONTROL_FIFO))
+            return plain.dir
         finally:
             await manager.close()
 
-    asyncio.run(main())
+    plain_dir = asyncio.run(main())
+    assert not os.path.exists(os.path.join(plain_dir, ondisk.CONTROL_FIFO))
+    assert not os.path.exists(os.path.join(plain_dir, ondisk.PTY_INDEX))

@@ -52,15 +52,15 @@ PtyEvent = PtyReplay | PtyChunks | PtyExit | Keepalive
 
 
 class PtyFiles:
-    """pty.log and pty.idx of one process, open for reading."""
+    """pty.log and pty.idx of one process, open for reading; FileNotFoundError without a tty."""
 
     def __init__(self, directory: str) -> None:
-        for name in (PTY_LOG, PTY_INDEX):
-            path = os.path.join(directory, name)
-            if not os.path.exists(path):
-                open(path, "ab").close()  # a process that has not written yet, or no tty
         self.log_fd = os.open(os.path.join(directory, PTY_LOG), os.O_RDONLY | os.O_CLOEXEC)
-        self.idx_fd = os.open(os.path.join(directory, PTY_INDEX), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.idx_fd = os.open(os.path.join(directory, PTY_INDEX), os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(self.log_fd)
+            raise
 
     def close(self) -> None:
         os.close(self.log_fd)
@@ -110,7 +110,10 @@ class PtyFiles:
 
 def read_entries(directory: str, since: int | None, tail: int | None, max_bytes: int | None) -> list[PtyEntry]:
     """Entries after sequence ``since``, the last ``tail`` of them, at most ``max_bytes`` of data."""
-    files = PtyFiles(directory)
+    try:
+        files = PtyFiles(directory)
+    except FileNotFoundError:
+        return []  # no tty
     try:
         count = files.count()
         first = (since or 0) + 1
@@ -124,7 +127,10 @@ def read_entries(directory: str, since: int | None, tail: int | None, max_bytes:
 
 
 def read_tail(directory: str, nbytes: int) -> bytes:
-    files = PtyFiles(directory)
+    try:
+        files = PtyFiles(directory)
+    except FileNotFoundError:
+        return b""
     try:
         return files.tail_bytes(nbytes)
     finally:
