@@ -368,3 +368,26 @@ def test_the_control_fifo_is_private(client: httpx.Client) -> None:
     finally:
         client.post(f"/v1/process/{process['id']}/kill")
     wait_exited(client, process["id"])
+
+
+def test_input_to_a_closed_stdin_is_dropped_without_spinning(client: httpx.Client, tmp_path: Any) -> None:
+    """The supervisor sees the broken pipe once, not in a busy loop."""
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "os.close(0)\n"
+        "print('closed', flush=True)\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "def cpu():\n"
+        "    fields = open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()\n"
+        "    return int(fields[11]) + int(fields[12])\n"
+        "start = cpu(); time.sleep(0.5); print('ticks', cpu() - start, flush=True)\n"
+    )
+    process = start(client, {**py(code), "interactive": True})
+    wait_log(client, process["id"], "closed")
+    assert send_input(client, process["id"], b"nobody reads this\n").status_code == 200
+    go.touch()
+    assert wait_exited(client, process["id"])["exitCode"] == 0
+    content = client.get(f"/v1/process/{process['id']}/logs", params={"stream": "stdout"}).json()["content"]
+    ticks = int(content.split("ticks ")[1].split()[0])
+    assert ticks < 20, content

@@ -52,6 +52,8 @@ _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
+#: Writable, or broken (a stdin pipe whose reader closed reports only POLLERR).
+_WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 
 
 class Supervisor:
@@ -271,7 +273,7 @@ class Supervisor:
                 elif control is not None and fd == control.fd:
                     self._take_control(control)
                 else:
-                    if fd == self.input_fd and mask & _POLLOUT:
+                    if fd == self.input_fd and mask & _WRITE_EVENTS and self.backlog:
                         self._write_input()
                     if fd in self.streams and mask != _POLLOUT and not self._pump(self.streams[fd], now):
                         poller.unregister(fd)
