@@ -391,3 +391,26 @@ def test_input_to_a_closed_stdin_is_dropped_without_spinning(client: httpx.Clien
     content = client.get(f"/v1/process/{process['id']}/logs", params={"stream": "stdout"}).json()["content"]
     ticks = int(content.split("ticks ")[1].split()[0])
     assert ticks < 20, content
+
+
+def test_a_graceful_restart_ends_attached_terminals_at_once(server_factory: Callable[..., Server]) -> None:
+    server = server_factory()
+    with server.client() as client:
+        process = start(client, {"command": "cat", "tty": True})
+    with attach(server, process["id"]) as term:
+        began = time.monotonic()
+        server.stop()
+        stopping = time.monotonic() - began
+        with pytest.raises(ConnectionClosed) as closed:
+            drain(term)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012
+    # Below uvicorn's 5 s graceful timeout: the WebSocket did not hold the shutdown.
+    assert stopping < 4
+    server.start()
+    with server.client() as client:
+        with attach(server, process["id"]) as term:
+            term.type("after restart\n")
+            term.read_until(b"after restart")
+        client.post(f"/v1/process/{process['id']}/kill")
+        wait_exited(client, process["id"])
