@@ -9,7 +9,9 @@ No HTTP in here: the server (``sandbox_agent.server``) and embedding application
     validate    start-request checks (command, cwd, env) before anything is created
     ids         process ids
     system      what the server asks of the OS (subreaper, fd limit, children)
-    logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch
+    terminal    input, eof and resize through a supervisor's control FIFO; pty followers
+    logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch,
+                pty (a tty's raw output as entries by sequence)
 """
 
 from __future__ import annotations
