@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import Server, py, start, wait_exited, wait_log
+from conftest import Server, py, start, wait_exited, wait_for, wait_log
 
 UNKNOWN_ID = "0" * 26
 BASH = {"command": "bash", "args": ["--norc", "--noprofile", "-i"], "env": {"PS1": "$ "}, "tty": True}
@@ -386,6 +386,13 @@ def test_input_to_a_closed_stdin_is_dropped_without_spinning(client: httpx.Clien
     process = start(client, {**py(code), "interactive": True})
     wait_log(client, process["id"], "closed")
     assert send_input(client, process["id"], b"nobody reads this\n").status_code == 200
+    # The supervisor saw the broken pipe and recorded it: more input is refused.
+    refusal = wait_for(
+        lambda: (r := send_input(client, process["id"], b"more\n")).status_code == 409 and r,
+        10,
+        "input to be refused once stdin is known closed",
+    )
+    assert "closed" in refusal.json()["detail"]
     go.touch()
     assert wait_exited(client, process["id"])["exitCode"] == 0
     content = client.get(f"/v1/process/{process['id']}/logs", params={"stream": "stdout"}).json()["content"]

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncGenerator
 
 from .._exceptions import Conflict, ServiceUnavailable
-from ..supervisor.ondisk import CONTROL_EOF, CONTROL_FIFO, CONTROL_INPUT, encode_control, encode_resize
+from ..supervisor.ondisk import CONTROL_EOF, CONTROL_FIFO, CONTROL_INPUT, encode_control, encode_resize, read_state
 from .logs.pty import PtyEvent, PtyFeed, follow_pty
 from .logs.watch import LogWatcher
 from .records import Record
@@ -52,6 +52,8 @@ class Terminals:
             raise Conflict(f"the stdin of process {record.id} was closed (eof); it takes no more input")
 
     async def send_input(self, record: Record, data: bytes) -> int:
+        if record.interactive and not record.tty and not record.exited:
+            _refresh(record)  # the supervisor records a stdin the child closed
         self.check_input(record)
         if data:
             await self._send(record, encode_control(CONTROL_INPUT, data))
@@ -171,6 +173,16 @@ class Terminals:
         feed = self._feeds.pop(process_id)
         self._watcher.unwatch(feed)
         feed.close()
+
+
+def _refresh(record: Record) -> None:
+    """Take in what the supervisor recorded since the spawn (inputClosed): one small read."""
+    try:
+        state = read_state(record.dir)
+    except (OSError, ValueError):
+        return
+    if state.get("inputClosed") and not record.input_closed:
+        record.update(dict(record.state, inputClosed=True))
 
 
 def _check_running(record: Record, what: str) -> None:
