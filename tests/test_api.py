@@ -170,7 +170,7 @@ def test_a_body_sent_without_json_content_type_is_still_json(server: Server) -> 
         ({"command": "true", "env": ["A=1"]}, ["env", "dictionary"]),
         ({"args": ["x"]}, ["command", "required"]),
         (["true"], ["JSON object"]),
-        ({"command": "true", "tty": True}, ["not supported"]),
+        ({"command": "true", "tty": True, "terminalSize": {"cols": 0, "rows": 24}}, ["cols"]),
     ],
 )
 def test_bad_start_requests_are_400_and_create_nothing(

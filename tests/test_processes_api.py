@@ -179,10 +179,35 @@ def test_create_errors(client: httpx.Client) -> None:
     assert_problem(response, 400, "invalid_request", "not valid JSON")
 
 
-def test_tty_and_terminal_size_reach_the_engine(client: httpx.Client) -> None:
-    # The engine refuses terminals until the pty work lands; the request is parsed and passed on.
-    body = {"command": "sh", "tty": True, "terminalSize": {"cols": 100, "rows": 30}}
-    assert_problem(client.post("/v1/processes", json=body), 400, "invalid_request", "tty")
+def test_a_terminal_through_this_dialect(client: httpx.Client) -> None:
+    body = {"command": "sh", "tty": True, "terminalSize": {"cols": 100, "rows": 30}, "env": {"PS1": "$ "}}
+    info = create(client, body)
+    assert (info["tty"], info["interactive"], info["terminalSize"]) == (True, False, {"cols": 100, "rows": 30})
+    path = f"/v1/processes/{info['id']}"
+    written = client.post(f"{path}/input", json={"data": "stty size; exit 5\n", "encoding": "utf8"})
+    assert written.json() == {"bytesWritten": 18}
+
+    def output() -> bytes:
+        return b"".join(base64.b64decode(e["data"]) for e in entries(client, info["id"]))
+
+    wait_for(lambda: b"30 100" in output(), 10, "stty size on the terminal")
+    found = entries(client, info["id"])  # stream pty by default for a tty process
+    assert {e["stream"] for e in found} == {"pty"}
+    assert [e["sequence"] for e in found] == list(range(1, len(found) + 1))
+    assert entries(client, info["id"], stream="combined") == []  # a terminal has no pipes
+    assert wait_exited(client, info["id"])["exitCode"] == 5
+
+    # The follow gives the same entries, resumes after a sequence, and ends with the exit.
+    with client.stream("GET", f"{path}/logs", params={"follow": "true"}) as response:
+        events = list(sse_events(response))
+    logs = [e for e in events if e.event == "log"]
+    assert [json.loads(e.data)["sequence"] for e in logs] == [e["sequence"] for e in found]
+    assert events[-1].event == "exit"
+    assert json.loads(events[-1].data)["exitCode"] == 5
+    headers = {"Last-Event-ID": str(found[0]["sequence"])}
+    with client.stream("GET", f"{path}/logs", params={"follow": "true"}, headers=headers) as response:
+        resumed = [e for e in sse_events(response) if e.event == "log"]
+    assert [json.loads(e.data)["sequence"] for e in resumed] == [e["sequence"] for e in found[1:]]
 
 
 def test_max_concurrent_processes(server: Server) -> None:
@@ -340,7 +365,7 @@ def test_run(client: httpx.Client, tmp_path: Path) -> None:
     assert_problem(client.post("/v1/processes/run", json={"command": ""}), 400, "invalid_request")
     assert_problem(client.post("/v1/processes/run", json={"command": "x", "timeoutMs": -1}), 422, "invalid_request")
     # Not recorded as a process.
-    assert all(p["command"] != "sh" or "kill -9" not in p["args"][-1] for p in
+    assert all(p["command"] != "sh" or "kill -9" not in " ".join(p["args"]) for p in
                client.get("/v1/processes").json()["processes"])  # fmt: skip
 
 

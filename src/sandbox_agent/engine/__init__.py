@@ -11,8 +11,10 @@ No HTTP in here: the server (``sandbox_agent.server``) and embedding application
     run         one-shot runs: output capped per stream, the group killed on timeout
     ids         process ids
     system      what the server asks of the OS (subreaper, fd limit, children)
+    terminal    input, eof and resize through a supervisor's control FIFO; pty followers
     logs/       reading logs: store (tails, ranges, stripping), feed (follows), watch,
-                entries (combined.log as numbered entries, for /v1/processes)
+                entries (combined.log as numbered entries, for /v1/processes),
+                pty (a tty's raw output as entries by sequence)
 """
 
 from __future__ import annotations

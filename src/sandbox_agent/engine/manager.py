@@ -27,7 +27,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from .._exceptions import BadRequest, Conflict, NotFound, SandboxAgentError, Ser
 from .._types import StreamName
 from ..supervisor.capture import PARTIAL_DELAY
 from ..supervisor.ondisk import (
+    DEFAULT_TERM,
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
     STATE_FILE,
@@ -53,9 +54,12 @@ from .ids import ID_PATTERN, new_id, unknown_id_detail
 from .launcher import LauncherClient
 from .logs import entries as logentries
 from .logs import feed as logfeed
+from .logs import pty as pty_logs
 from .logs import store
+from .logs.pty import PtyEntry
 from .logs.watch import LogWatcher
 from .records import Record
+from .terminal import Terminals
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -89,9 +93,11 @@ class SpawnRequest:
     env: dict[str, str] | None = None
     #: Seconds between SIGTERM and SIGKILL on stop; the manager's default when None.
     stop_timeout: float | None = None
+    #: Run on a new pseudo-terminal (stdin, stdout and stderr, controlling terminal).
     tty: bool = False
+    #: Without tty: stdin is a pipe the engine writes to (``send_input``), not /dev/null.
     interactive: bool = False
-    #: ``(cols, rows)`` of a tty process's terminal; the supervisor's default when None.
+    #: ``(cols, rows)`` of the terminal; ``DEFAULT_TERMINAL_SIZE`` when None.
     terminal_size: tuple[int, int] | None = None
 
 
@@ -128,6 +134,7 @@ class ProcessManager:
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
         self._watcher = LogWatcher()
+        self.terminals = Terminals(self._watcher)
         self._reaper: asyncio.Task[None] | None = None
         #: Records whose supervisor is watched by polling: no pidfd could be had.
         self._polled: set[Record] = set()
@@ -176,6 +183,7 @@ class ProcessManager:
     def begin_shutdown(self) -> None:
         """End every follow stream so that open connections can close."""
         self._closing = True
+        self.terminals.close_all()
         for record in self._records.values():
             for stream in list(record.feeds):
                 self._drop_feed(record, stream)
@@ -284,6 +292,7 @@ class ProcessManager:
         self._ordered = None
         for feed in record.feeds.values():
             feed.finish(record.state)
+        self.terminals.exited(record)
         for waiter in record.waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -312,6 +321,7 @@ class ProcessManager:
     def _forget(self, record: Record) -> None:
         for stream in list(record.feeds):
             self._drop_feed(record, stream)
+        self.terminals.forget(record.id)
         self._records.pop(record.id, None)
         self._ordered = None
 
@@ -394,14 +404,12 @@ class ProcessManager:
                 f"max concurrent process limit reached ({max_running}); stop or kill a running process, "
                 "or raise maxConcurrentProcesses in the process config"
             )
-        if request.tty or request.interactive:
-            raise BadRequest(
-                "tty and interactive processes are not supported by this server yet; "
-                "start the process without them (its stdin is /dev/null)"
-            )
         system.check_fd_headroom()
         cwd = validate.resolve_cwd(request.cwd)
         env = validate.build_env(request.env)
+        if request.tty and "TERM" not in (request.env or {}):
+            env["TERM"] = DEFAULT_TERM
+        terminal_size = validate.check_terminal_size(request.terminal_size) if request.tty else None
         executable = validate.resolve_command(request.command, cwd, env)
         validate.check_args(request.args)
         process_id = new_id()
@@ -418,6 +426,9 @@ class ProcessManager:
             "env": env,
             "stopTimeout": self.stop_timeout if request.stop_timeout is None else request.stop_timeout,
             "partialDelay": self.partial_delay,
+            "tty": request.tty,
+            "interactive": request.interactive,
+            "terminalSize": terminal_size,
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.
@@ -528,7 +539,10 @@ class ProcessManager:
         record = self._record(process_id)
         stream = stream or ("pty" if record.tty else "combined")
         if stream == "pty" and record.tty:
-            return stream, self._pty_entries(record, since=since, tail=tail)
+            chunks = await asyncio.to_thread(
+                pty_logs.read_entries, record.dir, since, tail, self.config.max_log_bytes_per_process
+            )
+            return stream, [logentries.Entry(c.sequence, "pty", c.timestamp_ms, c.data) for c in chunks]
         if record.tty:
             return stream, []  # a terminal's output is all on the pty stream
         found = await asyncio.to_thread(
@@ -542,14 +556,9 @@ class ProcessManager:
         )
         return stream, found
 
-    def _pty_entries(self, record: Record, *, since: int, tail: int | None) -> list[logentries.Entry]:
-        # HOOK (terminals): the entries of a tty process's terminal output. Supplied by
-        # the pty work in the supervisor; until then a tty process cannot be started.
-        return []
-
     async def follow_entries(
         self, process_id: str, *, stream: str | None = None, since: int = 0, tail: int | None = None
-    ) -> tuple[str, AsyncIterator[logentries.Batch | logentries.Ended | logfeed.Keepalive]]:
+    ) -> tuple[str, AsyncIterator[logentries.Batch | logentries.Entries | logentries.Ended | logfeed.Keepalive]]:
         """The effective stream and its follow: the entries after ``since`` (the last
         ``tail`` of them), then each new one, then ``Ended`` once the process exited.
 
@@ -559,13 +568,45 @@ class ProcessManager:
         record = self._record(process_id)
         stream = stream or ("pty" if record.tty else "combined")
         if record.tty:
-            # HOOK (terminals): a tty process's follow comes with the pty work.
-            raise Conflict("following a terminal's output is not supported by this server yet")
+            return stream, await self._follow_pty_entries(record, show=stream == "pty", since=since, tail=tail)
         offset, lines = await asyncio.to_thread(
             logentries.locate, record.log_path("combined"), record.line_index, stream=stream, since=since, tail=tail
         )
         events = await self.follow(process_id, stream="combined", resume_from=offset)
         return stream, self._entry_events(events, lines)
+
+    async def _follow_pty_entries(
+        self, record: Record, *, show: bool, since: int, tail: int | None
+    ) -> AsyncIterator[logentries.Entries | logentries.Ended | logfeed.Keepalive]:
+        """A terminal's output as entries (``show`` False: none, for the streams a tty
+        process does not have), then ``Ended`` with the last sequence."""
+        if tail is not None:
+            newest = await asyncio.to_thread(pty_logs.read_entries, record.dir, None, 1, None)
+            since = max(since, (newest[0].sequence if newest else 0) - tail)
+        if self._closing:
+            raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
+        events = self.terminals.follow(record, since=since, replay=None)
+        return self._pty_entry_events(events, show, since)
+
+    @staticmethod
+    async def _pty_entry_events(
+        events: AsyncGenerator[pty_logs.PtyEvent, None], show: bool, last: int
+    ) -> AsyncIterator[logentries.Entries | logentries.Ended | logfeed.Keepalive]:
+        try:
+            async for event in events:
+                if isinstance(event, pty_logs.PtyChunks):
+                    if event.entries:
+                        last = event.entries[-1].sequence
+                    if show:
+                        yield logentries.Entries(
+                            [logentries.Entry(c.sequence, "pty", c.timestamp_ms, c.data) for c in event.entries]
+                        )
+                elif isinstance(event, pty_logs.PtyExit):
+                    yield logentries.Ended(last, event.state)
+                elif isinstance(event, logfeed.Keepalive):
+                    yield event
+        finally:
+            await events.aclose()
 
     @staticmethod
     async def _entry_events(
@@ -623,6 +664,51 @@ class ProcessManager:
                 yield event
         finally:
             self._release_feed(record, stream, feed)
+
+    # -- terminals and input (engine/terminal.py) --------------------------------
+
+    async def send_input(self, process_id: str, data: bytes) -> int:
+        """Write ``data`` to the terminal or stdin of a running tty or interactive process;
+        return how many bytes were sent. Conflict if it takes no input (or is not running).
+
+        ``await manager.send_input(pid, b"echo hi\\n")``
+        """
+        return await self.terminals.send_input(self._record(process_id), data)
+
+    async def close_input(self, process_id: str) -> None:
+        """Close stdin of an interactive process (a tty gets its end-of-file character, ^D)."""
+        await self.terminals.close_input(self._record(process_id))
+
+    async def resize(self, process_id: str, cols: int, rows: int) -> None:
+        """Set the window size of a running tty process (it gets SIGWINCH)."""
+        await self.terminals.resize(self._record(process_id), cols, rows)
+
+    async def pty_entries(
+        self, process_id: str, *, since: int | None = None, tail: int | None = None, max_bytes: int | None = None
+    ) -> list[PtyEntry]:
+        """Terminal output chunks after sequence ``since``, the last ``tail`` of them, at most
+        ``max_bytes`` of data (always one entry at least). Empty for a process without tty."""
+        record = self._record(process_id)
+        return await asyncio.to_thread(pty_logs.read_entries, record.dir, since, tail, max_bytes)
+
+    async def pty_replay(self, process_id: str, nbytes: int) -> bytes:
+        """The last ``nbytes`` of a tty process's output, byte for byte."""
+        record = self._record(process_id)
+        return await asyncio.to_thread(pty_logs.read_tail, record.dir, nbytes)
+
+    def pty_follow(
+        self, process_id: str, *, since: int | None = None, replay: int | None = None
+    ) -> AsyncGenerator[pty_logs.PtyEvent, None]:
+        """Follow a process's terminal output: ``PtyReplay`` (with ``replay`` bytes), then
+        ``PtyChunks`` of new entries (all after ``since`` when given, else those after now),
+        ``Keepalive`` when idle, and ``PtyExit`` once it exited and all was sent.
+
+        Checks (unknown id, shutting down) raise here, before the first event.
+        """
+        record = self._record(process_id)
+        if self._closing:
+            raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
+        return self.terminals.follow(record, since=since, replay=replay)
 
     # -- internals ---------------------------------------------------------------
 

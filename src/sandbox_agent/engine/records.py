@@ -108,23 +108,24 @@ class Record:
         stopped = self.state.get("stoppedAt")
         return None if stopped is None else float(stopped)
 
-    # Records written before terminals existed have none of these three.
-
     @property
     def tty(self) -> bool:
-        return bool(self.state.get("tty", False))
+        return bool(self.state.get("tty"))
 
     @property
     def interactive(self) -> bool:
-        return bool(self.state.get("interactive", False))
+        return bool(self.state.get("interactive"))
 
     @property
     def terminal_size(self) -> tuple[int, int] | None:
-        """``(cols, rows)`` of a tty process's terminal; None for a pipe process."""
+        """``(cols, rows)`` of a tty process, as last resized; None without a tty."""
         size = self.state.get("terminalSize")
-        if isinstance(size, dict) and isinstance(size.get("cols"), int) and isinstance(size.get("rows"), int):
-            return size["cols"], size["rows"]
-        return None
+        return (int(size[0]), int(size[1])) if size else None
+
+    @property
+    def input_closed(self) -> bool:
+        """An interactive process whose stdin was closed (eof)."""
+        return bool(self.state.get("inputClosed"))
 
     def log_path(self, stream: str) -> str:
         return os.path.join(self.dir, LOG_FILES[stream])

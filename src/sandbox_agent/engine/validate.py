@@ -10,6 +10,7 @@ import os
 import stat
 
 from .._exceptions import BadRequest
+from ..supervisor.ondisk import DEFAULT_TERMINAL_SIZE
 
 #: Never handed to the processes we start: a child should not hold the key to the API.
 PRIVATE_ENV = ("SANDBOX_AGENT_TOKEN",)
@@ -108,3 +109,14 @@ def check_args(args: list[str]) -> None:
         _check_text(arg, "an argument")
         if "\0" in arg:
             raise BadRequest("an argument contains a NUL character, which a command line cannot carry")
+
+
+def check_terminal_size(size: tuple[int, int] | None) -> list[int]:
+    """``[cols, rows]`` of a new or resized terminal (the default size when None)."""
+    if size is None:
+        return list(DEFAULT_TERMINAL_SIZE)
+    cols, rows = size
+    for name, value in (("cols", cols), ("rows", rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise BadRequest(f"terminal {name} must be a whole number from 0 to 65535; got {value!r}")
+    return [cols, rows]

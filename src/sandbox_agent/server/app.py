@@ -19,6 +19,7 @@ from .auth import BrowserGuard, TokenAuth
 from .limits import MAX_BODY_BYTES, BodyLimit
 from .processes import router as processes_router
 from .routes import router
+from .terminal import router as terminal_router
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
@@ -82,6 +83,7 @@ def create_app(
     openapi.install(app)
     app.include_router(router)
     app.include_router(processes_router)
+    app.include_router(terminal_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

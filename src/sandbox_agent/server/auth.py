@@ -1,12 +1,15 @@
 """Bearer token check for ``/v1`` (health excepted), HTTP and WebSocket alike.
 
 Browsers cannot set headers on a WebSocket, so there the token may also come as an
-entry of ``Sec-WebSocket-Protocol``: ``bearer.<token>`` (or the bare token).
+entry of ``Sec-WebSocket-Protocol``: ``bearer.<token>`` (or the bare token), and on the
+terminal WebSocket alone as ``?access_token=<token>`` (where the published SDK puts it).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -14,6 +17,8 @@ from . import problems
 from .config import is_loopback
 
 _OPEN_PATHS = frozenset({"/v1/health"})
+#: The only path where the token may come in the query string.
+_QUERY_TOKEN_PATH = re.compile(r"/v1/processes/[^/]+/terminal/ws")
 
 
 class TokenAuth:
@@ -58,6 +63,9 @@ class TokenAuth:
                 for entry in value.split(b","):
                     entry = entry.strip()
                     offered.append(entry[len(b"bearer.") :] if entry.lower().startswith(b"bearer.") else entry)
+        if scope["type"] == "websocket" and _QUERY_TOKEN_PATH.fullmatch(scope["path"]):
+            query = scope.get("query_string", b"").decode("latin-1")
+            offered += [value.encode() for name, value in parse_qsl(query) if name == "access_token"]
         # compare_digest on each candidate: the time taken says nothing about the token.
         ok = False
         for candidate in offered:
@@ -128,7 +136,16 @@ async def _refuse(
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     elif "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.start", "status": status, "headers": ws_denial_headers(headers)})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})
+
+
+def ws_denial_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers of an HTTP answer to a WebSocket handshake, without Content-Length.
+
+    uvicorn's websockets-sansio before 0.52.4 adds its own Content-Length to ours, and a
+    client refuses an answer with two; later ones add it only when it is missing.
+    """
+    return [(name, value) for name, value in headers if name.lower() != b"content-length"]

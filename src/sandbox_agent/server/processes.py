@@ -240,7 +240,7 @@ async def process_logs(
 
 
 async def _sse(
-    events: AsyncIterator[logentries.Batch | logentries.Ended | Keepalive], stream: str, after: int
+    events: AsyncIterator[logentries.Batch | logentries.Entries | logentries.Ended | Keepalive], stream: str, after: int
 ) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for event in events:
@@ -248,6 +248,8 @@ async def _sse(
                 data = sse.entry_events(event, stream, after)
                 if data:
                     yield data
+            elif isinstance(event, logentries.Entries):
+                yield sse.log_events(event.entries)
             elif isinstance(event, logentries.Ended):
                 yield b"id: %d\nevent: exit\ndata: %s\n\n" % (event.last_line, render.exit_data(event.state))
             else:

@@ -75,6 +75,7 @@ async def start_process(body: StartProcess, request: Request) -> Response:
             stop_timeout=body.stop_timeout,
             tty=body.tty,
             interactive=body.interactive,
+            terminal_size=None if body.terminal_size is None else (body.terminal_size.cols, body.terminal_size.rows),
         )
     )
     return Response(

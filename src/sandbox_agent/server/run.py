@@ -60,7 +60,8 @@ def serve(settings: Settings) -> int:
         access_log=settings.access_log,
         timeout_graceful_shutdown=5,
         lifespan="on",
-        ws="none",  # no WebSocket route yet; spares the server the websockets import
+        # The terminal WebSocket; the sans-I/O implementation, not the deprecated legacy one.
+        ws="websockets-sansio",
     )
     server = _Server(config, manager)
     server.run()  # with the loop uvicorn picks: uvloop when installed

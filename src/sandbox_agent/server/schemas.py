@@ -18,6 +18,7 @@ from .._types import Status
 __all__ = [
     "CreateProcess",
     "Health",
+    "InputWritten",
     "LogPaths",
     "Logs",
     "Problem",
@@ -25,12 +26,14 @@ __all__ = [
     "ProcessConfig",
     "ProcessInfo",
     "ProcessInfoList",
+    "ProcessInput",
     "ProcessList",
     "ProcessLogEntry",
     "ProcessLogs",
     "RunProcess",
     "RunResult",
     "StartProcess",
+    "TerminalResize",
     "TerminalSize",
 ]
 
@@ -110,9 +113,9 @@ class StartProcess(_Wire):
         le=3600,
         description="Extension: seconds between SIGTERM and SIGKILL on stop (default 10)",
     )
-    tty: bool = Field(default=False, description="Extension: run on a pseudo-terminal")
-    interactive: bool = Field(default=False, description="Extension: keep stdin open for input")
-    terminal_size: TerminalSize | None = None
+    tty: bool = Field(default=False, description="Extension: run on a new pseudo-terminal")
+    interactive: bool = Field(default=False, description="Extension: stdin is a pipe that takes input")
+    terminal_size: TerminalSize | None = Field(default=None, description="Extension: with tty, default 80x24")
 
 
 class Logs(_Wire):
@@ -221,3 +224,22 @@ class ProcessLogs(_Wire):
     process_id: str
     stream: LogsStream
     entries: list[ProcessLogEntry]
+
+
+class ProcessInput(_Wire):
+    """Body of ``POST /v1/processes/{id}/input``."""
+
+    data: str | None = Field(default=None, description="The bytes to send, encoded as `encoding` says")
+    encoding: str | None = Field(default=None, description="base64 (the default), utf8 or text")
+    eof: bool = Field(default=False, description="Extension: close stdin after the data (^D on a terminal)")
+
+
+class InputWritten(_Wire):
+    bytes_written: int
+
+
+class TerminalResize(_Wire):
+    """Body and answer of ``POST /v1/processes/{id}/terminal/resize``."""
+
+    cols: int = Field(ge=0, le=65535)
+    rows: int = Field(ge=0, le=65535)

@@ -75,14 +75,14 @@ def entry_events(batch: _entries.Batch, stream: str, after: int) -> bytes:
     """
     if batch.first_line <= after:
         # A segment that starts before where this follower resumes: rare, not cached.
-        return _log_events(e for e in batch.entries if e.sequence > after and stream in ("combined", e.stream))
+        return log_events(e for e in batch.entries if e.sequence > after and stream in ("combined", e.stream))
     key = ("sse", batch.first_line, stream)
     cached = batch.segment.cache.get(key)
     if cached is None:
-        cached = _log_events(e for e in batch.entries if stream in ("combined", e.stream))
+        cached = log_events(e for e in batch.entries if stream in ("combined", e.stream))
         batch.segment.cache[key] = cached
     return cached
 
 
-def _log_events(entries: Iterable[_entries.Entry]) -> bytes:
+def log_events(entries: Iterable[_entries.Entry]) -> bytes:
     return b"".join(b"event: log\nid: %d\ndata: %s\n\n" % (e.sequence, _render.log_entry(e)) for e in entries)

@@ -6,6 +6,11 @@ One process's directory, ``<data dir>/processes/<id>/``, holds:
     stdout.log     ``[<ts>] <line>\\n``
     stderr.log     ``[<ts>] <line>\\n``
     combined.log   ``[<ts>] [stdout] <line>\\n`` or ``[<ts>] [stderr] <line>\\n``
+    pty.log        a tty process's output, byte for byte as the terminal gave it
+    pty.idx        one ``PTY_INDEX_RECORD`` per chunk of pty.log (see ``pack_pty_record``)
+    control.fifo   a tty or interactive process's control channel (see ``encode_control``)
+
+A tty process's output also reaches stdout.log and combined.log as stdout lines.
 
 ``<ts>`` is UTC, RFC 3339, exactly millisecond precision: ``2026-01-30T12:32:45.123Z``.
 The server asks a supervisor to stop with ``STOP_SIGNAL_REQUEST`` and to kill with
@@ -48,6 +53,76 @@ STOP_SIGNAL_REQUEST = signal.SIGUSR1
 #: Server to supervisor: kill (SIGKILL to the group; the status becomes "killed").
 KILL_SIGNAL_REQUEST = signal.SIGUSR2
 
+#: A tty process's raw output, and its index: record n (1-based, the chunk's sequence) is
+#: ``PTY_INDEX_RECORD`` bytes at ``(n - 1) * PTY_INDEX_RECORD``, holding the offset in
+#: pty.log where chunk n *ends* and the time it was read, in Unix milliseconds, both
+#: unsigned 64-bit little-endian. Chunk n starts where chunk n - 1 ends (0 for the first).
+#: The supervisor appends the data first and its record second, so every complete record
+#: names bytes already in pty.log; a reader ignores a trailing partial record.
+PTY_LOG = "pty.log"
+PTY_INDEX = "pty.idx"
+PTY_INDEX_RECORD = 16
+
+
+def pack_pty_record(end: int, timestamp_ms: int) -> bytes:
+    return end.to_bytes(8, "little") + timestamp_ms.to_bytes(8, "little")
+
+
+def unpack_pty_records(data: bytes) -> list[tuple[int, int]]:
+    """``(end, timestampMs)`` of each complete record in ``data``."""
+    return [
+        (int.from_bytes(data[i : i + 8], "little"), int.from_bytes(data[i + 8 : i + 16], "little"))
+        for i in range(0, len(data) - PTY_INDEX_RECORD + 1, PTY_INDEX_RECORD)
+    ]
+
+
+#: Server to supervisor, for tty and interactive processes: a FIFO the supervisor makes
+#: (mode 0600) and holds open for reading and writing as long as it runs, so that it
+#: outlives any server. The server writes messages: a kind byte, the payload's length
+#: (4 bytes, big-endian), the payload. ``encode_control`` cuts input into messages of at
+#: most ``CONTROL_MAX_MESSAGE`` bytes: a FIFO write that small is atomic (POSIX PIPE_BUF),
+#: so messages never interleave and a non-blocking write sends all of one or nothing.
+CONTROL_FIFO = "control.fifo"
+CONTROL_INPUT = 0x69  # "i": bytes for the terminal or stdin
+CONTROL_RESIZE = 0x72  # "r": cols and rows, 2 bytes each, big-endian
+CONTROL_EOF = 0x65  # "e": close stdin (an interactive process without tty)
+CONTROL_HEADER = 5
+CONTROL_MAX_MESSAGE = 4096
+
+
+def encode_control(kind: int, payload: bytes = b"") -> list[bytes]:
+    """The FIFO messages that carry ``payload``: input is split, others fit in one."""
+    step = CONTROL_MAX_MESSAGE - CONTROL_HEADER
+    pieces = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+    if kind != CONTROL_INPUT and len(pieces) > 1:
+        raise ValueError("a control message other than input must fit in one FIFO write")
+    head = kind.to_bytes(1, "big")
+    return [head + len(piece).to_bytes(4, "big") + piece for piece in pieces]
+
+
+def encode_resize(cols: int, rows: int) -> bytes:
+    return encode_control(CONTROL_RESIZE, cols.to_bytes(2, "big") + rows.to_bytes(2, "big"))[0]
+
+
+def decode_control(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete messages at the start of ``buffer`` and what is left after them."""
+    messages = []
+    pos = 0
+    while len(buffer) - pos >= CONTROL_HEADER:
+        size = int.from_bytes(buffer[pos + 1 : pos + CONTROL_HEADER], "big")
+        end = pos + CONTROL_HEADER + size
+        if end > len(buffer):
+            break
+        messages.append((buffer[pos], buffer[pos + CONTROL_HEADER : end]))
+        pos = end
+    return messages, buffer[pos:]
+
+
+#: The window size of a new terminal unless the request gives one.
+DEFAULT_TERMINAL_SIZE = (80, 24)
+#: TERM for a tty process unless its request's env sets one.
+DEFAULT_TERM = "xterm-256color"
+
 _INT = (int,)
 _NUM = (int, float)
 _STR = (str,)
@@ -73,6 +148,13 @@ STATE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "supervisorStart": (_INT + _NONE, False),
     "bootId": (_STR + _NONE, False),
     "stopTimeout": (_NUM + _NONE, False),
+    #: Optional: records written before terminals existed have none of these.
+    "tty": ((bool,), False),
+    "interactive": ((bool,), False),
+    #: ``[cols, rows]`` of a tty process, as last resized.
+    "terminalSize": ((list, *_NONE), False),
+    #: An interactive process whose stdin was closed (eof).
+    "inputClosed": ((bool,), False),
 }
 
 
@@ -87,7 +169,7 @@ def check_state(data: object) -> dict[str, Any]:
             continue
         value = data[name]
         # bool is an int in Python, never a valid number here.
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise ValueError(f"the state record's {name!r} has the wrong type ({type(value).__name__})")
     if data["status"] not in STATUSES:
         raise ValueError(f"the state record's status {data['status']!r} is not one of {', '.join(STATUSES)}")

@@ -19,6 +19,10 @@ import time
 
 from .capture import BULK_READ_SIZE, PARTIAL_DELAY, PIPE_SIZE, READ_SIZE, CombinedWriter, Stream
 from .ondisk import (
+    CONTROL_EOF,
+    CONTROL_INPUT,
+    CONTROL_RESIZE,
+    DEFAULT_TERMINAL_SIZE,
     ERROR_FILE,
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
@@ -30,6 +34,7 @@ from .ondisk import (
     process_start_ticks,
     write_json_atomic,
 )
+from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
 
 # typing is a large import for a process that must stay small; annotations are strings.
 TYPE_CHECKING = False
@@ -46,6 +51,9 @@ _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
+_POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
+#: Writable, or broken (a stdin pipe whose reader closed reports only POLLERR).
+_WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 
 
 class Supervisor:
@@ -64,6 +72,14 @@ class Supervisor:
         self.kill_deadline: float | None = None
         self.kill_sent = False
         self.killed = False
+        self.tty = bool(request.get("tty"))
+        self.interactive = bool(request.get("interactive"))
+        #: The pty master (tty) or the write end of stdin (interactive), -1 once closed.
+        self.input_fd = -1
+        self.pty: PtyRecorder | None = None
+        self.control: Control | None = None
+        self.backlog = bytearray()
+        self.eof_pending = False
 
     # -- spawn ------------------------------------------------------------
 
@@ -78,9 +94,17 @@ class Supervisor:
             )
             for name, file in LOG_FILES.items()
         }
+        if self.tty or self.interactive:
+            self.control = Control(self.dir)
+        if self.tty:
+            return self._spawn_tty()
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        if self.interactive:
+            stdin, self.input_fd = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(self.input_fd, False)
+        else:
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             # posix_spawn (vfork and exec) rather than subprocess: far less Python runs
             # in the forked supervisor, so far fewer shared pages get copied.
@@ -90,7 +114,7 @@ class Supervisor:
                 [req["command"], *req["args"]],
                 req["env"],
                 file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0),
+                    (os.POSIX_SPAWN_DUP2, stdin, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, err_w, 2),
                 ],
@@ -102,8 +126,7 @@ class Supervisor:
         finally:
             os.close(out_w)
             os.close(err_w)
-            os.close(devnull)
-        started = time.time()
+            os.close(stdin)
         self.streams: dict[int, Stream] = {}
         self.combined = CombinedWriter(self.log_fds["combined"])
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
@@ -113,6 +136,38 @@ class Supervisor:
                 pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
             os.set_blocking(fd, False)
             self.streams[fd] = Stream(name, fd, self.log_fds[name], self.combined)
+        return self._started(pid, None)
+
+    def _spawn_tty(self) -> int:
+        """Start the command on a new pty: its controlling terminal, as stdin, stdout and stderr."""
+        req = self.request
+        cols, rows = req.get("terminalSize") or DEFAULT_TERMINAL_SIZE
+        master, slave_path = open_pty(cols, rows)
+        self.input_fd = master
+        self.pty = PtyRecorder(self.dir)
+        os.chdir(req["cwd"])
+        pid = os.posix_spawn(
+            req["executable"],
+            [req["command"], *req["args"]],
+            req["env"],
+            file_actions=[
+                # Opened after setsid and without O_NOCTTY: it becomes the session's
+                # controlling terminal, so ^C reaches the foreground job.
+                (os.POSIX_SPAWN_OPEN, 0, slave_path, os.O_RDWR, 0),
+                (os.POSIX_SPAWN_DUP2, 0, 1),
+                (os.POSIX_SPAWN_DUP2, 0, 2),
+            ],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=(_SIGPIPE, _SIGXFSZ),
+        )
+        self.combined = CombinedWriter(self.log_fds["combined"])
+        self.streams = {master: Stream("stdout", master, self.log_fds["stdout"], self.combined)}
+        return self._started(pid, [cols, rows])
+
+    def _started(self, pid: int, terminal_size: list[int] | None) -> int:
+        req = self.request
+        started = time.time()
         self.state = {
             "id": req["id"],
             "command": req["command"],
@@ -130,6 +185,10 @@ class Supervisor:
             "bootId": boot_id(),
             "stopTimeout": self.stop_timeout,
         }
+        if self.tty or self.interactive:
+            self.state.update(tty=self.tty, interactive=self.interactive, terminalSize=terminal_size)
+            if not self.tty:
+                self.state["inputClosed"] = False
         write_json_atomic(self.state_path, self.state)
         return pid
 
@@ -181,13 +240,18 @@ class Supervisor:
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         for fd in self.streams:
-            poller.register(fd, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        poller.register(wake_r, select.POLLIN)
+            poller.register(fd, _POLLIN)
+        poller.register(pidfd, _POLLIN)
+        poller.register(wake_r, _POLLIN)
+        control = self.control
+        #: With a control channel, the masks of the fds registered (they change with input).
+        masks: dict[int, int] = dict.fromkeys(self.streams, _POLLIN)
         exited = False
         while not exited:
             now = time.time()
             self._act_on_requests(now)
+            if control is not None:
+                self._update_masks(poller, masks)
             deadline = None
             for stream in self.streams.values():
                 if stream.pending:
@@ -198,7 +262,7 @@ class Supervisor:
             timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
             events = poller.poll(timeout)
             now = time.time()
-            for fd, _mask in events:
+            for fd, mask in events:
                 if fd == pidfd:
                     exited = True
                 elif fd == wake_r:
@@ -206,8 +270,14 @@ class Supervisor:
                         os.read(wake_r, 512)
                     except BlockingIOError:
                         pass
-                elif fd in self.streams and not self._pump(self.streams[fd], now):
-                    poller.unregister(fd)
+                elif control is not None and fd == control.fd:
+                    self._take_control(control)
+                else:
+                    if fd == self.input_fd and mask & _WRITE_EVENTS and self.backlog:
+                        self._write_input()
+                    if fd in self.streams and mask != _POLLOUT and not self._pump(self.streams[fd], now):
+                        poller.unregister(fd)
+                        masks.pop(fd, None)
             for stream in self.streams.values():
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)
@@ -231,8 +301,11 @@ class Supervisor:
         except BlockingIOError:
             return not drain
         except OSError:
-            chunk = b""
+            chunk = b""  # EIO from a pty master: no process holds the terminal any more
         if not chunk:
+            if stream.fd == self.input_fd:
+                self.input_fd = -1
+                self.backlog.clear()
             os.close(stream.fd)
             stream.fd = -1
             return False
@@ -240,8 +313,80 @@ class Supervisor:
             stream.read_size = BULK_READ_SIZE
         elif len(chunk) < READ_SIZE:
             stream.read_size = READ_SIZE
+        if self.pty is not None:
+            self.pty.record(chunk, now)
+            # The line logs get lines, not the terminal's CR LF.
+            chunk = chunk.replace(b"\r\n", b"\n")
         stream.feed(chunk, now, self.clock)
         return True
+
+    # -- input and resize (tty and interactive processes) -------------------
+
+    def _update_masks(self, poller: select.poll, masks: dict[int, int]) -> None:
+        """Read the control FIFO unless the child is behind on input; write input while there is some."""
+        control = self.control
+        assert control is not None
+        want = {fd: _POLLIN for fd, stream in self.streams.items() if stream.fd >= 0}
+        if len(self.backlog) < INPUT_BACKLOG:
+            want[control.fd] = _POLLIN
+        if self.input_fd >= 0 and self.backlog:
+            want[self.input_fd] = want.get(self.input_fd, 0) | _POLLOUT
+        for fd in [fd for fd in masks if fd not in want]:
+            poller.unregister(fd)
+            del masks[fd]
+        for fd, mask in want.items():
+            if fd not in masks:
+                poller.register(fd, mask)
+            elif masks[fd] != mask:
+                poller.modify(fd, mask)
+            masks[fd] = mask
+
+    def _take_control(self, control: Control) -> None:
+        for kind, payload in control.read():
+            if kind == CONTROL_INPUT:
+                if self.input_fd >= 0 and not self.eof_pending:
+                    self.backlog += payload
+            elif kind == CONTROL_RESIZE and self.tty and self.input_fd >= 0 and len(payload) == 4:
+                cols, rows = int.from_bytes(payload[:2], "big"), int.from_bytes(payload[2:], "big")
+                try:
+                    set_window(self.input_fd, cols, rows)
+                except OSError:
+                    continue
+                self.state["terminalSize"] = [cols, rows]
+                write_json_atomic(self.state_path, self.state)
+            elif kind == CONTROL_EOF and self.input_fd >= 0:
+                if self.tty:
+                    self.backlog += b"\x04"  # the terminal's end-of-file character
+                else:
+                    self.eof_pending = True
+        if self.backlog:
+            self._write_input()
+        elif self.eof_pending:
+            self._close_input()
+
+    def _write_input(self) -> None:
+        try:
+            written = os.write(self.input_fd, self.backlog)
+        except BlockingIOError:
+            return
+        except OSError:
+            # EPIPE: the child closed its stdin; what it did not read is dropped.
+            self.backlog.clear()
+            if not self.tty:
+                self._close_input()
+            return
+        del self.backlog[:written]
+        if not self.backlog and self.eof_pending:
+            self._close_input()
+
+    def _close_input(self) -> None:
+        """Close the child's stdin (never the pty master: it is also the output)."""
+        if self.input_fd >= 0 and not self.tty:
+            os.close(self.input_fd)
+            self.input_fd = -1
+            self.eof_pending = False
+            self.state["inputClosed"] = True
+            write_json_atomic(self.state_path, self.state)
 
     def _record_exit(self, status: int, now: float) -> None:
         state = self.state

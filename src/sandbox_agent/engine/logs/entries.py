@@ -46,6 +46,13 @@ class Entry:
 
 
 @dataclass(slots=True)
+class Entries:
+    """Follow event: entries as they are (a terminal's output chunks)."""
+
+    entries: list[Entry]
+
+
+@dataclass(slots=True)
 class Batch:
     """Follow event: the entries of ``segment``, whose first line has number ``first_line``."""
 

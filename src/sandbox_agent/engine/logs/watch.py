@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Protocol
 
-from .feed import Feed
 from .inotify import IN_MODIFY, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
 POLL_INTERVAL = 0.05
+
+
+class Feed(Protocol):
+    """What the watcher needs of a feed: the file to watch, and what to call when it grows."""
+
+    path: str
+    watch: int | None
+
+    def catch_up(self) -> None: ...
 
 
 class LogWatcher:
