@@ -227,7 +227,8 @@ def test_the_openapi_document_is_true_to_the_wire(server: Server) -> None:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
-            assert "422" not in responses, (method, path)  # validation errors are 400s
+            if not path.startswith("/v1/processes"):
+                assert "422" not in responses, (method, path)  # validation errors are 400s here
             for code, response in responses.items():
                 if code[0] in "45":
                     schema = response["content"]["application/problem+json"]["schema"]

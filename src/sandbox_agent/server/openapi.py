@@ -1,7 +1,8 @@
 """The OpenAPI document, made true to what the server sends.
 
-FastAPI documents a 422 for every route with parameters, which this server never sends
-(validation errors are 400 problems), and leaves error responses without a body schema.
+FastAPI documents a 422 for every route with parameters, which ``/v1/process`` never
+sends (validation errors are 400 problems there; ``/v1/processes`` answers a body of the
+wrong shape with 422, as the original does), and leaves error responses without a body schema.
 Here every 4xx/5xx response gets the ``Problem`` schema under ``application/problem+json``,
 every operation that takes a body documents the 413 of the body limit, and the 422s go.
 """
@@ -47,10 +48,14 @@ def _true_to_the_wire(document: dict[str, Any]) -> dict[str, Any]:
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     schemas["Problem"] = Problem.model_json_schema()
-    for operations in document.get("paths", {}).values():
+    for path, operations in document.get("paths", {}).items():
         for operation in operations.values():
             responses: dict[str, Any] = operation.setdefault("responses", {})
-            responses.pop("422", None)
+            if path.startswith("/v1/processes") and "requestBody" in operation:
+                # This dialect answers a body of the wrong shape with 422, as the original does.
+                responses["422"] = {"description": "The body does not have the documented shape"}
+            else:
+                responses.pop("422", None)
             for code in ("401", "403", "500"):
                 responses.setdefault(code, {})
             if "requestBody" in operation or operation.get("parameters"):

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import Match
 
 from .._exceptions import ProblemError
 from ..engine.manager import ProcessRunning
@@ -96,7 +95,7 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
         elif loc == ("body",) and kind in ("dict_type", "model_attributes_type"):
             sentences.append('the request body must be a JSON object, for example {"command": "echo", "args": ["hi"]}')
         elif loc == ("body",) and kind == "missing":
-            sentences.append('the request needs a JSON body, for example {"command": "echo", "args": ["hi"]}')
+            sentences.append("the request needs a JSON body; /openapi.json gives its fields")
         elif hint is not None:
             sentences.append(f"{hint}; got {error.get('input')!r}")
         else:
@@ -105,17 +104,27 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(sentences) + "."
 
 
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
-
-
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route takes on this path (Starlette names only the first route's)."""
-    allowed = []
-    for method in _METHODS:
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
-            allowed.append(method)
-    return allowed
+    """The methods of the resource at this path, as the OpenAPI document lists them.
+
+    Starlette names only the first route's methods; and ``/v1/processes/config`` also
+    matches ``/v1/processes/{process_id}``, so the most specific template (the most
+    literal segments) is the resource.
+    """
+    segments = request.url.path.strip("/").split("/")
+    best: tuple[int, list[str]] = (-1, [])
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = template.strip("/").split("/")
+        if len(parts) != len(segments):
+            continue
+        if all(part.startswith("{") or part == segment for part, segment in zip(parts, segments, strict=True)):
+            literal = sum(not part.startswith("{") for part in parts)
+            if literal > best[0]:
+                best = (literal, sorted(method.upper() for method in operations))
+    methods = best[1]
+    if "GET" in methods:
+        methods = sorted({*methods, "HEAD"})  # Starlette answers HEAD wherever it answers GET
+    return methods
 
 
 def install(app: FastAPI) -> None:

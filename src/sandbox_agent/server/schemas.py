@@ -42,6 +42,8 @@ __all__ = [
 # (engine/validate.py), whose 400s say in plain words what to change.
 #: Text a command line or an environment can carry: no NUL character.
 _NO_NUL: dict[str, JsonValue] = {"type": "string", "pattern": "^[^\\x00]*$"}
+#: A command: some non-blank text without NUL.
+_COMMAND_SCHEMA: dict[str, JsonValue] = {"minLength": 1, "pattern": "^[^\\x00]*\\S[^\\x00]*$"}
 #: An environment variable's name: non-empty, no "=" and no NUL.
 _ENV_NAME: dict[str, JsonValue] = {"type": "string", "minLength": 1, "pattern": "^[^=\\x00]+$"}
 
@@ -87,7 +89,7 @@ class StartProcess(_Wire):
     """Body of ``POST /v1/process``."""
 
     command: str = Field(
-        json_schema_extra={"minLength": 1, "pattern": "^[^\\x00]*\\S[^\\x00]*$"},
+        json_schema_extra=_COMMAND_SCHEMA,
         description="Program to run: a name looked up in PATH, or a path (relative to cwd). A 400 says so "
         "when it names no executable file.",
     )
@@ -145,21 +147,41 @@ EntryStream = Literal["stdout", "stderr", "pty"]
 LogsStream = Literal["combined", "stdout", "stderr", "pty"]
 
 
+#: A limit: 0 parses but is refused with a 400 (as the original does), so 1 is the least.
+_POSITIVE: dict[str, JsonValue] = {"minimum": 1}
+
+
 class ProcessConfig(_Wire):
     """The limits of this dialect. A POST replaces all six; none may be 0."""
 
-    max_concurrent_processes: int = Field(ge=0, description="Starts past this many running processes get 409")
-    default_run_timeout_ms: int = Field(ge=0, description="A run's timeout when it gives none")
-    max_run_timeout_ms: int = Field(ge=0, description="The longest timeout a run may ask for")
-    max_output_bytes: int = Field(ge=0, description="The most a run keeps of each of stdout and stderr")
-    max_log_bytes_per_process: int = Field(ge=0, description="The most data one log read returns")
-    max_input_bytes_per_request: int = Field(ge=0, description="The most one input request may write")
+    max_concurrent_processes: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="Starts past this many running processes get 409"
+    )
+    default_run_timeout_ms: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="A run's timeout when it gives none"
+    )
+    max_run_timeout_ms: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="The longest timeout a run may ask for"
+    )
+    max_output_bytes: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="The most a run keeps of each of stdout and stderr"
+    )
+    max_log_bytes_per_process: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="The most data one log read returns"
+    )
+    max_input_bytes_per_request: int = Field(
+        ge=0, json_schema_extra=_POSITIVE, description="The most one input request may write"
+    )
 
 
 class CreateProcess(_Wire):
     """Body of ``POST /v1/processes``."""
 
-    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
+    command: str = Field(
+        json_schema_extra=_COMMAND_SCHEMA,
+        description="Program to run: a name looked up in PATH, or a path (relative to cwd). A 400 says so "
+        "when it names no executable file.",
+    )
     args: list[str] = Field(default_factory=list)
     cwd: str | None = Field(default=None, description="Working directory; the server's own when absent")
     env: dict[str, str] = Field(default_factory=dict, description="Added over the server's environment")
@@ -171,7 +193,11 @@ class CreateProcess(_Wire):
 class RunProcess(_Wire):
     """Body of ``POST /v1/processes/run``."""
 
-    command: str = Field(description="Program to run: a name looked up in PATH, or a path")
+    command: str = Field(
+        json_schema_extra=_COMMAND_SCHEMA,
+        description="Program to run: a name looked up in PATH, or a path (relative to cwd). A 400 says so "
+        "when it names no executable file.",
+    )
     args: list[str] = Field(default_factory=list)
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict, description="Added over the server's environment")
@@ -229,8 +255,22 @@ class ProcessLogs(_Wire):
 class ProcessInput(_Wire):
     """Body of ``POST /v1/processes/{id}/input``."""
 
+    # Data, or eof: true, or both.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["data"], "properties": {"data": {"type": "string"}}},
+                {"required": ["eof"], "properties": {"eof": {"const": True}}},
+            ]
+        }
+    )
+
     data: str | None = Field(default=None, description="The bytes to send, encoded as `encoding` says")
-    encoding: str | None = Field(default=None, description="base64 (the default), utf8 or text")
+    encoding: str | None = Field(
+        default=None,
+        json_schema_extra={"anyOf": [{"enum": ["base64", "utf8", "text"]}, {"type": "null"}]},
+        description="base64 (the default), utf8 or text",
+    )
     eof: bool = Field(default=False, description="Extension: close stdin after the data (^D on a terminal)")
 
 
