@@ -32,15 +32,18 @@ def marker(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_spawn_follow_and_exit_in_process(tmp_path: Path, marker: str) -> None:
-    async def main() -> list[_follow.FollowEvent]:
+    async def main() -> tuple[list[_follow.FollowEvent], list[bytes]]:
         manager = ProcessManager(tmp_path / "data")
         await manager.start()
         try:
             code = "import sys\nfor i in range(3): print(i, flush=True)\nsys.exit(4)"
             process = await manager.spawn(StartProcess(command=sys.executable, args=["-u", "-c", code]))
             events = []
+            snapshot_raw: list[bytes] = []
             async with asyncio.timeout(15):
                 async for event in await manager.follow(process.id, stream="stdout"):
+                    if isinstance(event, _follow.Snapshot):
+                        snapshot_raw.append(event.raw)  # readable until the next event is asked for
                     events.append(event)
             running = await manager.spawn(StartProcess(command="sleep", args=["600"]))
             try:
@@ -53,16 +56,16 @@ def test_spawn_follow_and_exit_in_process(tmp_path: Path, marker: str) -> None:
             await manager.delete(process.id)
             with pytest.raises(NotFound):
                 manager.get(process.id)
-            return events
+            return events, snapshot_raw
         finally:
             await manager.close()
 
-    events = asyncio.run(main())
+    events, snapshot_raw = asyncio.run(main())
     # The process may print before the follow begins: the snapshot has those lines, the
     # live events the rest, and together every line once.
     assert isinstance(events[0], _follow.Snapshot)
     live = b"".join(s.raw for e in events if isinstance(e, _follow.Lines) for s in e.segments)
-    lines = (events[0].raw + live).splitlines()
+    lines = (snapshot_raw[0] + live).splitlines()
     assert [line[27:] for line in lines] == [b"0", b"1", b"2"]
     assert isinstance(events[-1], _follow.Exit)
     assert events[-1].state["exitCode"] == 4

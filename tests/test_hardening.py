@@ -275,3 +275,22 @@ def test_out_of_descriptors_refuses_starts_and_kills_nothing(server_factory: Cal
         again = client.post("/v1/process", json={"command": "true"})
         assert again.status_code == 201, again.text
         wait_exited(client, again.json()["id"])
+
+
+def test_a_large_follow_snapshot_streams_and_reads_the_same(server: Server) -> None:
+    with server.client() as client:
+        process = start(client, py(BIG_WRITER))
+        wait_exited(client, process["id"])
+        path = f"/v1/process/{process['id']}/logs"
+        params = {"stream": "stdout", "strip_timestamps": "true"}
+        whole = client.get(path, params=params).json()
+        with client.stream("GET", path, params={**params, "follow": "true"}) as response:
+            lines = response.iter_lines()
+            first = next(lines)
+            assert first.startswith("id: ")
+            assert client.get("/v1/health").json()["status"] == "ok"  # answered meanwhile
+            data = next(lines)
+            rest = list(lines)
+        assert data.startswith("data: ")
+        assert json.loads(data.removeprefix("data: ")) == whole
+        assert "event: exit" in rest

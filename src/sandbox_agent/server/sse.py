@@ -10,6 +10,7 @@ dropped.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
@@ -26,6 +27,26 @@ def snapshot(event: _follow.Snapshot, strip: bool) -> bytes:
     raw = _logstore.strip_timestamps(event.raw) if strip else event.raw
     data = json.dumps({"content": _logstore.decode(raw), "lines": _logstore.count_lines(raw)})
     return f"id: {event.end}\ndata: {data}\n\n".encode()
+
+
+async def snapshot_pieces(event: _follow.Snapshot, strip: bool) -> AsyncIterator[bytes]:
+    """The snapshot event written piece by piece, read off the event loop.
+
+    The same bytes as ``snapshot``: one ``data:`` line (JSON escapes every newline) whose
+    ``lines`` count comes last, once counted. A small snapshot is one write.
+    """
+    if event.end - event.start <= _logstore.PIECE_BYTES:
+        yield snapshot(event, strip)
+        return
+    yield f'id: {event.end}\ndata: {{"content": "'.encode()
+    count = 0
+    pieces = event.pieces()
+    while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+        if strip:
+            piece = _logstore.strip_timestamps(piece)
+        count += _logstore.count_lines(piece)
+        yield json.dumps(_logstore.decode(piece))[1:-1].encode()
+    yield f'", "lines": {count}}}\n\n'.encode()
 
 
 def lines(segment: _follow.Segment, strip: bool) -> bytes:
@@ -61,7 +82,8 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
             if isinstance(event, _follow.Lines):
                 yield b"".join(lines(segment, strip) for segment in event.segments)
             elif isinstance(event, _follow.Snapshot):
-                yield snapshot(event, strip)
+                async for piece in snapshot_pieces(event, strip):
+                    yield piece
             elif isinstance(event, _follow.Exit):
                 yield exit_event(event)
             else:

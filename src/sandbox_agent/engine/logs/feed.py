@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,8 +47,34 @@ class Segment:
 
 @dataclass
 class Snapshot:
-    raw: bytes
+    """The complete lines ``[start, end)`` of the file when the follow began, read on demand.
+
+    A snapshot of a huge log is handed out in pieces (``pieces``, blocking: call it off
+    the event loop), never held whole. Its descriptor is the snapshot's own, closed by
+    the follow once the next event is asked for.
+    """
+
+    start: int
     end: int
+    fd: int
+
+    @property
+    def raw(self) -> bytes:
+        """All of it at once: for small snapshots."""
+        return store.read_range(self.fd, self.start, self.end)
+
+    def pieces(self) -> Iterator[bytes]:
+        """Whole-line pieces of about ``store.PIECE_BYTES``."""
+        pos = self.start
+        while pos < self.end:
+            data = os.pread(self.fd, min(store.PIECE_BYTES, self.end - pos), pos)
+            if not data:
+                return
+            cut = data.rfind(b"\n")
+            if cut != -1 and pos + len(data) < self.end:
+                data = data[: cut + 1]
+            pos += len(data)
+            yield data
 
 
 @dataclass
@@ -182,8 +208,12 @@ async def follow_feed(
     try:
         if resume_from is None:
             start = 0 if tail is None else store.tail_start(feed.fd, feed.end, tail)
-            yield Snapshot(store.read_range(feed.fd, start, feed.end), feed.end)
-            offset = feed.end
+            snapshot = Snapshot(start, feed.end, os.dup(feed.fd))
+            try:
+                yield snapshot
+            finally:
+                os.close(snapshot.fd)
+            offset = snapshot.end
         else:
             offset = resume_from
         while not feed.closed:
