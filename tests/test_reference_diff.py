@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REFERENCE_BIN, Server, free_port, wait_for
+from conftest import Reference, Server, wait_for
 
 #: Where we answer differently from the original on purpose, and why.
 DIFFERENCES = {
@@ -39,57 +36,12 @@ DIFFERENCES = {
     "(the original's stays open)",
     "line-entries": "an entry is one line of output (durable, numbered across restarts); the original's is one read "
     "chunk held in memory",
+    "no-eio-output": "when a tty process exits, the original's pty reader fails with EIO and sends "
+    "`\\n[process stream error: I/O error (os error 5)]\\n` to WebSocket clients and the pty log as if it were "
+    "output; ours ends the output at the exit, the terminal shows only what the process wrote",
     "validate-first": "a command that cannot be found, or a bad cwd, is a 400 before anything starts; the original "
     "tries to spawn and answers 502",
 }
-
-
-class Reference:
-    """The original server on a free port, with a throwaway HOME and XDG dirs."""
-
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HOME=str(home))
-        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
-            env[name] = str(home / name.lower())
-        log = open(home / "reference.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        # In a session of its own: the processes it starts share its group, and all go.
-        self.proc = subprocess.Popen(
-            [
-                str(REFERENCE_BIN),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-token",
-                "--no-telemetry",
-            ],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(self._healthy, 20, "the reference server")
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the reference server exited with {self.proc.returncode}")
-        try:
-            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
