@@ -444,3 +444,19 @@ def test_refusals_speak_the_processes_dialect(checked_shared_server: Server, cli
     finally:
         client.post(f"/v1/process/{plain['id']}/kill")
     wait_exited(client, plain["id"])
+
+
+def test_a_size_must_be_a_whole_number(client: httpx.Client) -> None:
+    """Found by the differential tests: "80", 80.0 and true were taken as sizes; the original's
+    u16 refuses them with a 422, and so do we now."""
+    process = start(client, {"command": "cat", "tty": True})
+    try:
+        for cols in ("80", 80.0, True):
+            response = client.post(f"/v1/processes/{process['id']}/terminal/resize", json={"cols": cols, "rows": 24})
+            assert response.status_code == 422, (cols, response.text)
+            assert response.json()["type"] == "urn:sandbox-agent:error:invalid_request"
+        response = client.post(f"/v1/processes/{process['id']}/terminal/resize", json={"cols": 81, "rows": 25})
+        assert response.json() == {"cols": 81, "rows": 25}
+    finally:
+        client.post(f"/v1/process/{process['id']}/kill")
+    wait_exited(client, process["id"])
