@@ -380,6 +380,15 @@ class Reference:
             return False
 
     def stop(self) -> None:
+        # Its tty processes have sessions of their own: the killpg below misses them.
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            with httpx.Client(base_url=self.url, headers=headers, timeout=5) as client:
+                for process in client.get("/v1/processes").json()["processes"]:
+                    if process["status"] == "running":
+                        client.post(f"/v1/processes/{process['id']}/kill", params={"waitMs": "2000"})
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
