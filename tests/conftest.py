@@ -335,3 +335,63 @@ def reference_installed() -> Path:
     install_reference()
     REFERENCE_BIN.chmod(0o755)  # npm may skip the package's own chmod (install scripts)
     return REFERENCE_DIR
+
+
+class Reference:
+    """The original server on a free port, with a throwaway HOME and XDG dirs."""
+
+    def __init__(self, home: Path, token: str | None = None) -> None:
+        self.token = token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, HOME=str(home))
+        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+            env[name] = str(home / name.lower())
+        log = open(home / "reference.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        # In a session of its own: the processes it starts share its group, and all go (but
+        # tty processes, which get sessions of their own: a test ends those itself).
+        self.proc = subprocess.Popen(
+            [
+                str(REFERENCE_BIN),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *(["--token", token] if token else ["--no-token"]),
+                "--no-telemetry",
+            ],
+            env=env,
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._healthy, 20, "the reference server")
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the reference server exited with {self.proc.returncode}")
+        try:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            return httpx.get(f"{self.url}/v1/health", headers=headers, timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        # Its tty processes have sessions of their own: the killpg below misses them.
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            with httpx.Client(base_url=self.url, headers=headers, timeout=5) as client:
+                for process in client.get("/v1/processes").json()["processes"]:
+                    if process["status"] == "running":
+                        client.post(f"/v1/processes/{process['id']}/kill", params={"waitMs": "2000"})
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+        self._log.close()

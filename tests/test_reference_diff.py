@@ -11,10 +11,8 @@ a difference found that is not there fails.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
-from conftest import REFERENCE_BIN, Server, free_port, wait_for
+from conftest import Reference, Server, wait_for
 
 #: Where we answer differently from the original on purpose, and why.
 DIFFERENCES = {
@@ -39,57 +39,25 @@ DIFFERENCES = {
     "(the original's stays open)",
     "line-entries": "an entry is one line of output (durable, numbered across restarts); the original's is one read "
     "chunk held in memory",
+    "no-eio-output": "when a tty process exits, the original's pty reader fails with EIO and sends "
+    "`\\n[process stream error: I/O error (os error 5)]\\n` to WebSocket clients and the pty log as if it were "
+    "output; ours ends the output at the exit, the terminal shows only what the process wrote",
+    "input-needs-stdin": "input to a process started with neither interactive nor tty: the original accepts it "
+    "(its stdin is always a pipe, `interactive` is only a label); ours has /dev/null as stdin, so the input is a 409 "
+    "that says to start it with interactive: true (SPEC 7: 409 when the process takes no input)",
+    "closed-stdin-409": "input to a process whose child closed its stdin: the original answers 502 stream_error "
+    "(broken pipe) each time; ours is a 409 conflict once the supervisor, which holds the pipe, has recorded it "
+    "(input sent before that is accepted and dropped)",
+    "json-any-content-type": "a POST body is read as JSON whatever its Content-Type says (curl -d sends form "
+    "encoding); the original answers 415 unless it is application/json",
+    "ws-close-code": "after the exit frame, or a client's close frame, our server closes the terminal WebSocket "
+    "with 1000 (normal closure); the original sends a Close frame without a code (clients see 1005)",
+    "partial-line-newline": "pipe output that does not end in a newline (cat echoing `x`) is written to the durable "
+    "line logs as a line of its own once it has waited a bounded time (SPEC 4), so its entry's data ends in a newline "
+    "the process did not write; the original's entry is the read chunk as is. A terminal's (pty) entries are raw bytes",
     "validate-first": "a command that cannot be found, or a bad cwd, is a 400 before anything starts; the original "
     "tries to spawn and answers 502",
 }
-
-
-class Reference:
-    """The original server on a free port, with a throwaway HOME and XDG dirs."""
-
-    def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, HOME=str(home))
-        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
-            env[name] = str(home / name.lower())
-        log = open(home / "reference.log", "wb")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        # In a session of its own: the processes it starts share its group, and all go.
-        self.proc = subprocess.Popen(
-            [
-                str(REFERENCE_BIN),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-token",
-                "--no-telemetry",
-            ],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(self._healthy, 20, "the reference server")
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the reference server exited with {self.proc.returncode}")
-        try:
-            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-        self._log.close()
 
 
 @pytest.fixture
@@ -356,3 +324,380 @@ def test_stop_wait_ms(pair: tuple[httpx.Client, httpx.Client]) -> None:
     a, b = both(pair, "POST", lambda i: f"/v1/processes/{i}/kill", ids)
     assert a.json()["status"] == b.json()["status"] == "exited"
     assert_same_shape(a.json(), b.json(), allowed_extra={"cwd": "cwd-shown", "exitSignal": "exit-signal"})
+
+
+# -- input, resize and the terminal WebSocket -------------------------------------------
+
+
+def pty_text(client: httpx.Client, process_id: str) -> str:
+    entries = client.get(f"/v1/processes/{process_id}/logs", params={"stream": "pty"}).json()["entries"]
+    return "".join(base64.b64decode(e["data"]).decode(errors="replace") for e in entries)
+
+
+def wait_pty_both(pair: tuple[httpx.Client, httpx.Client], ids: tuple[str, str], needle: str) -> None:
+    for client, process_id, who in zip(pair, ids, ("the reference", "ours"), strict=True):
+        wait_for(lambda c=client, i=process_id: needle in pty_text(c, i), 10, f"{needle!r} in {who}'s pty log")
+
+
+def kill_both(pair: tuple[httpx.Client, httpx.Client], ids: tuple[str, str]) -> None:
+    a, b = both(pair, "POST", lambda i: f"/v1/processes/{i}/kill", ids, params={"waitMs": "5000"})
+    assert a.json()["status"] == b.json()["status"] == "exited"
+
+
+def test_input(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    made = create_both(pair, {"command": "cat", "interactive": True})
+    ids = (made[0]["id"], made[1]["id"])
+    path = lambda i: f"/v1/processes/{i}/input"  # noqa: E731
+    for body in (
+        {"data": base64.b64encode(b"one\n").decode()},  # base64 by default
+        {"data": base64.b64encode(b"two\n").decode(), "encoding": None},  # null: the default too
+        {"data": "trés\n", "encoding": "utf8"},
+        {"data": "four\n", "encoding": "text"},
+        {"data": ""},
+        {"data": "eA==", "eof": False},  # unknown to the original: ignored
+    ):
+        a, b = both(pair, "POST", path, ids, json=body)
+        assert a.status_code == b.status_code == 200, (body, a.text, b.text)
+        assert a.json() == b.json(), body
+    expected = "one\ntwo\ntrés\nfour\nx"
+    for client, process_id, end in zip(pair, ids, ("", "\n"), strict=True):  # "partial-line-newline"
+        stdout = lambda c=client, i=process_id: decoded(c.get(f"/v1/processes/{i}/logs"), "stdout")  # noqa: E731
+        wait_for(lambda s=stdout, e=end: s() == expected + e, 10, "cat's echo of the input")  # type: ignore[misc]
+
+    # Errors in the original's order: the body (422), its encoding (400), its size (413),
+    # all before the process is looked up (404).
+    too_big_utf8 = {"data": "x" * 65537, "encoding": "utf8"}
+    too_big_b64 = {"data": base64.b64encode(b"x" * 65537).decode()}
+    bad = (
+        {"data": "!!"},
+        {"data": "aGk"},
+        {"data": "x"},
+        {"data": "hi there"},
+        {"data": "x", "encoding": "hex"},
+        {"data": "x", "encoding": "UTF-8"},
+        too_big_utf8,
+        too_big_b64,
+        {},  # 422, "plain-text-errors"
+        {"data": 1},  # 422
+        {"data": "x", "encoding": 5},  # 422
+    )
+    for body in bad:
+        assert_same_problem(*both(pair, "POST", path, ids, json=body))
+        assert_same_problem(*both(pair, "POST", "/v1/processes/no-such-process/input", json=body))
+    assert_same_problem(*both(pair, "POST", "/v1/processes/no-such-process/input", json={"data": "aGkK"}))  # 404
+    just_fits = both(pair, "POST", path, ids, json={"data": "y" * 65536, "encoding": "utf8"})
+    assert just_fits[0].json() == just_fits[1].json() == {"bytesWritten": 65536}
+    # Not JSON by its Content-Type: the original refuses, we read the body all the same.
+    a, b = both(pair, "POST", path, ids, content=b'{"data": "aGkK"}')
+    assert (a.status_code, b.status_code) == (415, 200), "json-any-content-type"
+    assert_same_problem(*both(pair, "GET", path, ids))  # 405, "plain-text-errors"
+
+    kill_both(pair, ids)
+    assert_same_problem(*both(pair, "POST", path, ids, json={"data": "aGkK"}))  # 409: not running
+
+    # A terminal takes input; what it echoes lands in the pty log.
+    made = create_both(pair, {"command": "sh", "tty": True})
+    ids = (made[0]["id"], made[1]["id"])
+    a, b = both(pair, "POST", path, ids, json={"data": "echo in-$((2*21))\n", "encoding": "utf8"})
+    assert a.json() == b.json() == {"bytesWritten": 18}
+    wait_pty_both(pair, ids, "in-42\r\n")
+    kill_both(pair, ids)
+    assert_same_problem(*both(pair, "POST", path, ids, json={"data": "aGkK"}))  # 409
+
+    # Neither interactive nor tty: the original writes to the pipe it always makes, ours
+    # has no stdin to write to.
+    made = create_both(pair, {"command": "sleep", "args": ["30"]})
+    ids = (made[0]["id"], made[1]["id"])
+    a, b = both(pair, "POST", path, ids, json={"data": "aGkK"})
+    assert (a.status_code, b.status_code) == (200, 409), "input-needs-stdin"
+    assert a.json() == {"bytesWritten": 3}
+    assert b.json()["type"] == "urn:sandbox-agent:error:conflict"
+    kill_both(pair, ids)
+
+    # The child closed its stdin.
+    made = create_both(pair, {"command": "sh", "args": ["-c", "exec 0<&-; echo closed; exec sleep 30"],
+                              "interactive": True})  # fmt: skip
+    ids = (made[0]["id"], made[1]["id"])
+    for client, process_id in zip(pair, ids, strict=True):
+        wait_for(lambda c=client, i=process_id: "closed" in decoded(c.get(f"/v1/processes/{i}/logs"), "stdout"))
+    a = pair[0].post(path(ids[0]), json={"data": "aGkK"})
+    b = wait_for(
+        lambda: (r := pair[1].post(path(ids[1]), json={"data": "aGkK"})).status_code != 200 and r,
+        10,
+        "our refusal of input to a closed stdin",
+    )
+    assert (a.status_code, b.status_code) == (502, 409), "closed-stdin-409"
+    assert a.json()["type"] == "urn:sandbox-agent:error:stream_error"
+    assert b.json()["type"] == "urn:sandbox-agent:error:conflict"
+    kill_both(pair, ids)
+
+
+def test_resize(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    path = lambda i: f"/v1/processes/{i}/terminal/resize"  # noqa: E731
+    made = create_both(pair, {"command": "sh", "tty": True, "interactive": True})
+    ids = (made[0]["id"], made[1]["id"])
+    for size in ({"cols": 0, "rows": 0}, {"cols": 65535, "rows": 65535}, {"cols": 100, "rows": 30, "extra": 1}):
+        a, b = both(pair, "POST", path, ids, json=size)
+        assert a.status_code == b.status_code == 200, (size, a.text, b.text)
+        assert a.json() == b.json() == {"cols": size["cols"], "rows": size["rows"]}
+    a, b = both(
+        pair, "POST", lambda i: f"/v1/processes/{i}/input", ids, json={"data": "stty size\n", "encoding": "utf8"}
+    )
+    assert a.status_code == b.status_code == 200
+    wait_pty_both(pair, ids, "30 100\r\n")
+    for size in (
+        {"cols": 65536, "rows": 1},
+        {"cols": -1, "rows": 1},
+        {"cols": "80", "rows": 1},
+        {"cols": 1.5, "rows": 1},
+        {"cols": 80.0, "rows": 24},
+        {"cols": True, "rows": 24},
+        {"cols": 80},
+        {"rows": 24},
+        {"cols": None, "rows": 24},
+    ):  # all 422 ("plain-text-errors"), before the process is looked up
+        assert_same_problem(*both(pair, "POST", path, ids, json=size))
+        assert_same_problem(*both(pair, "POST", "/v1/processes/no-such-process/terminal/resize", json=size))
+    assert_same_problem(*both(pair, "POST", "/v1/processes/no-such-process/terminal/resize",
+                              json={"cols": 80, "rows": 24}))  # fmt: skip
+    assert_same_problem(*both(pair, "GET", path, ids))  # 405
+    kill_both(pair, ids)
+    assert_same_problem(*both(pair, "POST", path, ids, json={"cols": 80, "rows": 24}))  # 409: exited
+
+    for body in ({"command": "cat", "interactive": True}, {"command": "sleep", "args": ["30"]}):
+        made = create_both(pair, body)
+        ids = (made[0]["id"], made[1]["id"])
+        assert_same_problem(*both(pair, "POST", path, ids, json={"cols": 80, "rows": 24}))  # 409: no tty
+        kill_both(pair, ids)
+        assert_same_problem(*both(pair, "POST", path, ids, json={"cols": 80, "rows": 24}))  # 409
+
+
+class Frames:
+    """What one terminal WebSocket received: text frames parsed, binary frames as output."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.output = bytearray()
+        self.texts: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.closed = False
+
+    def _next(self, deadline: float) -> None:
+        try:
+            frame = self.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
+        except TimeoutError:
+            return
+        except ConnectionClosed as exc:
+            self.closed = True
+            self.close_code = exc.rcvd.code if exc.rcvd is not None else None
+            return
+        if isinstance(frame, bytes):
+            self.output += frame
+        else:
+            self.texts.append(json.loads(frame))
+
+    def until(self, predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.closed or time.monotonic() > deadline:
+                raise AssertionError(f"no {what}; got {self.texts} and {bytes(self.output[-500:])!r}")
+            self._next(deadline)
+
+    def text(self, what: str) -> dict[str, Any]:
+        """The next text frame."""
+        count = len(self.texts)
+        self.until(lambda: len(self.texts) > count, what)
+        return self.texts[-1]
+
+    def read_until(self, needle: bytes) -> None:
+        self.until(lambda: needle in self.output, repr(needle))
+
+    def end(self) -> None:
+        """Read to the server's close."""
+        deadline = time.monotonic() + 10
+        while not self.closed:
+            assert time.monotonic() < deadline, "the server did not close the WebSocket"
+            self._next(deadline)
+
+    def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+
+@contextlib.contextmanager
+def terminals(pair: tuple[httpx.Client, httpx.Client], ids: tuple[str, str]) -> Iterator[tuple[Frames, Frames]]:
+    """(theirs, ours): one WebSocket to each, with the ready frame read and compared."""
+    urls = [
+        f"{str(client.base_url).replace('http', 'ws', 1).rstrip('/')}/v1/processes/{i}/terminal/ws"
+        for client, i in zip(pair, ids, strict=True)
+    ]
+    with connect(urls[0]) as a, connect(urls[1]) as b:
+        assert a.subprotocol is None
+        assert b.subprotocol is None
+        frames = (Frames(a), Frames(b))
+        for side, process_id in zip(frames, ids, strict=True):
+            assert side.text("the ready frame") == {"type": "ready", "processId": process_id}
+        yield frames
+
+
+def ws_refusals(pair: tuple[httpx.Client, httpx.Client], ids: tuple[str, str]) -> tuple[Any, Any]:
+    """The answers (status, headers, body) to a WebSocket handshake that both refuse."""
+    answers = []
+    for client, process_id in zip(pair, ids, strict=True):
+        url = f"{str(client.base_url).replace('http', 'ws', 1).rstrip('/')}/v1/processes/{process_id}/terminal/ws"
+        with pytest.raises(InvalidStatus) as caught, connect(url):
+            pass
+        answers.append(caught.value.response)
+    return answers[0], answers[1]
+
+
+def assert_same_refusal(theirs: Any, ours: Any) -> None:
+    assert theirs.status_code == ours.status_code, (theirs.body, ours.body)
+    assert theirs.headers["content-type"] == ours.headers["content-type"] == "application/problem+json"
+    a, b = json.loads(theirs.body), json.loads(ours.body)
+    assert (a["type"], a["title"], a["status"]) == (b["type"], b["title"], b["status"]), (a, b)
+    assert set(b) == {"type", "title", "status", "detail"}
+    assert set(a) - set(b) <= {"details"}, "problem-details"
+
+
+def test_terminal_websocket(pair: tuple[httpx.Client, httpx.Client]) -> None:
+    made = create_both(pair, {"command": "sh", "tty": True, "interactive": True})
+    ids = (made[0]["id"], made[1]["id"])
+    with terminals(pair, ids) as sides:
+        # Input (utf8 by default here), and the output as binary frames.
+        for side in sides:
+            side.send({"type": "input", "data": "echo answer-$((6*7))\n"})
+            side.read_until(b"answer-42\r\n")
+            side.send(
+                {"type": "input", "data": base64.b64encode(b"echo b64-$((1+1))\n").decode(), "encoding": "base64"}
+            )
+            side.read_until(b"b64-2\r\n")
+            side.send({"type": "input", "data": "echo text-$((1+2))\n", "encoding": "text", "extra": True})
+            side.read_until(b"text-3\r\n")
+        # A frame the server cannot use: an error frame each, and the connection stays.
+        for bad in (
+            "not json",
+            "[]",
+            '{"data": "x"}',
+            '{"type": "bogus"}',
+            '{"type": "input"}',
+            '{"type": "input", "data": 1}',
+            '{"type": "input", "data": "x", "encoding": "hex"}',
+            '{"type": "input", "data": "!!", "encoding": "base64"}',
+            json.dumps({"type": "input", "data": "x" * 65537}),
+            '{"type": "resize", "cols": 80}',
+            '{"type": "resize", "cols": -1, "rows": 1}',
+            '{"type": "resize", "cols": 70000, "rows": 1}',
+            b"binary",
+        ):
+            errors = []
+            for side in sides:
+                side.send(bad)
+                errors.append(side.text(f"an error frame for {bad!r}"))
+            assert set(errors[0]) == set(errors[1]) == {"type", "message"}, errors
+            assert errors[0]["type"] == errors[1]["type"] == "error"
+            assert isinstance(errors[1]["message"], str)
+        # Resize through the socket; nothing is acknowledged, stty sees it.
+        for side in sides:
+            side.send({"type": "resize", "cols": 100, "rows": 33})
+            side.send({"type": "input", "data": "stty size\n"})
+            side.read_until(b"33 100\r\n")
+            side.send({"type": "input", "data": "exit 5\n"})
+        exits = []
+        for side in sides:
+            exits.append(side.text("the exit frame"))
+            side.end()
+        assert exits == [{"type": "exit", "exitCode": 5}] * 2
+        theirs, ours = sides
+        assert b"[process stream error" in theirs.output, "no-eio-output"
+        assert b"[process stream error" not in ours.output
+        assert (theirs.close_code, ours.close_code) == (1005, 1000), "ws-close-code"
+    final = wait_exited_both(pair, ids)
+    assert final[0]["exitCode"] == final[1]["exitCode"] == 5
+
+    # An exited tty process: ready, then the exit at once, then the close.
+    with terminals(pair, ids) as sides:
+        for side in sides:
+            assert side.text("the exit frame") == {"type": "exit", "exitCode": 5}
+            side.end()
+
+    # A close frame ends the connection and leaves the process running.
+    made = create_both(pair, {"command": "cat", "tty": True})
+    ids = (made[0]["id"], made[1]["id"])
+    with terminals(pair, ids) as sides:
+        for side in sides:
+            side.send({"type": "input", "data": "ping\n"})
+            side.read_until(b"ping\r\n")
+            side.send({"type": "close"})
+            side.end()
+            assert side.texts == [{"type": "ready", "processId": side.texts[0]["processId"]}]
+    a, b = both(pair, "GET", lambda i: f"/v1/processes/{i}", ids)
+    assert a.json()["status"] == b.json()["status"] == "running"
+    # Killed while attached: the exit frame holds a null exitCode.
+    with terminals(pair, ids) as sides:
+        kill_both(pair, ids)
+        for side in sides:
+            assert side.text("the exit frame") == {"type": "exit", "exitCode": None}
+            side.end()
+
+    # Refused before the upgrade: an unknown id (404), a process without a terminal (409).
+    assert_same_refusal(*ws_refusals(pair, ("no-such-process", "no-such-process")))
+    made = create_both(pair, {"command": "cat", "interactive": True})
+    ids = (made[0]["id"], made[1]["id"])
+    theirs, ours = ws_refusals(pair, ids)
+    assert theirs.status_code == ours.status_code == 409
+    assert_same_refusal(theirs, ours)
+    # A plain GET of the path: 400 ("plain-text-errors").
+    assert_same_problem(*both(pair, "GET", lambda i: f"/v1/processes/{i}/terminal/ws", ids))
+    assert_same_problem(*both(pair, "GET", "/v1/processes/no-such-process/terminal/ws"))
+    kill_both(pair, ids)
+
+
+def test_terminal_websocket_token(
+    reference_installed: Path, tmp_path: Path, server_factory: Callable[..., Server]
+) -> None:
+    """Both with a token: on the WebSocket it may come as ?access_token= (where the SDK puts
+    it) or as the header; without it the handshake is a 401 problem, unknown id or not."""
+    token = "ws-secret"
+    reference = Reference(tmp_path, token=token)
+    server = server_factory(token=token)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=reference.url, headers=headers, timeout=30) as a, server.client() as b:
+            pair = (a, b)
+            made = create_both(pair, {"command": "cat", "tty": True})
+            ids = (made[0]["id"], made[1]["id"])
+            bases = [url.replace("http", "ws", 1) for url in (reference.url, server.url)]
+            for query, extra in (
+                ("", {}),
+                ("?access_token=wrong", {}),
+                ("?access_token=wrong", {"Authorization": "Bearer wrong"}),
+                ("?token=" + token, {}),
+            ):
+                answers = []
+                for base, process_id in zip(bases, ids, strict=True):
+                    for target in (process_id, "no-such-process"):
+                        url = f"{base}/v1/processes/{target}/terminal/ws{query}"
+                        with pytest.raises(InvalidStatus) as caught, connect(url, additional_headers=extra):
+                            pass
+                        answers.append(caught.value.response)
+                # [theirs, theirs unknown id, ours, ours unknown id]
+                for theirs, ours in ((answers[0], answers[2]), (answers[1], answers[3])):
+                    assert theirs.status_code == ours.status_code == 401, (query, extra)
+                    assert_same_refusal(theirs, ours)
+            for query, extra in (
+                (f"?access_token={token}", {}),
+                ("", headers),
+                ("?access_token=wrong", headers),  # the header is enough
+            ):
+                for base, process_id in zip(bases, ids, strict=True):
+                    url = f"{base}/v1/processes/{process_id}/terminal/ws{query}"
+                    with connect(url, additional_headers=extra) as ws:
+                        frames = Frames(ws)
+                        assert frames.text("the ready frame") == {"type": "ready", "processId": process_id}
+            # The query token is for the WebSocket alone.
+            for base_url in (reference.url, server.url):
+                response = httpx.get(f"{base_url}/v1/processes", params={"access_token": token})
+                assert response.status_code == 401
+            kill_both(pair, ids)
+    finally:
+        reference.stop()

@@ -421,3 +421,42 @@ def test_a_graceful_restart_ends_attached_terminals_at_once(server_factory: Call
             term.read_until(b"after restart")
         client.post(f"/v1/process/{process['id']}/kill")
         wait_exited(client, process["id"])
+
+
+def test_refusals_speak_the_processes_dialect(checked_shared_server: Server, client: httpx.Client) -> None:
+    """Found by the differential tests: a refused WebSocket, an input without data and a plain
+    GET of the WebSocket's path answer as the original does (status, problem type)."""
+    denied = refused(checked_shared_server, UNKNOWN_ID).response
+    assert denied.status_code == 404
+    assert json.loads(denied.body)["type"] == "urn:sandbox-agent:error:not_found"
+    plain = start(client, {"command": "cat", "interactive": True})
+    try:
+        denied = refused(checked_shared_server, plain["id"]).response
+        assert denied.status_code == 409
+        assert json.loads(denied.body)["type"] == "urn:sandbox-agent:error:conflict"
+        response = client.post(f"/v1/processes/{plain['id']}/input", json={})
+        assert response.status_code == 422, response.text
+        assert response.json()["type"] == "urn:sandbox-agent:error:invalid_request"
+        for process_id in (plain["id"], UNKNOWN_ID):
+            response = client.get(f"/v1/processes/{process_id}/terminal/ws")
+            assert response.status_code == 400, response.text
+            assert "WebSocket" in response.json()["detail"]
+    finally:
+        client.post(f"/v1/process/{plain['id']}/kill")
+    wait_exited(client, plain["id"])
+
+
+def test_a_size_must_be_a_whole_number(client: httpx.Client) -> None:
+    """Found by the differential tests: "80", 80.0 and true were taken as sizes; the original's
+    u16 refuses them with a 422, and so do we now."""
+    process = start(client, {"command": "cat", "tty": True})
+    try:
+        for cols in ("80", 80.0, True):
+            response = client.post(f"/v1/processes/{process['id']}/terminal/resize", json={"cols": cols, "rows": 24})
+            assert response.status_code == 422, (cols, response.text)
+            assert response.json()["type"] == "urn:sandbox-agent:error:invalid_request"
+        response = client.post(f"/v1/processes/{process['id']}/terminal/resize", json={"cols": 81, "rows": 25})
+        assert response.json() == {"cols": 81, "rows": 25}
+    finally:
+        client.post(f"/v1/process/{process['id']}/kill")
+    wait_exited(client, process["id"])

@@ -281,5 +281,6 @@ class InputWritten(_Wire):
 class TerminalResize(_Wire):
     """Body and answer of ``POST /v1/processes/{id}/terminal/resize``."""
 
-    cols: int = Field(ge=0, le=65535)
-    rows: int = Field(ge=0, le=65535)
+    # Strict, as the original's u16: "80" or 80.0 is a 422, not a size.
+    cols: int = Field(ge=0, le=65535, strict=True)
+    rows: int = Field(ge=0, le=65535, strict=True)

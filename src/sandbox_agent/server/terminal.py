@@ -84,7 +84,12 @@ async def process_input(process_id: str, body: ProcessInput, request: Request) -
     Extension: `eof: true` closes stdin afterwards (a terminal gets ^D).
     """
     if body.data is None and not body.eof:
-        raise BadRequest('the body needs data, for example {"data": "aGkK"} (base64) or {"eof": true}')
+        # A missing field is a 422 on this dialect, as the original answers it.
+        raise BadRequest(
+            'the body needs data, for example {"data": "aGkK"} (base64) or {"eof": true}',
+            status=422,
+            title="Unprocessable Entity",
+        )
     limit = _manager(request).config.max_input_bytes_per_request
     raw = decode_input(body.data or "", body.encoding, "base64", limit)
     manager = _manager(request)
@@ -101,6 +106,15 @@ async def resize_terminal(process_id: str, body: TerminalResize, request: Reques
     """Set the window size of a running tty process; it gets SIGWINCH."""
     await _manager(request).resize(process_id, body.cols, body.rows)
     return Response(json.dumps({"cols": body.cols, "rows": body.rows}), media_type=_JSON)
+
+
+@router.get("/processes/{process_id}/terminal/ws", include_in_schema=False)
+async def terminal_ws_without_upgrade(process_id: str) -> Response:
+    """A plain GET of the WebSocket's path: say what it is (the original answers 400 too)."""
+    raise BadRequest(
+        "this path is a WebSocket: connect to it with a WebSocket client (Connection: Upgrade, "
+        "Upgrade: websocket); the terminal's output can also be read with GET /v1/processes/{id}/logs"
+    )
 
 
 @router.websocket("/processes/{process_id}/terminal/ws")
@@ -136,7 +150,7 @@ async def terminal_ws(websocket: WebSocket, process_id: str) -> None:
 
 async def _deny(websocket: WebSocket, exc: ProblemError) -> None:
     """Answer the handshake with a problem+json instead of accepting it."""
-    response = problems.problem(exc.status, exc.title, exc.detail)
+    response = problems.problem(exc.status, exc.title, exc.detail, path=websocket.scope["path"])
     headers = ws_denial_headers(response.headers.raw)
     await websocket.send({"type": "websocket.http.response.start", "status": exc.status, "headers": headers})
     await websocket.send({"type": "websocket.http.response.body", "body": response.body})
