@@ -8,7 +8,8 @@
         ├── NotFound            404: no such process (or route)
         ├── Conflict            409: the process is in the wrong state for this
         └── ServerError         5xx: our fault, not the caller's
-            └── ServiceUnavailable  503: not now (shutting down): retry shortly
+            ├── ServiceUnavailable  503: not now (shutting down): retry shortly
+            └── InsufficientStorage 507: the data directory's disk is full
 
 The server maps each class to its status in one place; the client maps the status back
 to the class, so ``except sandbox_agent.NotFound`` works the same on both sides.
@@ -20,6 +21,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "ConnectionFailed",
+    "InsufficientStorage",
     "NotFound",
     "ProblemError",
     "SandboxAgentError",
@@ -84,12 +86,20 @@ class ServiceUnavailable(ServerError):
     title = "Service Unavailable"
 
 
+class InsufficientStorage(ServerError):
+    """507: the server cannot write to its data directory (a full disk); free space there."""
+
+    status = 507
+    title = "Insufficient Storage"
+
+
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     401: Unauthorized,
     404: NotFound,
     409: Conflict,
     503: ServiceUnavailable,
+    507: InsufficientStorage,
 }
 
 

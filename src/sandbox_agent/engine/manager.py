@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import BadRequest, Conflict, NotFound, SandboxAgentError, ServiceUnavailable
+from .._exceptions import (
+    BadRequest,
+    Conflict,
+    InsufficientStorage,
+    NotFound,
+    SandboxAgentError,
+    ServiceUnavailable,
+)
 from .._types import StreamName
 from ..supervisor.capture import PARTIAL_DELAY
 from ..supervisor.ondisk import (
@@ -64,6 +71,16 @@ from .terminal import Terminals
 logger = logging.getLogger("sandbox_agent.engine")
 
 _REAP_INTERVAL = 1.0
+
+
+def _storage_error(exc: OSError, data_dir: Path) -> InsufficientStorage | None:
+    """The 507 for a full disk or quota under the data directory; None for other errors."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return InsufficientStorage(
+        f"nothing was started: the disk under the data directory {data_dir} is full ({exc.strerror}); "
+        "free space there (old logs: delete exited processes), then try again"
+    )
 
 
 class DataDirInUse(SandboxAgentError):
@@ -414,7 +431,10 @@ class ProcessManager:
         validate.check_args(request.args)
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
-        pid_dir.mkdir(mode=0o700)
+        try:
+            pid_dir.mkdir(mode=0o700)
+        except OSError as exc:
+            raise (_storage_error(exc, self.data_dir) or exc) from None
         message = {
             "op": "spawn",
             "id": process_id,
@@ -443,6 +463,10 @@ class ProcessManager:
             raise
         if not reply.get("ok"):
             shutil.rmtree(pid_dir, ignore_errors=True)
+            error = OSError(reply.get("errno") or 0, reply.get("error", "unknown error"))
+            storage = _storage_error(error, self.data_dir)
+            if storage is not None:
+                raise storage
             raise BadRequest(f"could not start {request.command!r}: {reply.get('error', 'unknown error')}")
         record = Record(str(pid_dir), reply["state"])
         self._records[process_id] = record

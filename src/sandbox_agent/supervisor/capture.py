@@ -30,21 +30,69 @@ PARTIAL_DELAY = 0.1
 PIPE_SIZE = 1024 * 1024
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class LogFile:
+    """One log file, written line by line, that survives failed writes in a readable state.
+
+    A full or broken disk must not block the child, so output that cannot be written is
+    dropped; but what follows it must not be glued to a line cut in half. After a failed
+    write the next one starts on a line of its own with a marker line that says how many
+    bytes of log were lost and why, then goes on.
+    """
+
+    __slots__ = ("fd", "lost", "reason", "torn")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        #: Bytes of log not written since the last write that succeeded.
+        self.lost = 0
+        #: The file ends in the middle of a line (a write failed part way).
+        self.torn = False
+        self.reason = ""
+
+    def write(self, lines: bytes, prefix: bytes) -> None:
+        """Write complete ``lines`` (ending in a newline), each after ``prefix``.
+
+        One ``replace`` and one ``writev``, with no other copy of the data: the prefix the
+        last newline gains is cut by view.
+        """
+        stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+        head = prefix
+        if self.lost or self.torn:
+            head = (
+                (b"\n" if self.torn else b"")
+                + prefix
+                + b"[sandbox-agent: %d bytes of log lost: %s]\n" % (self.lost, self.reason.encode())
+                + prefix
+            )
+        total = len(head) + len(stamped)
+        written = 0
+        try:
+            written = os.writev(self.fd, (head, stamped))
+            while written < total:  # only on a signal or a filling disk
+                written += os.write(self.fd, (bytes(head) + bytes(stamped))[written:])
+        except OSError as exc:
+            self.reason = exc.strerror or type(exc).__name__
+            if written >= len(head):  # the marker is out: only these lines are short
+                self.lost = total - written
+            else:
+                self.lost += len(prefix) + len(stamped)
+            if written:
+                # The file now ends wherever the write stopped: inside a line, most likely.
+                self.torn = (bytes(head) + bytes(stamped))[written - 1 : written] != b"\n"
+            return
+        self.lost = 0
+        self.torn = False
 
 
 class Stream:
     """One output pipe of the child, turned into timestamped log lines."""
 
-    __slots__ = ("combined", "fd", "log_fd", "name", "pending", "pending_since", "read_size", "tag")
+    __slots__ = ("combined", "fd", "log", "name", "pending", "pending_since", "read_size", "tag")
 
     def __init__(self, name: str, fd: int, log_fd: int, combined: CombinedWriter) -> None:
         self.name = name
         self.fd = fd
-        self.log_fd = log_fd
+        self.log = LogFile(log_fd)
         self.combined = combined
         self.tag = STREAM_TAGS[name]
         self.pending = b""
@@ -101,12 +149,7 @@ class Stream:
         no other copy of the data (the prefix the last newline gains is cut by view).
         """
         self.combined.submit(lines, prefix + self.tag)
-        try:
-            write_lines(self.log_fd, lines, prefix)
-        except OSError:
-            # A full or broken disk must not block the child: the output is dropped
-            # and the command keeps running.
-            pass
+        self.log.write(lines, prefix)
 
 
 class CombinedWriter:
@@ -122,7 +165,7 @@ class CombinedWriter:
     THREADED_FROM = 16 * 1024
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
+        self.log = LogFile(fd)
         self.job: tuple[bytes, bytes] | None = None
         self.work: Any = None  # _thread locks, created with the thread
         self.done: Any = None
@@ -159,14 +202,4 @@ class CombinedWriter:
             self.done.release()
 
     def _write(self, lines: bytes, prefix: bytes) -> None:
-        try:
-            write_lines(self.fd, lines, prefix)
-        except OSError:
-            pass
-
-
-def write_lines(fd: int, lines: bytes, prefix: bytes) -> None:
-    stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
-    written = os.writev(fd, (prefix, stamped))
-    if written < len(prefix) + len(stamped):  # only on a signal or a full disk
-        _write_all(fd, (prefix + stamped)[written:])
+        self.log.write(lines, prefix)

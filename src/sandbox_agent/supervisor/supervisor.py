@@ -189,7 +189,17 @@ class Supervisor:
             self.state.update(tty=self.tty, interactive=self.interactive, terminalSize=terminal_size)
             if not self.tty:
                 self.state["inputClosed"] = False
-        write_json_atomic(self.state_path, self.state)
+        try:
+            write_json_atomic(self.state_path, self.state)
+        except OSError:
+            # No record, no process (a full disk, most likely): the caller is told the
+            # start failed, so nothing may be left running that no one would see.
+            try:
+                os.killpg(pid, _SIGKILL)
+            except OSError:
+                pass
+            os.waitpid(pid, 0)
+            raise
         return pid
 
     # -- signals from the server -----------------------------------------
