@@ -88,3 +88,20 @@ def test_a_start_on_a_full_disk_is_a_507_and_leaves_nothing_running(
         process = start(client, py("print('room again')"))
         wait_exited(client, process["id"])
         wait_for(lambda: "room again" in client.get(f"/v1/process/{process['id']}/logs").text, 10, "its output")
+
+
+def test_an_exit_on_a_full_disk_is_never_shown_as_running(
+    server_factory: Callable[..., Server], small_fs: Path
+) -> None:
+    server = server_factory(data_dir=small_fs / "data")
+    stop = small_fs / "go"
+    with server.client() as client:
+        process = start(client, py(f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.01)"))
+        filler = fill(small_fs)
+        stop.touch()  # a directory entry fits where a page does not
+        try:
+            done = wait_exited(client, process["id"])
+            assert done["status"] == "stopped"  # the exit code could not be recorded: unknown, never "running"
+            assert client.delete(f"/v1/process/{process['id']}").status_code == 204
+        finally:
+            filler.unlink()

@@ -352,8 +352,12 @@ class ProcessManager:
         logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
         self._kill_orphan(record)
         state = dict(record.state, status="stopped", exitCode=None, exitSignal=None, stoppedAt=time.time())
-        write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
+        # Known in memory whatever the disk does: the API must not show it running forever.
         record.update(state)
+        try:
+            write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
+        except OSError as exc:
+            logger.error("process %s: cannot record its end (%s); the next start-up settles it again", record.id, exc)
 
     @staticmethod
     def _kill_orphan(record: Record) -> None:
