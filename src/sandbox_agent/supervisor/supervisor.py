@@ -218,18 +218,20 @@ class Supervisor:
 
     def _signal_all(self, sig: int) -> None:
         """``sig`` to the command's group and to every descendant (SIGKILL: until none is new)."""
-        if self.pid:
+        group = self.pid
+        if group:
             # The group's leader is unreaped, so its pid (the group id) is still ours.
             try:
-                os.killpg(self.pid, sig)
+                os.killpg(group, sig)
             except ProcessLookupError:
                 pass
         signalled: set[int] = set()
         for _round in range(_KILL_ROUNDS if sig == _SIGKILL else 1):
             new = 0
-            for pid, pidfd in descendants():
+            for pid, pidfd, pgid in descendants():
                 try:
-                    if pid not in signalled:
+                    # Not twice: a second SIGTERM could cut short the handler of the first.
+                    if pid not in signalled and pgid != group:
                         signal.pidfd_send_signal(pidfd, sig)
                         signalled.add(pid)
                         new += 1
@@ -509,15 +511,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def descendants() -> list[tuple[int, int]]:
-    """``(pid, pidfd)`` of every live (not zombie) descendant of this process.
+def descendants() -> list[tuple[int, int, int]]:
+    """``(pid, pidfd, pgid)`` of every live (not zombie) descendant of this process.
 
     Each is checked to be a child of its parent after its pidfd was opened, and the
     parent to be unreaped (so it was the parent when its children were read): a pid
     reused by another process is never taken for a descendant, and the pidfd signals
     exactly the process that was checked. The caller closes the pidfds.
     """
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []
     parents = [(os.getpid(), -1)]
     while parents:
         parent, parent_fd = parents.pop()
@@ -527,26 +529,28 @@ def descendants() -> list[tuple[int, int]]:
             except OSError:
                 continue  # gone
             ours = False
+            pgid = 0
             stat = read_small(f"/proc/{pid}/stat")
             if stat:
                 fields = stat[stat.rindex(b")") + 2 :].split()
                 ours = int(fields[1]) == parent and fields[0] not in (b"Z", b"X")
+                pgid = int(fields[2])
             if ours and parent_fd >= 0:
                 try:
                     signal.pidfd_send_signal(parent_fd, 0)
                 except OSError:
                     ours = False  # reaped: its pid may have been someone else's
             if ours:
-                found.append((pid, pidfd))
+                found.append((pid, pidfd, pgid))
                 parents.append((pid, pidfd))
             else:
                 os.close(pidfd)
     return found
 
 
-def _close_all(found: list[tuple[int, int]]) -> int:
+def _close_all(found: list[tuple[int, int, int]]) -> int:
     """Close the pidfds of ``descendants()``; return how many there were."""
-    for _pid, pidfd in found:
+    for _pid, pidfd, _pgid in found:
         os.close(pidfd)
     return len(found)
 
