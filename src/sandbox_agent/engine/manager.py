@@ -317,7 +317,10 @@ class ProcessManager:
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
         if record.exited:
-            return  # the exit of the command was seen when recorded
+            # The exit of the command was seen when recorded; now it may be pruned.
+            if self.retain_exited is not None:
+                self._prune()
+            return
         try:
             state = read_state(record.dir)
         except (OSError, ValueError) as exc:
