@@ -236,8 +236,9 @@ def parent_and_state(pid: int) -> tuple[int, str]:
 
 
 def test_orphans_left_by_a_process_are_adopted_and_reaped(server: Server, client: httpx.Client) -> None:
-    # bash starts a background sleep and exits: the sleep is orphaned.
-    process = start(client, {"command": "bash", "args": ["-c", "sleep 600 & echo $!"]})
+    # bash starts a background sleep that does not hold its output, and exits: the sleep
+    # is orphaned, and the supervisor, with no output left to pump, exits too.
+    process = start(client, {"command": "bash", "args": ["-c", "sleep 600 >/dev/null 2>&1 & echo $!"]})
     wait_exited(client, process["id"])
     orphan = int(
         client.get(f"/v1/process/{process['id']}/logs", params={"strip_timestamps": "true"})
@@ -245,7 +246,9 @@ def test_orphans_left_by_a_process_are_adopted_and_reaped(server: Server, client
         .split()[-1]
     )
     assert server.proc is not None
-    assert parent_and_state(orphan)[0] == server.proc.pid  # adopted by the server, not init
+    pid = server.proc.pid
+    # Adopted by the server (from the supervisor, a subreaper while it ran), not init.
+    wait_for(lambda: parent_and_state(orphan)[0] == pid, 10, "the orphan to be adopted by the server")
     os.kill(orphan, signal.SIGKILL)
     # Reaped, not left a zombie.
     wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 10, "the orphan to be reaped")

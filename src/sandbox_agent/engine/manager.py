@@ -64,7 +64,7 @@ from .logs import feed as logfeed
 from .logs import pty as pty_logs
 from .logs import store
 from .logs.pty import PtyEntry
-from .logs.watch import LogWatcher
+from .logs.watch import LogWatcher, StateWatch
 from .records import Record
 from .terminal import Terminals
 
@@ -184,6 +184,7 @@ class ProcessManager:
         self.begin_shutdown()
         for record in self._records.values():
             self._unwatch_supervisor(record)
+            self._unwatch_state(record)
             for waiter in record.waiters:
                 if not waiter.done():
                     waiter.set_exception(ServiceUnavailable("the process manager was closed before the process exited"))
@@ -246,17 +247,27 @@ class ProcessManager:
             record = Record(entry.path, state)
             self._records[record.id] = record
             if record.exited:
+                if state.get("bootId") == our_boot:
+                    # Its supervisor may still pump what descendants write: watched, so
+                    # that kill and delete still reach them.
+                    self._watch_supervisor(record, state)
                 continue
             if state.get("bootId") == our_boot and self._watch_supervisor(record):
+                self._watch_state(record)
                 continue
             self._settle_lost(record)
         self._ordered = None
         self._prune()
         logger.info("loaded %d processes from %s", len(self._records), self.processes_dir)
 
-    def _watch_supervisor(self, record: Record) -> bool:
-        """Watch the record's supervisor for exit; False if it is already gone."""
-        pid = record.state.get("supervisorPid")
+    def _watch_supervisor(self, record: Record, state: dict[str, Any] | None = None) -> bool:
+        """Watch the record's supervisor for exit; False if it is already gone.
+
+        ``state``: the full state record, for an exited record (whose ``state`` no longer
+        holds the supervisor's identity).
+        """
+        state = record.state if state is None else state
+        pid = state.get("supervisorPid")
         if not isinstance(pid, int):
             return False
         try:
@@ -266,13 +277,13 @@ class ProcessManager:
                 return False  # gone (ESRCH)
             # Our own shortage says nothing about the supervisor: watch it by polling
             # its pid and start time until a pidfd can be had.
-            if process_start_ticks(pid) != record.state.get("supervisorStart"):
+            if process_start_ticks(pid) != state.get("supervisorStart"):
                 return False
             logger.warning("process %s: no file descriptor for a pidfd (%s); polling its supervisor", record.id, exc)
             self._polled.add(record)
             return True
         # Checked after the pidfd is open, so the pid cannot be reused in between.
-        if process_start_ticks(pid) != record.state.get("supervisorStart"):
+        if process_start_ticks(pid) != state.get("supervisorStart"):
             os.close(pidfd)
             return False
         self._polled.discard(record)
@@ -296,8 +307,37 @@ class ProcessManager:
             os.close(record.pidfd)
             record.pidfd = None
 
+    def _watch_state(self, record: Record) -> None:
+        """Learn of the command's exit when the supervisor records it: the supervisor
+        itself may run on, pumping what descendants of the command still write."""
+        record.state_watch = StateWatch(record.dir, lambda: self._on_state_change(record))
+        self._watcher.watch(record.state_watch)
+        self._on_state_change(record)  # recorded before the watch began
+
+    def _unwatch_state(self, record: Record) -> None:
+        if record.state_watch is not None:
+            self._watcher.unwatch(record.state_watch)
+            record.state_watch = None
+
+    def _on_state_change(self, record: Record) -> None:
+        if record.exited or record.state_watch is None:
+            return
+        try:
+            state = read_state(record.dir)
+        except (OSError, ValueError):
+            return  # the supervisor's exit settles it
+        if state != record.state:
+            record.update(state)
+            if record.exited:
+                self._on_exit(record)
+
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
+        if record.exited:
+            # The exit of the command was seen when recorded; now it may be pruned.
+            if self.retain_exited is not None:
+                self._prune()
+            return
         try:
             state = read_state(record.dir)
         except (OSError, ValueError) as exc:
@@ -306,6 +346,11 @@ class ProcessManager:
         record.update(state)
         if not record.exited:
             self._settle_lost(record)
+        self._on_exit(record)
+
+    def _on_exit(self, record: Record) -> None:
+        """The command exited (recorded in ``record.state``): tell followers and waiters."""
+        self._unwatch_state(record)
         self._ordered = None
         for feed in record.feeds.values():
             feed.finish(record.state)
@@ -321,8 +366,10 @@ class ProcessManager:
         """Forget the exited processes past the retention limits (oldest exits first)."""
         if self.retain_exited is None and self.retain_seconds is None:
             return
+        # Not while descendants of the command still write through its supervisor.
         exited = sorted(
-            (r for r in self._records.values() if r.exited), key=lambda r: (r.stopped_at or r.started_at, r.id)
+            (r for r in self._records.values() if r.exited and r.pidfd is None and r not in self._polled),
+            key=lambda r: (r.stopped_at or r.started_at, r.id),
         )
         doomed = exited[: max(0, len(exited) - self.retain_exited)] if self.retain_exited is not None else []
         if self.retain_seconds is not None:
@@ -336,6 +383,8 @@ class ProcessManager:
             logger.info("retention: forgot %d exited processes", len(doomed))
 
     def _forget(self, record: Record) -> None:
+        self._unwatch_supervisor(record)
+        self._unwatch_state(record)
         for stream in list(record.feeds):
             self._drop_feed(record, stream)
         self.terminals.forget(record.id)
@@ -475,7 +524,9 @@ class ProcessManager:
         record = Record(str(pid_dir), reply["state"])
         self._records[process_id] = record
         self._ordered = None
-        if not self._watch_supervisor(record):
+        if self._watch_supervisor(record):
+            self._watch_state(record)
+        else:
             # It already finished (a quick command): its final state is on disk.
             self._on_supervisor_exit(record)
         return record
@@ -497,11 +548,12 @@ class ProcessManager:
         return record
 
     def stop(self, process_id: str) -> None:
-        """SIGTERM to the process group, SIGKILL after the stop timeout; no-op once exited."""
+        """SIGTERM to every descendant, SIGKILL after the stop timeout; once the command
+        exited, only descendants it left (the record does not change)."""
         self._signal(self._record(process_id), STOP_SIGNAL_REQUEST)
 
     def kill(self, process_id: str) -> None:
-        """SIGKILL to the process group; the status becomes ``killed``. No-op once exited."""
+        """SIGKILL to every descendant; the status becomes ``killed`` (unchanged once exited)."""
         self._signal(self._record(process_id), KILL_SIGNAL_REQUEST)
 
     async def delete(self, process_id: str) -> None:
@@ -510,6 +562,8 @@ class ProcessManager:
             raise ProcessRunning(
                 f"process {process_id} is still {record.state.get('status')}; stop or kill it first, then delete it"
             )
+        # Descendants the command left that still write through its supervisor go with it.
+        self._signal(record, KILL_SIGNAL_REQUEST)
         self._forget(record)
         await asyncio.to_thread(shutil.rmtree, record.dir, ignore_errors=True)
 
@@ -753,7 +807,9 @@ class ProcessManager:
         return self._ordered
 
     def _signal(self, record: Record, sig: signal.Signals) -> None:
-        if record.exited:
+        """Signal the supervisor while it runs: after the command exited, it still owns the
+        descendants the command left (the record's status does not change any more)."""
+        if record.pidfd is None and record not in self._polled:
             return
         try:
             if record.pidfd is not None:

@@ -17,6 +17,7 @@ from .._types import Status
 from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
 from .logs.entries import LineIndex
 from .logs.feed import Feed
+from .logs.watch import StateWatch
 
 #: Fields that identify a running process's supervisor and child: of no use once it
 #: exited (they stay in state.json), so an exited record does not hold them.
@@ -39,13 +40,18 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 class Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "waiters")
+    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "state_watch", "waiters")
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
         self.dir = pid_dir
         self.state = _compact(state)
+        #: The supervisor, watched for its exit; it may outlive the command (descendants
+        #: that still write), so an exited record may still have one.
         self.pidfd: int | None = None
+        #: The directory, watched for the state record the supervisor replaces (the
+        #: command's exit) while the command runs.
+        self.state_watch: StateWatch | None = None
         self.feeds: dict[str, Feed] = {}
         self.waiters: list[asyncio.Future[None]] = []
         #: Renderings of this record (wire JSON, by dialect), dropped when the state changes:

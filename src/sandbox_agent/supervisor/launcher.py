@@ -19,7 +19,7 @@ import time
 
 from .capture import CombinedWriter, Stream
 from .ondisk import LAUNCHER_MAX_MESSAGE, Clock, boot_id, encode_json, process_start_ticks
-from .supervisor import reply, supervise
+from .supervisor import prepare, reply, supervise
 
 
 def _reap(signum: int, frame: object) -> None:
@@ -60,6 +60,7 @@ def launcher_main(fd: int) -> None:
     os.set_inheritable(sock, False)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prepare()
     _warm_up()
     gc.collect()
     gc.freeze()

@@ -1,11 +1,13 @@
 """One supervisor: owns one child from spawn to recorded exit. Standard library only.
 
-Forked from the launcher, a supervisor leaves the launcher's session, spawns the user's
-command in a session and process group of its own, pumps the command's stdout and stderr
-into the three log files (``capture``), writes the state record by atomic replace, and
-exits once it has recorded the command's exit. The server signals it with
-``STOP_SIGNAL_REQUEST`` (SIGTERM to the group, SIGKILL after the grace period) or
-``KILL_SIGNAL_REQUEST`` (SIGKILL to the group).
+Forked from the launcher, a supervisor leaves the launcher's session, becomes a child
+subreaper (orphans below it come to it, and it reaps them), spawns the user's command in
+a session and process group of its own, pumps the command's stdout and stderr into the
+three log files (``capture``) and writes the state record by atomic replace. It records
+the command's exit as soon as it sees it, then keeps pumping while descendants the
+command left behind still hold its pipes (or its terminal), and exits at their end of
+file. The server signals it with ``STOP_SIGNAL_REQUEST`` (SIGTERM to every descendant,
+SIGKILL after the grace period) or ``KILL_SIGNAL_REQUEST`` (SIGKILL to every descendant).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .ondisk import (
     boot_id,
     encode_json,
     process_start_ticks,
+    read_small,
     write_json_atomic,
 )
 from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
@@ -51,6 +54,12 @@ _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
+_PR_SET_CHILD_SUBREAPER = 36
+#: Rounds of a kill sweep: each signals the descendants the previous ones had not seen
+#: yet (forked meanwhile); a sweep ends at the first round that finds none new.
+_KILL_ROUNDS = 50
+#: libc, opened by the launcher before it forks (``prepare``): a supervisor then only calls it.
+_libc: Any = None
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
 #: Writable, or broken (a stdin pipe whose reader closed reports only POLLERR).
 _WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
@@ -80,6 +89,10 @@ class Supervisor:
         self.control: Control | None = None
         self.backlog = bytearray()
         self.eof_pending = False
+        #: The command's pid until it has been reaped; 0 after.
+        self.pid = 0
+        #: A signal woke the loop (a child exited, a request came).
+        self.woken = False
 
     # -- spawn ------------------------------------------------------------
 
@@ -210,25 +223,60 @@ class Supervisor:
     def _on_kill(self, signum: int, frame: object) -> None:
         self.kill_requested = True
 
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.pgid, sig)
-        except ProcessLookupError:
-            pass
+    def _on_child(self, signum: int, frame: object) -> None:
+        pass  # only wakes the loop (the wakeup fd), which reaps
+
+    def _signal_all(self, sig: int) -> None:
+        """``sig`` to the command's group and to every descendant (SIGKILL: until none is new)."""
+        group = self.pid
+        if group:
+            # The group's leader is unreaped, so its pid (the group id) is still ours.
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+        signalled: set[int] = set()
+        for _round in range(_KILL_ROUNDS if sig == _SIGKILL else 1):
+            new = 0
+            for pid, pidfd, pgid in descendants():
+                try:
+                    # Not twice: a second SIGTERM could cut short the handler of the first.
+                    if pid not in signalled and pgid != group:
+                        signal.pidfd_send_signal(pidfd, sig)
+                        signalled.add(pid)
+                        new += 1
+                except OSError:
+                    pass  # gone meanwhile
+                finally:
+                    os.close(pidfd)
+            if not new:
+                return
 
     def _act_on_requests(self, now: float) -> None:
-        """Turn recorded requests into signals: SIGTERM once, SIGKILL once."""
+        """Turn recorded requests into signals: SIGTERM once, SIGKILL once (and again at
+        each wake-up after, for descendants that forked meanwhile)."""
         if self.kill_sent:
+            if self.woken:
+                self._signal_all(_SIGKILL)
             return
         if self.kill_requested or (self.kill_deadline is not None and now >= self.kill_deadline):
             # Only a kill request acted on before the exit was seen makes it "killed".
             self.killed = self.kill_requested
-            self._signal_group(_SIGKILL)
+            self._signal_all(_SIGKILL)
             self.kill_sent = True
             self.kill_deadline = None
         elif self.stop_requested and self.kill_deadline is None:
-            self._signal_group(_SIGTERM)
+            self._signal_all(_SIGTERM)
             self.kill_deadline = now + self.stop_timeout
+
+    def _reap_orphans(self) -> None:
+        """Reap the children that are not the command: orphans handed to us as subreaper."""
+        for pid in children(os.getpid()):
+            if pid != self.pid:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
 
     # -- the loop ----------------------------------------------------------
 
@@ -243,9 +291,10 @@ class Supervisor:
         _set_handler(_STOP, self._on_stop)
         _set_handler(_SIGTERM, self._on_stop)
         _set_handler(_KILL, self._on_kill)
+        _set_handler(_SIGCHLD, self._on_child)
 
     def run(self, pid: int) -> None:
-        self.pgid = pid
+        self.pid = pid
         wake_r = self.wake_r
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
@@ -256,10 +305,10 @@ class Supervisor:
         control = self.control
         #: With a control channel, the masks of the fds registered (they change with input).
         masks: dict[int, int] = dict.fromkeys(self.streams, _POLLIN)
-        exited = False
-        while not exited:
+        while True:
             now = time.time()
             self._act_on_requests(now)
+            self.woken = False
             if control is not None:
                 self._update_masks(poller, masks)
             deadline = None
@@ -274,26 +323,58 @@ class Supervisor:
             now = time.time()
             for fd, mask in events:
                 if fd == pidfd:
-                    exited = True
+                    os.close(pidfd)
+                    self._command_exited()
+                    # From now on only output is left to pump (no input, no resizing).
+                    self.control = control = None
+                    poller = select.poll()
+                    poller.register(wake_r, _POLLIN)
+                    masks = {fd: _POLLIN for fd, stream in self.streams.items() if stream.fd >= 0}
+                    for fd in masks:
+                        poller.register(fd, _POLLIN)
                 elif fd == wake_r:
+                    self.woken = True
                     try:
                         os.read(wake_r, 512)
                     except BlockingIOError:
                         pass
+                    self._reap_orphans()
                 elif control is not None and fd == control.fd:
                     self._take_control(control)
                 else:
                     if fd == self.input_fd and mask & _WRITE_EVENTS and self.backlog:
                         self._write_input()
-                    if fd in self.streams and mask != _POLLOUT and not self._pump(self.streams[fd], now):
+                    if (
+                        fd in self.streams
+                        and mask != _POLLOUT
+                        and not self._pump(self.streams[fd], now)
+                        and fd in masks  # not if the drain at the command's exit closed it
+                    ):
                         poller.unregister(fd)
-                        masks.pop(fd, None)
+                        del masks[fd]
             for stream in self.streams.values():
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)
-        _pid, status = os.waitpid(pid, 0)
-        # Everything the child wrote before it exited is in the pipes now: drain what is
-        # there, but do not wait for descendants that still hold them open.
+            # The command is gone and so is every writer of its output (a stop still in
+            # its grace period waits for the descendants that closed their output).
+            if (
+                not self.pid
+                and all(stream.fd < 0 for stream in self.streams.values())
+                and (self.kill_deadline is None or not _close_all(descendants()))
+            ):
+                break
+        now = time.time()
+        for stream in self.streams.values():
+            stream.flush_partial(now, self.clock)
+        self.combined.flush()
+
+    def _command_exited(self) -> None:
+        """Reap the command and record its exit, with all it wrote before it."""
+        _pid, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        # Everything the command wrote before it exited is in the pipes now: drain what
+        # is there (not waiting for descendants that hold them), so that the exit is
+        # recorded after the last line the command wrote.
         now = time.time()
         for stream in self.streams.values():
             while self._pump(stream, now, drain=True):
@@ -301,6 +382,13 @@ class Supervisor:
             stream.flush_partial(now, self.clock)
         self.combined.flush()
         self._record_exit(status, time.time())
+        if not self.tty:
+            # A descendant reading stdin gets end of file: nobody can send input any more.
+            self.backlog.clear()
+            self.eof_pending = False
+            if self.input_fd >= 0:
+                os.close(self.input_fd)
+                self.input_fd = -1
 
     def _pump(self, stream: Stream, now: float, drain: bool = False) -> bool:
         """Read once from ``stream``; False at end of file (or, draining, when empty)."""
@@ -409,11 +497,99 @@ class Supervisor:
         write_json_atomic(self.state_path, state)
 
 
+def children(pid: int) -> list[int]:
+    """The children of every thread of ``pid`` (zombies too)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{task}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        found.extend(int(child) for child in data.split())
+    return found
+
+
+def descendants() -> list[tuple[int, int, int]]:
+    """``(pid, pidfd, pgid)`` of every live (not zombie) descendant of this process.
+
+    Each is checked to be a child of its parent after its pidfd was opened, and the
+    parent to be unreaped (so it was the parent when its children were read): a pid
+    reused by another process is never taken for a descendant, and the pidfd signals
+    exactly the process that was checked. The caller closes the pidfds.
+    """
+    found: list[tuple[int, int, int]] = []
+    parents = [(os.getpid(), -1)]
+    while parents:
+        parent, parent_fd = parents.pop()
+        for pid in children(parent):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone
+            ours = False
+            pgid = 0
+            stat = read_small(f"/proc/{pid}/stat")
+            if stat:
+                fields = stat[stat.rindex(b")") + 2 :].split()
+                ours = int(fields[1]) == parent and fields[0] not in (b"Z", b"X")
+                pgid = int(fields[2])
+            if ours and parent_fd >= 0:
+                try:
+                    signal.pidfd_send_signal(parent_fd, 0)
+                except OSError:
+                    ours = False  # reaped: its pid may have been someone else's
+            if ours:
+                found.append((pid, pidfd, pgid))
+                parents.append((pid, pidfd))
+            else:
+                os.close(pidfd)
+    return found
+
+
+def _close_all(found: list[tuple[int, int, int]]) -> int:
+    """Close the pidfds of ``descendants()``; return how many there were."""
+    for _pid, pidfd, _pgid in found:
+        os.close(pidfd)
+    return len(found)
+
+
+def prepare() -> None:
+    """In the launcher, before it forks: open libc, so that a supervisor only calls prctl."""
+    global _libc
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl  # noqa: B018 -- resolved (and cached on the CDLL) here, shared after fork
+    except (ImportError, OSError, AttributeError):
+        return
+    _libc = libc
+
+
+def become_subreaper() -> None:
+    """Orphans below us come to us (and we reap them): stop and kill find every descendant."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def supervise(sock: int, message: dict[str, Any]) -> None:
     """Body of a forked supervisor; never returns."""
     code = 0
     try:
         os.setsid()
+        become_subreaper()
         _set_handler(_SIGCHLD, _SIG_DFL)
         # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
         # in the child across exec, handled ones are reset to their default there.

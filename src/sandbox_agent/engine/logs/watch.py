@@ -1,13 +1,17 @@
-"""Telling feeds that their log file grew: inotify where it works, a poll elsewhere."""
+"""Telling feeds that their log file grew: inotify where it works, a poll elsewhere.
+
+The same machinery tells the engine that a state record was replaced (``StateWatch``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
-from .inotify import IN_MODIFY, Inotify
+from .inotify import IN_MODIFY, IN_MOVED_TO, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -21,6 +25,17 @@ class Feed(Protocol):
     watch: int | None
 
     def catch_up(self) -> None: ...
+
+
+class StateWatch:
+    """A process directory, watched for a state record renamed into place (atomic replace)."""
+
+    __slots__ = ("catch_up", "path", "watch")
+
+    def __init__(self, directory: str, on_change: Callable[[], None]) -> None:
+        self.path = directory
+        self.watch: int | None = None
+        self.catch_up = on_change
 
 
 class LogWatcher:
@@ -50,8 +65,9 @@ class LogWatcher:
 
     def watch(self, feed: Feed) -> None:
         if self._inotify is not None:
+            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY
             try:
-                feed.watch = self._inotify.add_watch(feed.path, IN_MODIFY)
+                feed.watch = self._inotify.add_watch(feed.path, mask)
             except OSError as exc:
                 logger.warning("cannot watch %s (%s): polling it instead", feed.path, exc)
             else:
