@@ -3,7 +3,9 @@
 No HTTP in here: the server (``sandbox_agent.server``) and embedding applications call
 ``ProcessManager`` directly. Where things happen:
 
-    manager     ProcessManager: spawn, stop, kill, delete, wait, adopt at start-up
+    manager     ProcessManager: spawn, stop, kill, delete, wait, runs, config
+    watching    its watch over supervisors: adoption at start-up, exits, orphans, retention
+    reading     its log reads: lines, entries, follows, a terminal's output
     records     Record: one process's directory and state record, as typed properties
     launcher    the server's client of the supervisor launcher (spawn requests)
     validate    start-request checks (command, cwd, env) before anything is created

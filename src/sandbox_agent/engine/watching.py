@@ -1,0 +1,286 @@
+"""Watching supervisors: adoption at start-up, exits, lost supervisors, orphans, retention.
+
+A mixin of the manager (``manager.py``). A supervisor is watched through a pidfd (or, with
+no descriptor to be had, by polling its pid and start time) and its state record through
+inotify, so the engine learns of a command's exit even while its supervisor still pumps
+what descendants write.
+"""
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..supervisor.ondisk import (
+    STATE_FILE,
+    boot_id,
+    process_start_ticks,
+    read_state,
+    write_json_atomic,
+)
+from . import system
+from .config import ProcessConfig
+from .ids import ID_PATTERN
+from .launcher import LauncherClient
+from .logs.watch import LogWatcher, StateWatch
+from .records import Record
+from .terminal import Terminals
+
+logger = logging.getLogger("sandbox_agent.engine")
+
+_REAP_INTERVAL = 1.0
+
+
+class SupervisorWatching:
+    """The manager's watch over supervisors and records (see ``ProcessManager``)."""
+
+    # Set by ProcessManager.__init__; declared here for the type checker.
+    data_dir: Path
+    processes_dir: Path
+    config: ProcessConfig
+    terminals: Terminals
+    subreaper: bool
+    retain_exited: int | None
+    retain_seconds: float | None
+    _records: dict[str, Record]
+    _ordered: list[Record] | None
+    _watcher: LogWatcher
+    _launcher: LauncherClient
+    _polled: set[Record]
+    _closing: bool
+    _runs: int
+
+    if TYPE_CHECKING:
+
+        def _drop_feed(self, record: Record, stream: str) -> None: ...
+
+    def _load_records(self) -> None:
+        our_boot = boot_id()
+        for entry in os.scandir(self.processes_dir):
+            if not ID_PATTERN.fullmatch(entry.name) or not entry.is_dir():
+                continue
+            for leftover in Path(entry.path).glob(f"{STATE_FILE}.*.tmp"):
+                leftover.unlink(missing_ok=True)
+            try:
+                state = read_state(entry.path)
+            except FileNotFoundError:
+                continue  # a spawn that never started: nothing to show
+            except (OSError, ValueError) as exc:
+                logger.error("skipping %s: unusable state record (%s)", entry.path, exc)
+                continue
+            if state["id"] != entry.name:
+                # Keyed by its directory: a record copied or edited into another one's
+                # place must not speak for that process (or signal its pid).
+                logger.error("skipping %s: its state record names another process (%s)", entry.path, state["id"])
+                continue
+            record = Record(entry.path, state)
+            self._records[record.id] = record
+            if record.exited:
+                if state.get("bootId") == our_boot:
+                    # Its supervisor may still pump what descendants write: watched, so
+                    # that kill and delete still reach them.
+                    self._watch_supervisor(record, state)
+                continue
+            if state.get("bootId") == our_boot and self._watch_supervisor(record):
+                self._watch_state(record)
+                continue
+            self._settle_lost(record)
+        self._ordered = None
+        self._prune()
+        logger.info("loaded %d processes from %s", len(self._records), self.processes_dir)
+
+    def _watch_supervisor(self, record: Record, state: dict[str, Any] | None = None) -> bool:
+        """Watch the record's supervisor for exit; False if it is already gone.
+
+        ``state``: the full state record, for an exited record (whose ``state`` no longer
+        holds the supervisor's identity).
+        """
+        state = record.state if state is None else state
+        pid = state.get("supervisorPid")
+        if not isinstance(pid, int):
+            return False
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+                return False  # gone (ESRCH)
+            # Our own shortage says nothing about the supervisor: watch it by polling
+            # its pid and start time until a pidfd can be had.
+            if process_start_ticks(pid) != state.get("supervisorStart"):
+                return False
+            logger.warning("process %s: no file descriptor for a pidfd (%s); polling its supervisor", record.id, exc)
+            self._polled.add(record)
+            return True
+        # Checked after the pidfd is open, so the pid cannot be reused in between.
+        if process_start_ticks(pid) != state.get("supervisorStart"):
+            os.close(pidfd)
+            return False
+        self._polled.discard(record)
+        record.pidfd = pidfd
+        asyncio.get_running_loop().add_reader(pidfd, self._on_supervisor_exit, record)
+        return True
+
+    def _poll_unwatched(self) -> None:
+        """Check the supervisors watched without a pidfd; take a pidfd when one can be had."""
+        for record in list(self._polled):
+            if record.exited or record.pidfd is not None:
+                self._polled.discard(record)
+            elif not self._watch_supervisor(record):
+                self._polled.discard(record)
+                self._on_supervisor_exit(record)
+
+    def _unwatch_supervisor(self, record: Record) -> None:
+        self._polled.discard(record)
+        if record.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(record.pidfd)
+            os.close(record.pidfd)
+            record.pidfd = None
+
+    def _watch_state(self, record: Record) -> None:
+        """Learn of the command's exit when the supervisor records it: the supervisor
+        itself may run on, pumping what descendants of the command still write."""
+        record.state_watch = StateWatch(record.dir, lambda: self._on_state_change(record))
+        self._watcher.watch(record.state_watch)
+        self._on_state_change(record)  # recorded before the watch began
+
+    def _unwatch_state(self, record: Record) -> None:
+        if record.state_watch is not None:
+            self._watcher.unwatch(record.state_watch)
+            record.state_watch = None
+
+    def _on_state_change(self, record: Record) -> None:
+        if record.exited or record.state_watch is None:
+            return
+        try:
+            state = read_state(record.dir)
+        except (OSError, ValueError):
+            return  # the supervisor's exit settles it
+        if state != record.state:
+            record.update(state)
+            if record.exited:
+                self._on_exit(record)
+
+    def _on_supervisor_exit(self, record: Record) -> None:
+        self._unwatch_supervisor(record)
+        if record.exited:
+            # The exit of the command was seen when recorded; now it may be pruned.
+            if self.retain_exited is not None:
+                self._prune()
+            return
+        try:
+            state = read_state(record.dir)
+        except (OSError, ValueError) as exc:
+            logger.error("cannot read the state of %s after its supervisor exited: %s", record.id, exc)
+            state = record.state
+        record.update(state)
+        if not record.exited:
+            self._settle_lost(record)
+        self._on_exit(record)
+
+    def _on_exit(self, record: Record) -> None:
+        """The command exited (recorded in ``record.state``): tell followers and waiters."""
+        self._unwatch_state(record)
+        self._ordered = None
+        for feed in record.feeds.values():
+            feed.finish(record.state)
+        self.terminals.exited(record)
+        for waiter in record.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        record.waiters.clear()
+        if self.retain_exited is not None:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget the exited processes past the retention limits (oldest exits first)."""
+        if self.retain_exited is None and self.retain_seconds is None:
+            return
+        # Not while descendants of the command still write through its supervisor.
+        exited = sorted(
+            (r for r in self._records.values() if r.exited and r.pidfd is None and r not in self._polled),
+            key=lambda r: (r.stopped_at or r.started_at, r.id),
+        )
+        doomed = exited[: max(0, len(exited) - self.retain_exited)] if self.retain_exited is not None else []
+        if self.retain_seconds is not None:
+            horizon = time.time() - self.retain_seconds
+            doomed.extend(r for r in exited[len(doomed) :] if (r.stopped_at or r.started_at) < horizon)
+        for record in doomed:
+            self._forget(record)
+            # Off the loop and unawaited: removing a big log must not hold anyone up.
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, record.dir, True)
+        if doomed:
+            logger.info("retention: forgot %d exited processes", len(doomed))
+
+    def _forget(self, record: Record) -> None:
+        self._unwatch_supervisor(record)
+        self._unwatch_state(record)
+        for stream in list(record.feeds):
+            self._drop_feed(record, stream)
+        self.terminals.forget(record.id)
+        self._records.pop(record.id, None)
+        self._ordered = None
+
+    def _settle_lost(self, record: Record) -> None:
+        """The supervisor is gone with no exit recorded: the process ended unseen."""
+        # Read once more: it may have recorded the exit just before it went.
+        with contextlib.suppress(OSError, ValueError):
+            record.update(read_state(record.dir))
+        if record.exited:
+            return
+        logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
+        self._kill_orphan(record)
+        state = dict(record.state, status="stopped", exitCode=None, exitSignal=None, stoppedAt=time.time())
+        # Known in memory whatever the disk does: the API must not show it running forever.
+        record.update(state)
+        try:
+            write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
+        except OSError as exc:
+            logger.error("process %s: cannot record its end (%s); the next start-up settles it again", record.id, exc)
+
+    @staticmethod
+    def _kill_orphan(record: Record) -> None:
+        """Kill the group of a process whose supervisor died under it, if it is still ours.
+
+        Nobody reads its output any more and nobody would record its exit: left alone it
+        would run unseen. The pid counts as ours only with the same boot and start time.
+        """
+        state = record.state
+        pid = state.get("pid")
+        if not isinstance(pid, int) or state.get("bootId") != boot_id():
+            return
+        if state.get("pidStart") is None or process_start_ticks(pid) != state.get("pidStart"):
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL)
+            if self.subreaper:
+                self._reap_orphans()
+            self._poll_unwatched()
+            if self.retain_seconds is not None:
+                self._prune()
+
+    def _reap_orphans(self) -> None:
+        """Reap children we never started: orphans that were handed to us.
+
+        As a subreaper (or as PID 1 in a container) we inherit the supervisors of a
+        launcher that died and every daemon a managed process left behind; unreaped,
+        each would stay a zombie. The launcher itself is reaped by its own handle.
+        """
+        if self._runs:
+            # A run's child is a child of ours too, and asyncio must be the one to reap
+            # it (or its exit status is lost); orphans can wait for the next round.
+            return
+        for pid in system.children():
+            if pid == self._launcher.pid:
+                continue
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
