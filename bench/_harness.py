@@ -219,6 +219,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_reaped(pids: Iterable[int]) -> float:
+    """utime + stime of ``pids`` and of the children they reaped (cutime + cstime), in seconds."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def proc_state(pid: int) -> tuple[str, int] | None:
     """(state letter, parent pid), or None if gone."""
     try:

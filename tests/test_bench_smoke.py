@@ -78,7 +78,7 @@ def test_original(run: dict[str, Any]) -> None:
     if "original" not in installed_peers():
         pytest.skip("the original server is not in bench/.peers (`python -m bench --install-only` installs it)")
     hot = [row for row in run["rows"] if row["scenario"] in ("exit-visible", "run-echo", "follow-delay")]
-    assert len(hot) == 8, hot
+    assert len(hot) == 10, hot
     assert all(isinstance(row["original"], float) for row in hot), hot
     idle = next(row for row in run["rows"] if row["metric"].startswith("idle server"))
     assert isinstance(idle["original"], float), idle

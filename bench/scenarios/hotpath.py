@@ -79,6 +79,16 @@ def _interleave(rounds: int, samplers: dict[str, Callable[[], float]]) -> dict[s
     return samples
 
 
+def _cpu_ms_per(pids: dict[str, list[int]], before: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """CPU ms per operation of each server and all it ran (what it reaped), since ``before``."""
+    time.sleep(0.2)  # the last helpers end and are reaped
+    return {name: 1000 * (h.cpu_seconds_reaped(pids[name]) - before[name]) / counts[name] for name in before}
+
+
+def _cpu_now(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: h.cpu_seconds_reaped(got) for name, got in pids.items()}
+
+
 def _ratio_met(ours: h.Value, original: h.Value, limit: float = 1.0) -> bool | None:
     if isinstance(ours, float | int) and isinstance(original, float | int) and original > 0:
         return ours / original <= limit
@@ -132,7 +142,14 @@ def run_exit_visible(ctx: Context) -> h.Outcome:
             try:
                 pairs = zip(apis, https, strict=True)
                 samplers = {api.name: _exit_sampler(api, http, polls[api.name]) for api, http in pairs}
+                # Supervisors are forked by the launcher, which reaps them: its cutime holds theirs.
+                cpu_pids = {"ours": [ours.pid, *ours.launcher_pids()]}
+                if original is not None:
+                    cpu_pids["original"] = [original.pid]
+                before = _cpu_now(cpu_pids)
                 samples = _interleave(rounds, samplers)
+                starts = {"ours": 2 * (_WARMUP + rounds), "original": _WARMUP + rounds}
+                cpu = _cpu_ms_per(cpu_pids, before, starts)
             finally:
                 for http in https:
                     http.close()
@@ -161,11 +178,21 @@ def run_exit_visible(ctx: Context) -> h.Outcome:
                 original=orig[p],
             )
         )
+    out.rows.append(
+        h.Row(
+            "exit-visible",
+            "CPU per start until exited: server and all it ran (ms, both our dialects)",
+            cpu["ours"],
+            original=f"n/a: {original_na}" if original_na else cpu["original"],
+        )
+    )
     mean_polls = {name: sum(got) / len(got) for name, got in polls.items() if got}
     out.notes.append(
         "exit-visible: POST a `true`, then GET it (at once, then every 1 ms) until its status is exited; "
         "ours and the original in turn on keep-alive raw-socket connections, "
-        f"{_WARMUP} warm-up rounds dropped, each process deleted after (untimed). GETs per start (mean): "
+        f"{_WARMUP} warm-up rounds dropped, each process deleted after (untimed). CPU = utime+stime+cutime+cstime "
+        "from /proc/<pid>/stat (10 ms ticks, warm-up included) of the server (ours: and the launcher, which reaps "
+        "the supervisors) over all rounds, per start. GETs per start (mean): "
         + ", ".join(f"{name} {value:.1f}" for name, value in mean_polls.items())
         + "."
     )
@@ -197,8 +224,13 @@ def run_run_echo(ctx: Context) -> h.Outcome:
         https = {"ours": RawHttp(ours.port)}
         if original is not None:
             https["original"] = RawHttp(original.port)
+        cpu_pids = {"ours": [ours.pid]}
+        if original is not None:
+            cpu_pids["original"] = [original.pid]
         try:
+            before = _cpu_now(cpu_pids)
             samples = _interleave(rounds, {name: _run_sampler(name, http) for name, http in https.items()})
+            cpu = _cpu_ms_per(cpu_pids, before, dict.fromkeys(cpu_pids, _WARMUP + rounds))
         finally:
             for http in https.values():
                 http.close()
@@ -216,6 +248,14 @@ def run_run_echo(ctx: Context) -> h.Outcome:
                 met=_ratio_met(value, orig) if p == 50 else None,
             )
         )
+    out.rows.append(
+        h.Row(
+            "run-echo",
+            "CPU per run: server and the command it reaped (ms)",
+            cpu["ours"],
+            original=f"n/a: {original_na}" if original_na else cpu["original"],
+        )
+    )
     out.notes.append(
         "run-echo: the whole one-shot run (spawn, collect stdout, exit, answer) as the caller waits for it; "
         "ours and the original in turn on keep-alive raw-socket connections."
