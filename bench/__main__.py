@@ -5,7 +5,8 @@
     .venv/bin/python -m bench --only spawn --only list
     .venv/bin/python -m bench --peers none         # ours and the floor only
 
-Peers are installed on first use into bench/.peers/ (supervisor from PyPI, pm2 from npm);
+Peers are installed on first use into bench/.peers/ (supervisor from PyPI, pm2 and the
+original sandbox-agent server from npm);
 results go to bench/results/<time>.json as well.
 """
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCENARIO",
         help=f"run only these (repeatable or comma-separated): {', '.join([*SCENARIOS, *ALIASES])}",
     )
-    parser.add_argument("--peers", default="supervisord,pm2", help="peers to compare with, or 'none'")
+    parser.add_argument("--peers", default="supervisord,pm2,original", help="peers to compare with, or 'none'")
     parser.add_argument("--no-install", action="store_true", help="use only peers already in bench/.peers/")
     parser.add_argument("--install-only", action="store_true", help="install the peers into bench/.peers/, run nothing")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON results go")
@@ -105,6 +106,7 @@ def machine(avail: peers.Availability) -> dict[str, Any]:
         "commit": commit.stdout.strip(),
         "supervisor": avail.supervisord_version or avail.supervisord,
         "pm2": avail.pm2_version or avail.pm2,
+        "original": avail.original_version or avail.original,
     }
 
 
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     began = time.monotonic()
     print(f"installing/checking peers: {', '.join(wanted_peers) or 'none'}", flush=True)
     avail = peers.check(wanted_peers, allow_install=not args.no_install)
-    for name in ("supervisord", "pm2"):
+    for name in ("supervisord", "pm2", "original"):
         if getattr(avail, name) and name in wanted_peers:
             print(f"  {name} skipped: {getattr(avail, name)}", flush=True)
     if args.install_only:

@@ -46,6 +46,10 @@ class Sizes:
     list_sizes: tuple[int, ...] = (500, 5_000)
     list_requests: int = 30
     churn: int = 2_000
+    #: Hot path beside the original: interleaved rounds of start-to-exit-visible and run,
+    #: and rounds of follow_seconds of the 10 ms clock per server.
+    hot_rounds: int = 150
+    hot_follow_rounds: int = 3
     #: Pause before memory is read, for pages touched at start-up to settle.
     settle: float = 0.5
 
@@ -66,6 +70,8 @@ QUICK = Sizes(
     list_sizes=(20, 60),
     list_requests=5,
     churn=60,
+    hot_rounds=10,
+    hot_follow_rounds=1,
     settle=0.1,
 )
 
@@ -83,6 +89,8 @@ class Row:
     goal: str = ""
     met: bool | None = None
     higher: bool = False
+    #: The original sandbox-agent server (npm @sandbox-agent/cli-linux-x64).
+    original: Value = None
 
     def ratio(self, other: Value) -> float | None:
         if isinstance(self.ours, float | int) and isinstance(other, float | int) and other > 0 and self.ours >= 0:
@@ -209,6 +217,15 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid``, in seconds."""
     fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_reaped(pids: Iterable[int]) -> float:
+    """utime + stime of ``pids`` and of the children they reaped (cutime + cstime), in seconds."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def proc_state(pid: int) -> tuple[str, int] | None:

@@ -6,8 +6,8 @@ from typing import Any
 
 from ._harness import Row, Value
 
-HEADER = ["scenario", "metric", "ours", "floor", "supervisord", "pm2"]
-HEADER += ["ours/floor", "ours/sd", "ours/pm2", "goal", "met?"]
+HEADER = ["scenario", "metric", "ours", "floor", "supervisord", "pm2", "original"]
+HEADER += ["ours/floor", "ours/sd", "ours/pm2", "ours/orig", "goal", "met?"]
 
 
 def number(value: float) -> str:
@@ -56,9 +56,11 @@ def render(rows: list[Row], notes: list[str], machine: dict[str, Any], *, quick:
                 notes_.cell(row.floor),
                 notes_.cell(row.supervisord),
                 notes_.cell(row.pm2),
+                notes_.cell(row.original),
                 _ratio(row, row.floor),
                 _ratio(row, row.supervisord),
                 _ratio(row, row.pm2),
+                _ratio(row, row.original),
                 row.goal,
                 met,
             ]
@@ -69,7 +71,8 @@ def render(rows: list[Row], notes: list[str], machine: dict[str, Any], *, quick:
     out = [
         f"sandbox-agent {machine['sandbox_agent']} ({machine['commit']}) on {machine['cpus']} x {machine['cpu']}, "
         f"{machine['memory_gb']} GB, Linux {machine['kernel']}, Python {machine['python']}, node {machine['node']}; "
-        f"supervisor {machine['supervisor']}, pm2 {machine['pm2']}"
+        f"supervisor {machine['supervisor']}, pm2 {machine['pm2']}, "
+        f"original sandbox-agent {machine.get('original')}"
         + ("; QUICK sizes (smoke run)" if quick else "")
         + f"; suite took {total:.0f} s",
         "",

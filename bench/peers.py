@@ -1,6 +1,8 @@
-"""The peers: supervisord (PyPI, over XML-RPC) and pm2 (npm, through its programmatic API).
+"""The peers: supervisord (PyPI, over XML-RPC), pm2 (npm, through its programmatic API),
+and the original sandbox-agent server (npm ``@sandbox-agent/cli-linux-x64``, over its own
+``/v1/processes``).
 
-Both are installed by the suite into ``bench/.peers/`` and run with every file they make
+All are installed by the suite into ``bench/.peers/`` and run with every file they make
 inside a scratch folder. ``close()`` stops the daemon and anything it still runs, and
 checks that nothing is left.
 """
@@ -9,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import httpx
+
 from . import _harness as h
 
 PEERS_DIR = h.BENCH_DIR / ".peers"
@@ -28,6 +35,12 @@ SUPERVISOR_VENV = PEERS_DIR / "supervisor"
 PM2_PREFIX = PEERS_DIR / "pm2"
 PM2_MODULE = PM2_PREFIX / "node_modules" / "pm2"
 DRIVER = h.BENCH_DIR / "_pm2_driver.js"
+ORIGINAL_PACKAGE = "@sandbox-agent/cli-linux-x64"
+ORIGINAL_PREFIX = PEERS_DIR / "original"
+ORIGINAL_MODULE = ORIGINAL_PREFIX / "node_modules" / "@sandbox-agent" / "cli-linux-x64"
+ORIGINAL_BIN = ORIGINAL_MODULE / "bin" / "sandbox-agent"
+#: The version the differential tests pin (one pin for both).
+REFERENCE_PACKAGE_JSON = h.BENCH_DIR.parent / "tests" / "reference" / "package.json"
 
 
 class PeerUnavailable(Exception):
@@ -38,8 +51,10 @@ class PeerUnavailable(Exception):
 class Availability:
     supervisord: str | None = None  # None: usable; otherwise why not
     pm2: str | None = None
+    original: str | None = None
     supervisord_version: str = ""
     pm2_version: str = ""
+    original_version: str = ""
 
 
 def _run(args: list[str], timeout: float) -> str:
@@ -77,6 +92,34 @@ def install_pm2(allow: bool) -> str:
     return version
 
 
+def original_pin() -> str:
+    """The version of the original server that tests/reference/package.json pins."""
+    try:
+        version: str = json.loads(REFERENCE_PACKAGE_JSON.read_text())["dependencies"][ORIGINAL_PACKAGE]
+    except (OSError, ValueError, KeyError):
+        return "0.4.2"
+    return version
+
+
+def install_original(allow: bool) -> str:
+    """The original server's binary from npm (the pinned version), into bench/.peers/original."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise PeerUnavailable(f"{ORIGINAL_PACKAGE} is built for Linux x86-64 only")
+    pin = original_pin()
+    package = ORIGINAL_MODULE / "package.json"
+    installed = json.loads(package.read_text()).get("version") if package.exists() else None
+    if installed != pin:
+        if not allow:
+            raise PeerUnavailable(f"{ORIGINAL_PACKAGE}@{pin} not installed in bench/.peers (run without --no-install)")
+        if shutil.which("npm") is None:
+            raise PeerUnavailable("npm is not installed")
+        spec = f"{ORIGINAL_PACKAGE}@{pin}"
+        _run(["npm", "install", "--prefix", str(ORIGINAL_PREFIX), "--no-audit", "--no-fund", spec], 300)
+    ORIGINAL_BIN.chmod(0o755)  # npm may skip the package's own chmod (install scripts)
+    version: str = json.loads(package.read_text())["version"]
+    return version
+
+
 def check(names: list[str], allow_install: bool) -> Availability:
     found = Availability()
     if "supervisord" in names:
@@ -93,6 +136,13 @@ def check(names: list[str], allow_install: bool) -> Availability:
             found.pm2 = str(exc)
     else:
         found.pm2 = "not selected (--peers)"
+    if "original" in names:
+        try:
+            found.original_version = install_original(allow_install)
+        except PeerUnavailable as exc:
+            found.original = str(exc)
+    else:
+        found.original = "not selected (--peers)"
     return found
 
 
@@ -316,4 +366,89 @@ class Pm2:
                 h.wait_until(lambda: not h.alive(daemon), 10, 0.02, "the pm2 daemon to exit")
             h.kill_all([daemon] if h.alive(daemon) else [])
         h.kill_all(p for p in leftovers if h.alive(p))
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Original:
+    """The original sandbox-agent server on a free port, with a throwaway HOME, driven over
+    its own ``/v1/processes`` (the timed requests go through ``_rawhttp``)."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="original-", dir=scratch))
+        self.home = self.dir / "home"
+        self.port = h.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+
+    def __enter__(self) -> Original:
+        self.home.mkdir()
+        extra = {"HOME": str(self.home)}
+        for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+            extra[name] = str(self.home / name.lower())
+        args = [str(ORIGINAL_BIN), "server", "--no-token", "--no-telemetry", "--host", "127.0.0.1"]
+        with open(self.dir / "server.log", "ab") as log:
+            # A session of its own: what it starts shares its group, and close() ends the group.
+            self.proc = subprocess.Popen(
+                [*args, "--port", str(self.port)],
+                env=h.marked_env(extra),
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        h.wait_until(self._healthy, 30, 0.02, f"the original server on port {self.port}")
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.dir / "server.log").read_text(errors="replace")[-500:]
+            raise PeerUnavailable(f"the original server exited with {self.proc.returncode}: {log}")
+        try:
+            return self.http.get("/v1/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, command: str, args: list[str] | None = None) -> dict[str, Any]:
+        response = self.http.post("/v1/processes", json={"command": command, "args": args or []})
+        if response.status_code != 200:
+            raise RuntimeError(f"original: start {command}: {response.status_code} {response.text}")
+        data: dict[str, Any] = response.json()
+        return data
+
+    def processes(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.http.get("/v1/processes").json()["processes"]
+        return data
+
+    def managed_pids(self) -> set[int]:
+        return {p["pid"] for p in self.processes() if p["status"] == "running" and isinstance(p.get("pid"), int)}
+
+    def overhead_pids(self) -> set[int]:
+        """The server and whatever it runs that is not a managed process."""
+        managed = self.managed_pids()
+        return {self.pid} | {p for p in h.descendants(self.pid) if p not in managed}
+
+    def close(self) -> None:
+        if self.proc is not None:
+            leftovers = set(h.descendants(self.proc.pid))
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                for process in self.processes():
+                    if process["status"] == "running":
+                        self.http.post(f"/v1/processes/{process['id']}/kill", params={"waitMs": "1000"})
+            leftovers |= set(h.descendants(self.proc.pid))
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(15)
+            self.proc = None
+            h.kill_all(p for p in leftovers if h.alive(p))
+        self.http.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """The benchmark suite at tiny sizes, so that it does not rot. No network: the peers
-(supervisord, pm2) take part only if a full run already installed them in bench/.peers/.
+(supervisord, pm2, the original server) take part only if a full run (or
+``python -m bench --install-only``) already installed them in bench/.peers/.
 """
 
 from __future__ import annotations
@@ -15,24 +16,31 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / ".peers"
 SCENARIOS = ["spawn", "ingest-bulk", "ingest-lines", "fidelity", "follow-latency", "fan-out", "memory"]
-SCENARIOS += ["list", "stop", "churn"]
+SCENARIOS += ["list", "stop", "churn", "exit-visible", "run-echo", "follow-delay"]
+#: What marks each peer installed in bench/.peers/.
+PEER_FILES = {
+    "supervisord": PEERS / "supervisor" / "bin" / "supervisord",
+    "pm2": PEERS / "pm2" / "node_modules" / "pm2" / "package.json",
+    "original": PEERS / "original" / "node_modules" / "@sandbox-agent" / "cli-linux-x64" / "bin" / "sandbox-agent",
+}
 
 pytestmark = pytest.mark.slow
 
 
+def installed_peers() -> list[str]:
+    return [name for name, path in PEER_FILES.items() if path.exists()]
+
+
 def peers_installed() -> bool:
-    return (PEERS / "supervisor" / "bin" / "supervisord").exists() and (
-        PEERS / "pm2" / "node_modules" / "pm2" / "package.json"
-    ).exists()
+    return all(name in installed_peers() for name in ("supervisord", "pm2"))
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     results = tmp_path_factory.mktemp("bench-results")
     args = [sys.executable, "-m", "bench", "--quick", "--no-install", "--results-dir", str(results)]
-    if not peers_installed():
-        args += ["--peers", "none"]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=150, check=False)
+    args += ["--peers", ",".join(installed_peers()) or "none"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     (path,) = results.glob("bench-*.json")
     document: dict[str, Any] = json.loads(path.read_text())
@@ -64,3 +72,14 @@ def test_peers(run: dict[str, Any]) -> None:
     stop = next(row for row in run["rows"] if row["scenario"] == "stop")
     assert isinstance(stop["supervisord"], float), stop
     assert isinstance(stop["pm2"], float), stop
+
+
+def test_original(run: dict[str, Any]) -> None:
+    if "original" not in installed_peers():
+        pytest.skip("the original server is not in bench/.peers (`python -m bench --install-only` installs it)")
+    hot = [row for row in run["rows"] if row["scenario"] in ("exit-visible", "run-echo", "follow-delay")]
+    assert len(hot) == 10, hot
+    assert all(isinstance(row["original"], float) for row in hot), hot
+    idle = next(row for row in run["rows"] if row["metric"].startswith("idle server"))
+    assert isinstance(idle["original"], float), idle
+    assert "ours/orig" in run["stdout"]

@@ -1,4 +1,4 @@
-"""The scenarios of issue 3, by name, in the order the suite runs them.
+"""The scenarios of issues 3 and 11, by name, in the order the suite runs them.
 
 Each is ``run(ctx) -> Outcome``: it starts what it measures (a fresh server of ours, a
 fresh peer daemon), measures, stops it all, and returns its table rows.
@@ -12,6 +12,7 @@ from .._harness import Outcome
 from ._context import Context
 from .fleet import run_memory, run_stop
 from .follow import run_fanout, run_latency
+from .hotpath import run_exit_visible, run_follow_delay, run_run_echo
 from .ingest import run_bulk, run_lines
 from .records import run_churn, run_list
 from .spawn import run_spawn
@@ -28,8 +29,15 @@ SCENARIOS: dict[str, Scenario] = {
     "list": run_list,
     "stop": run_stop,
     "churn": run_churn,
+    "exit-visible": run_exit_visible,
+    "run-echo": run_run_echo,
+    "follow-delay": run_follow_delay,
 }
 #: Names that select other scenarios: fidelity is checked in every ingest run.
-ALIASES = {"fidelity": ["ingest-bulk", "ingest-lines"]}
+ALIASES = {
+    "fidelity": ["ingest-bulk", "ingest-lines"],
+    # What a coding agent waits for, beside the original server (issue 11).
+    "hot-path": ["exit-visible", "run-echo", "follow-delay", "memory"],
+}
 
 __all__ = ["ALIASES", "SCENARIOS", "Context", "Scenario"]

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import _harness as h
 from .._rawhttp import RawHttp
 from ..ours import EXITED, OurServer
-from ..peers import Pm2, Program, Supervisord
+from ..peers import Original, Pm2, Program, Supervisord
 from ._context import Context
 from .spawn import SLEEP, TRUE
 
@@ -70,6 +70,22 @@ def _pm2_memory(ctx: Context, count: int) -> dict[str, float]:
     return {"idle": idle, "total": total}
 
 
+def _original_memory(ctx: Context, count: int) -> dict[str, float]:
+    with Original(ctx.scratch) as original:
+        original.start(TRUE)  # as for ours: a first spawn is part of idle
+        time.sleep(ctx.sizes.settle)
+        idle = h.pss_mb(original.overhead_pids())
+        ids = {original.start(SLEEP, ["3600"])["id"] for _ in range(count)}
+
+        def all_running() -> bool:
+            return sum(1 for p in original.processes() if p["id"] in ids and p["status"] == "running") == count
+
+        h.wait_until(all_running, 30, 0.005, "the original's fleet to run")
+        time.sleep(ctx.sizes.settle)
+        total = h.pss_mb(original.overhead_pids())
+    return {"idle": idle, "total": total}
+
+
 def _peer(ctx: Context, name: str, measure: Callable[[Context, int], dict[str, float]]) -> dict[str, float] | str:
     why = ctx.peer_na(name)
     return f"n/a: {why}" if why is not None else measure(ctx, ctx.sizes.fleet)
@@ -79,6 +95,7 @@ def run_memory(ctx: Context) -> h.Outcome:
     n = ctx.sizes.fleet
     ours = _ours_memory(ctx, n)
     peers = {"supervisord": _peer(ctx, "supervisord", _sd_memory), "pm2": _peer(ctx, "pm2", _pm2_memory)}
+    peers["original"] = _peer(ctx, "original", _original_memory)
 
     def cell(name: str, key: str, per: bool) -> h.Value:
         got = peers[name]
@@ -92,7 +109,19 @@ def run_memory(ctx: Context) -> h.Outcome:
     no_floor = "n/a: the floor runs nothing beside the process"
     per_sup = ours["supervisors"] / n
     per_all = ours["total"] / n
+    marginal = (ours["total"] - ours["idle"]) / n
     out.rows += [
+        h.Row(
+            "memory",
+            "idle server + everything it runs, PSS (MB)",
+            ours["idle"],
+            no_floor,
+            cell("supervisord", "idle", False),
+            cell("pm2", "idle", False),
+            "≤ 30 MB",
+            h.at_most(ours["idle"], 30.0),
+            original=cell("original", "idle", False),
+        ),
         h.Row(
             "memory",
             f"supervisors alone, PSS per managed process (MB, {n} idle `sleep`)",
@@ -112,14 +141,18 @@ def run_memory(ctx: Context) -> h.Outcome:
             cell("pm2", "total", True),
             "≤ 2 MB",
             h.at_most(per_all, 2.0),
+            original=cell("original", "total", True),
         ),
         h.Row(
             "memory",
-            "marginal: (total - idle total) / processes, PSS (MB)",
-            (ours["total"] - ours["idle"]) / n,
+            "growth per idle process: (total - idle total) / processes, PSS (MB)",
+            marginal,
             no_floor,
             cell("supervisord", "marginal", True),
             cell("pm2", "marginal", True),
+            "≤ 1.0 MB",
+            h.at_most(marginal, 1.0),
+            original=cell("original", "marginal", True),
         ),
         h.Row(
             "memory",
@@ -128,12 +161,14 @@ def run_memory(ctx: Context) -> h.Outcome:
             no_floor,
             cell("supervisord", "total", False),
             cell("pm2", "total", False),
+            original=cell("original", "total", False),
         ),
     ]
     out.notes.append(
         f"memory: ours = server {ours['server']:.1f} MB + launcher {ours['helpers']:.1f} MB + "
         f"{n} supervisors {ours['supervisors']:.1f} MB (idle server + launcher: {ours['idle']:.1f} MB); "
-        "peers = their daemon(s). PSS from /proc/<pid>/smaps_rollup."
+        "peers = their daemon(s); the original = its server and anything it runs but the managed `sleep`s "
+        "(started through its /v1/processes). PSS from /proc/<pid>/smaps_rollup."
     )
     out.raw = {"ours": ours, **peers}
     return out
