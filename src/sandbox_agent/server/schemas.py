@@ -8,9 +8,9 @@ models describe them in the OpenAPI document.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 from .._types import Status
@@ -46,6 +46,17 @@ _NO_NUL: dict[str, JsonValue] = {"type": "string", "pattern": "^[^\\x00]*$"}
 _COMMAND_SCHEMA: dict[str, JsonValue] = {"minLength": 1, "pattern": "^[^\\x00]*\\S[^\\x00]*$"}
 #: An environment variable's name: non-empty, no "=" and no NUL.
 _ENV_NAME: dict[str, JsonValue] = {"type": "string", "minLength": 1, "pattern": "^[^=\\x00]+$"}
+
+
+def _number_not_text_or_bool(value: object) -> object:
+    """Numbers only: pydantic would take "64" and true for an int, the original does not."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a number")
+    return value
+
+
+#: A whole number given as a JSON number (80 or 80.0), never as text or a boolean.
+_Int = Annotated[int, BeforeValidator(_number_not_text_or_bool)]
 
 
 class _Wire(BaseModel):
@@ -154,22 +165,22 @@ _POSITIVE: dict[str, JsonValue] = {"minimum": 1}
 class ProcessConfig(_Wire):
     """The limits of this dialect. A POST replaces all six; none may be 0."""
 
-    max_concurrent_processes: int = Field(
+    max_concurrent_processes: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="Starts past this many running processes get 409"
     )
-    default_run_timeout_ms: int = Field(
+    default_run_timeout_ms: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="A run's timeout when it gives none"
     )
-    max_run_timeout_ms: int = Field(
+    max_run_timeout_ms: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="The longest timeout a run may ask for"
     )
-    max_output_bytes: int = Field(
+    max_output_bytes: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="The most a run keeps of each of stdout and stderr"
     )
-    max_log_bytes_per_process: int = Field(
+    max_log_bytes_per_process: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="The most data one log read returns"
     )
-    max_input_bytes_per_request: int = Field(
+    max_input_bytes_per_request: _Int = Field(
         ge=0, json_schema_extra=_POSITIVE, description="The most one input request may write"
     )
 
