@@ -8,7 +8,6 @@ followed file has one shared ``Feed`` whose followers are offsets.
 import asyncio
 import os
 from collections.abc import AsyncGenerator, AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import (
@@ -20,36 +19,17 @@ from ..supervisor.ondisk import (
     LOG_FILES,
 )
 from . import system
-from .config import ProcessConfig
-from .launcher import LauncherClient
 from .logs import entries as logentries
 from .logs import feed as logfeed
 from .logs import pty as pty_logs
 from .logs import store
 from .logs.pty import PtyEntry
-from .logs.watch import LogWatcher
 from .records import Record
-from .terminal import Terminals
+from .state import ManagerState
 
 
-class LogReading:
+class LogReading(ManagerState):
     """The manager's log reads and follows (see ``ProcessManager``)."""
-
-    # Set by ProcessManager.__init__; declared here for the type checker.
-    data_dir: Path
-    processes_dir: Path
-    config: ProcessConfig
-    terminals: Terminals
-    subreaper: bool
-    retain_exited: int | None
-    retain_seconds: float | None
-    _records: dict[str, Record]
-    _ordered: list[Record] | None
-    _watcher: LogWatcher
-    _launcher: LauncherClient
-    _polled: set[Record]
-    _closing: bool
-    _runs: int
 
     if TYPE_CHECKING:
 

@@ -25,36 +25,18 @@ from ..supervisor.ondisk import (
     write_json_atomic,
 )
 from . import system
-from .config import ProcessConfig
 from .ids import ID_PATTERN
-from .launcher import LauncherClient
-from .logs.watch import LogWatcher, StateWatch
+from .logs.watch import StateWatch
 from .records import Record
-from .terminal import Terminals
+from .state import ManagerState
 
 logger = logging.getLogger("sandbox_agent.engine")
 
 _REAP_INTERVAL = 1.0
 
 
-class SupervisorWatching:
+class SupervisorWatching(ManagerState):
     """The manager's watch over supervisors and records (see ``ProcessManager``)."""
-
-    # Set by ProcessManager.__init__; declared here for the type checker.
-    data_dir: Path
-    processes_dir: Path
-    config: ProcessConfig
-    terminals: Terminals
-    subreaper: bool
-    retain_exited: int | None
-    retain_seconds: float | None
-    _records: dict[str, Record]
-    _ordered: list[Record] | None
-    _watcher: LogWatcher
-    _launcher: LauncherClient
-    _polled: set[Record]
-    _closing: bool
-    _runs: int
 
     if TYPE_CHECKING:
 
