@@ -145,7 +145,8 @@ async def _refuse(
 def ws_denial_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Headers of an HTTP answer to a WebSocket handshake, without Content-Length.
 
-    uvicorn's websockets-sansio before 0.52.4 adds its own Content-Length to ours, and a
-    client refuses an answer with two; later ones add it only when it is missing.
+    uvicorn's websockets-sansio adds Content-Length only when it is missing, but a client
+    refuses an answer with two, so we leave it to uvicorn. (Before 0.52.1 it also added a
+    second Content-Type; that is why the floor is 0.52.1.)
     """
     return [(name, value) for name, value in headers if name.lower() != b"content-length"]
