@@ -303,6 +303,27 @@ def test_wait_ms_bounds_the_wait(client: httpx.Client) -> None:
     assert_problem(client.post(f"/v1/processes/{info['id']}/kill", params={"waitMs": -1}), 400, "invalid_request")
 
 
+def test_get_waits_for_the_exit_when_asked(client: httpx.Client) -> None:
+    """Extension: GET ...?waitMs=N answers once the process exits (or after N ms)."""
+    info = create(client, {**py("import sys\nsys.stdin.readline()\nsys.exit(3)"), "interactive": True})
+    path = f"/v1/processes/{info['id']}"
+    assert client.get(path, params={"waitMs": 50}).json()["status"] == "running"
+    answers: list[dict[str, Any]] = []
+    waiter = threading.Thread(target=lambda: answers.append(client.get(path, params={"waitMs": 60000}).json()))
+    waiter.start()
+    try:
+        client.post(f"{path}/input", json={"data": "go\n", "encoding": "utf8"}).raise_for_status()
+    finally:
+        waiter.join(30)
+    assert not waiter.is_alive()
+    assert answers[0]["status"] == "exited"
+    assert answers[0]["exitCode"] == 3
+    # An exited process answers at once, whatever the wait.
+    assert client.get(path, params={"waitMs": 60000}).json()["exitCode"] == 3
+    for bad in ("-1", "300001", "soon"):
+        assert_problem(client.get(path, params={"waitMs": bad}), 400, "invalid_request")
+
+
 def test_delete(client: httpx.Client) -> None:
     info = create(client, {"command": "sleep", "args": ["30"]})
     assert_problem(client.delete(f"/v1/processes/{info['id']}"), 409, "conflict", "stop or kill it")

@@ -139,9 +139,38 @@ async def list_processes(
     return _json(render.process_info_list(reversed(_manager(request).processes())))
 
 
+async def _wait_exit(manager: ProcessManager, process_id: str, wait_ms: int) -> Record:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_ms / 1000):
+            await manager.wait(process_id)
+    return manager.get(process_id)
+
+
+_WAIT_MS = "Wait up to this long for the exit before answering"
+#: The longest blocking wait a GET may ask for (a client waits longer by asking again).
+_MAX_WAIT_MS = 300_000
+
+
 @router.get("/{process_id}", response_model=ProcessInfo, responses=_PROBLEMS)
-async def get_process(process_id: str, request: Request) -> Response:
-    return _json(render.process_info(_record(_manager(request), process_id)))
+async def get_process(
+    process_id: str,
+    request: Request,
+    wait_ms: Annotated[
+        int,
+        Query(
+            alias="waitMs",
+            ge=0,
+            le=_MAX_WAIT_MS,
+            description="Extension: wait up to this long for the process to exit before answering "
+            "(0, the default, answers at once). A blocking wait costs one request where polling costs many.",
+        ),
+    ] = 0,
+) -> Response:
+    manager = _manager(request)
+    record = _record(manager, process_id)
+    if wait_ms and not record.exited:
+        record = await _wait_exit(manager, process_id, wait_ms)
+    return _json(render.process_info(record))
 
 
 @router.delete("/{process_id}", status_code=204, responses=_CONFLICT)
@@ -151,16 +180,6 @@ async def delete_process(process_id: str, request: Request) -> Response:
     _record(manager, process_id)
     await manager.delete(process_id)
     return Response(status_code=204)
-
-
-async def _wait_exit(manager: ProcessManager, process_id: str, wait_ms: int) -> Record:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait_ms / 1000):
-            await manager.wait(process_id)
-    return manager.get(process_id)
-
-
-_WAIT_MS = "Wait up to this long for the exit before answering"
 
 
 @router.post("/{process_id}/stop", response_model=ProcessInfo, responses=_PROBLEMS)
