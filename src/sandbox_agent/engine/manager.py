@@ -143,6 +143,9 @@ class ProcessManager(SupervisorWatching, LogReading):
         self._reaper: asyncio.Task[None] | None = None
         #: Records whose supervisor is watched by polling: no pidfd could be had.
         self._polled: set[Record] = set()
+        #: Every record that ran when it was made or loaded; ``running_count`` drops the
+        #: exited ones as it counts.
+        self._maybe_running: set[Record] = set()
         self._closing = False
         #: The limits of the ``/v1/processes`` dialect, loaded by ``start``.
         self.config = ProcessConfig()
@@ -220,7 +223,9 @@ class ProcessManager(SupervisorWatching, LogReading):
         return config
 
     def running_count(self) -> int:
-        return sum(1 for record in self._records.values() if not record.exited)
+        """How many run: one look at each that may, not a walk through every record."""
+        self._maybe_running = {record for record in self._maybe_running if not record.exited}
+        return len(self._maybe_running)
 
     async def spawn(self, request: SpawnRequest, *, max_running: int | None = None) -> Record:
         """Start ``request.command`` under a new supervisor; return once it runs.
@@ -283,6 +288,7 @@ class ProcessManager(SupervisorWatching, LogReading):
             raise BadRequest(f"could not start {request.command!r}: {reply.get('error', 'unknown error')}")
         record = Record(str(pid_dir), reply["state"])
         self._records[process_id] = record
+        self._maybe_running.add(record)
         self._ordered = None
         if self._watch_supervisor(record):
             self._watch_state(record)

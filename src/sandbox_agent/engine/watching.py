@@ -63,6 +63,7 @@ class SupervisorWatching(ManagerState):
                 continue
             record = Record(entry.path, state)
             self._records[record.id] = record
+            self._maybe_running.add(record)
             if record.exited:
                 if state.get("bootId") == our_boot:
                     # Its supervisor may still pump what descendants write: watched, so
@@ -167,7 +168,6 @@ class SupervisorWatching(ManagerState):
 
     def _on_exit(self, record: Record) -> None:
         """The command exited (recorded in ``record.state``): tell followers and waiters."""
-        self._unwatch_state(record)
         self._ordered = None
         for feed in record.feeds.values():
             feed.finish(record.state)
@@ -176,6 +176,7 @@ class SupervisorWatching(ManagerState):
             if not waiter.done():
                 waiter.set_result(None)
         record.waiters.clear()
+        self._unwatch_state(record)
         if self.retain_exited is not None:
             self._prune()
 

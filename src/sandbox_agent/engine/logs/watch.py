@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from .inotify import IN_MODIFY, IN_MOVED_TO, Inotify
@@ -45,6 +46,11 @@ class LogWatcher:
         #: Feeds inotify cannot watch (no inotify, or out of watches): polled.
         self._polled: set[Feed] = set()
         self._poller: asyncio.Task[None] | None = None
+        #: Where watches are removed: inotify_rm_watch waits for an RCU grace period
+        #: (about a millisecond), which the event loop must not.
+        self._removals: ThreadPoolExecutor | None = None
+        #: The removals handed to that thread, by watch descriptor.
+        self._removing: dict[int, Future[None]] = {}
 
     def start(self) -> None:
         self._inotify = Inotify.create()
@@ -58,6 +64,9 @@ class LogWatcher:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._removals is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._removals.shutdown)
+            self._removals = None
         if self._inotify is not None:
             asyncio.get_running_loop().remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -67,7 +76,7 @@ class LogWatcher:
         if self._inotify is not None:
             mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY
             try:
-                feed.watch = self._inotify.add_watch(feed.path, mask)
+                feed.watch = self._add_watch(feed.path, mask)
             except OSError as exc:
                 logger.warning("cannot watch %s (%s): polling it instead", feed.path, exc)
             else:
@@ -79,9 +88,26 @@ class LogWatcher:
 
     def unwatch(self, feed: Feed) -> None:
         if feed.watch is not None and self._inotify is not None:
+            # Its events are ignored from now on; the kernel's watch goes in the background.
             self._watches.pop(feed.watch, None)
-            self._inotify.rm_watch(feed.watch)
+            if self._removals is None:
+                self._removals = ThreadPoolExecutor(1, thread_name_prefix="inotify-rm")
+            if len(self._removing) > 64:
+                self._removing = {wd: done for wd, done in self._removing.items() if not done.done()}
+            self._removing[feed.watch] = self._removals.submit(self._inotify.rm_watch, feed.watch)
+            feed.watch = None
         self._polled.discard(feed)
+
+    def _add_watch(self, path: str, mask: int) -> int:
+        assert self._inotify is not None
+        wd = self._inotify.add_watch(path, mask)
+        removing = self._removing.pop(wd, None)
+        if removing is not None:
+            # The kernel gave back a watch of the same file still queued for removal:
+            # let that removal finish (rare, and short), then watch afresh.
+            removing.result()
+            wd = self._inotify.add_watch(path, mask)
+        return wd
 
     def _on_inotify(self) -> None:
         assert self._inotify is not None
