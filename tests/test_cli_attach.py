@@ -12,6 +12,7 @@ import os
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -195,3 +196,26 @@ def test_detach_key_matching() -> None:
     assert keys.feed(b"\x11rest") == (b"", True)
     assert DetachKeys(b"").feed(b"\x10\x11") == (b"\x10\x11", False)
     assert DetachKeys(b"q").feed(b"abqz") == (b"ab", True)
+
+
+def cli_pid(tmux: Tmux) -> int:
+    """The pid of the CLI the pane's shell runs (its only child)."""
+    shell = int(tmux.tmux("display-message", "-p", "#{pane_pid}").strip())
+    children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+@pytest.mark.parametrize(("command", "after", "status"), [("start -it", "running", 0), ("run -it", "exited", 143)])
+def test_sigterm_to_an_attached_cli(tmux: Tmux, sdk: Client, command: str, after: str, status: int) -> None:
+    # start -it / attach: the signal detaches (a closed terminal); run -it: it stops the process.
+    tmux.type(f"{CLI} process {command} -- sh -c 'echo ready-$((1+1)); exec sleep 60'; echo CLI-EXIT=$?")
+    tmux.wait_text("ready-2")
+    process_id = newest_id(sdk)
+    os.kill(cli_pid(tmux), signal.SIGTERM)
+    screen = tmux.wait_text(f"CLI-EXIT={status}")
+    assert sdk.processes.get(process_id).status == after, screen
+    if after == "running":
+        sdk.kill(process_id)
+    sdk.wait(process_id, timeout=10)
+    sdk.delete(process_id)
