@@ -25,7 +25,7 @@ from sandbox_agent.cli import main
 
 UNKNOWN_ID = "0" * 26
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
-COMMANDS = ["start", "run", "ls", "inspect", "logs", "stop", "kill", "rm"]
+COMMANDS = ["start", "run", "attach", "input", "exec", "wait", "ls", "inspect", "logs", "stop", "kill", "rm"]
 
 
 @pytest.fixture
@@ -82,9 +82,11 @@ def read_until(stream: IO[bytes], needle: bytes, timeout: float = 15.0) -> bytes
     return data
 
 
-def cli_subprocess(server: Server, *args: str) -> subprocess.Popen[bytes]:
+def cli_subprocess(
+    server: Server, *args: str, stdin: int | IO[bytes] = subprocess.DEVNULL, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "sandbox_agent", "--url", server.url, *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
 
 
 # -- help and usage -----------------------------------------------------------------
@@ -339,3 +341,125 @@ def test_second_ctrl_c_kills(server: Server, sdk: Client) -> None:
     assert b"killing process" in more
     process_id = err.decode().split("stopping process ")[1].split()[0]
     assert sdk.get(process_id).status == "killed"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_on_run_stop_the_process(server: Server, sdk: Client, sig: signal.Signals) -> None:
+    # An agent harness that times the command out sends SIGTERM: the process must not outlive it.
+    proc = cli_subprocess(server, "process", "run", *python(SLEEPER))
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    read_until(proc.stdout, b"ready\n")
+    proc.send_signal(sig)
+    err = read_until(proc.stderr, f"({sig.name} again to kill it)\n".encode())
+    proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM  # the process's own end: SIGTERM
+    process_id = err.decode().split("stopping process ")[1].split()[0]
+    assert sdk.get(process_id).exit_signal == signal.SIGTERM
+
+
+# -- stdin, exec, input, wait ---------------------------------------------------------------
+
+
+def test_run_forwards_piped_stdin(server: Server) -> None:
+    proc = cli_subprocess(server, "process", "run", "--", "cat", stdin=subprocess.PIPE)
+    out, err = proc.communicate(b"hi\nthere\n", timeout=30)
+    assert (proc.returncode, out, err) == (0, b"hi\nthere\n", b"")
+
+
+def test_run_forwards_a_file_as_stdin(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"x" * 200_000 + b"\nend\n")  # more than one input request holds
+    with source.open("rb") as stdin:
+        proc = cli_subprocess(
+            server, "process", "run", *python("import sys; print(len(sys.stdin.read()))"), stdin=stdin
+        )
+        out, _ = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, b"200005\n")
+
+
+def test_run_without_piped_stdin_gives_an_empty_one(server: Server) -> None:
+    proc = cli_subprocess(server, "process", "run", *python("import sys; print(repr(sys.stdin.read()))"))
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (0, b"''\n")
+
+
+def test_start_and_run_use_the_callers_directory_on_a_local_server(server: Server, tmp_path: Path) -> None:
+    proc = cli_subprocess(server, "process", "run", *python("import os; print(os.getcwd())"), cwd=tmp_path)
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out.decode()) == (0, f"{tmp_path}\n")
+
+
+def test_is_local() -> None:
+    from sandbox_agent.cli._process import is_local
+
+    assert is_local("http://127.0.0.1:2468")
+    assert is_local("localhost:8080")
+    assert is_local("http://[::1]:2468")
+    assert not is_local("http://10.0.0.5:2468")
+    assert not is_local("https://sandbox.example.com")
+
+
+def test_exec(cli: Cli, tmp_path: Path) -> None:
+    code = "import os, sys; print(os.getcwd()); print('oops', file=sys.stderr); sys.exit(3)"
+    assert cli("process", "exec", "--cwd", str(tmp_path), *python(code)) == (3, f"{tmp_path}\n", "oops\n")
+
+    status, out, err = cli("process", "exec", "--timeout", "0.3", *python("import time; time.sleep(30)"))
+    assert (status, out) == (124, "")
+    assert "timed out" in one_error_line(err)
+
+    status, out, err = cli("process", "exec", "--max-output", "5", *python("print('0123456789')"))
+    assert (status, out) == (0, "01234")
+    assert "stdout was cut" in one_error_line(err)
+
+    status, _, err = cli("process", "exec", "--", "no-such-tool")
+    assert status == 1
+    assert "no-such-tool" in one_error_line(err)
+
+
+def test_input_wait_and_logs_follow_exit_with_the_code(cli: Cli) -> None:
+    code = (
+        "import sys; line = sys.stdin.readline(); rest = sys.stdin.read(); print(line.strip(), len(rest)); sys.exit(7)"
+    )
+    status, out, _ = cli("process", "start", "-i", *python(code))
+    assert status == 0
+    process_id = out.strip()
+    assert cli("process", "input", process_id, "hello\n") == (0, "", "")
+    assert cli("process", "input", "--eof", process_id, "abc") == (0, "", "")
+    assert cli("process", "wait", "--timeout", "30", process_id) == (7, "", "")
+    assert cli("process", "logs", "-f", "--no-timestamps", process_id) == (7, "[stdout] hello 3\n", "")
+    status, _, err = cli("process", "input", process_id, "late")
+    assert status == 1
+    assert "sandbox-agent: " in one_error_line(err)
+    with pytest.raises(SystemExit):
+        cli("process", "input", process_id)  # neither DATA nor --eof
+
+
+def test_wait_timeout(cli: Cli, sdk: Client) -> None:
+    process = sdk.start(sys.executable, ["-c", SLEEPER])
+    status, _, err = cli("process", "wait", "--timeout", "0.1", process.id)
+    assert status == 124
+    assert "still running" in one_error_line(err)
+    sdk.kill(process.id)
+    sdk.wait(process.id, timeout=10)
+
+
+def test_progress_bars_show_their_last_frame(cli: Cli, sdk: Client) -> None:
+    code = "import sys; sys.stdout.write('10%\\r50%\\r100%\\ndone\\r\\n'); sys.stdout.flush()"
+    assert cli("process", "run", *python(code)) == (0, "100%\ndone\n", "")
+    process_id = sdk.list()[0].id
+    assert cli("process", "logs", "--no-timestamps", process_id)[1] == "[stdout] 100%\n[stdout] done\n"
+    assert cli("process", "logs", "-f", "--no-timestamps", process_id)[1] == "[stdout] 100%\n[stdout] done\n"
+    _, out, _ = cli("process", "logs", "-f", "--stream", "stdout", process_id)
+    assert [line.split("] ", 1)[1] for line in out.splitlines()] == ["100%", "done"]
+
+
+def test_last_frame() -> None:
+    from sandbox_agent.cli._run import last_frame
+
+    assert last_frame("plain") == "plain"
+    assert last_frame("[stdout] 1\r2\r3") == "[stdout] 3"
+    assert last_frame("[2026-01-30T12:32:45.123Z] [stderr] a\nb") == "[2026-01-30T12:32:45.123Z] [stderr] b"
+    assert last_frame("[2026-01-30T12:32:45.123Z] x\ry") == "[2026-01-30T12:32:45.123Z] y"
+    assert last_frame("abc\r") == "abc"
+    assert last_frame("\r\r") == ""

@@ -122,12 +122,12 @@ def test_the_client_loads_neither_the_server_nor_pydantic() -> None:
     assert out.strip() == "[]"
 
 
-def test_the_base_install_needs_httpx_alone() -> None:
+def test_the_base_install_needs_httpx_and_websockets_alone() -> None:
     import tomllib
 
     project = tomllib.loads((SRC.parent / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("[")[0].strip() for dep in project["dependencies"]}
-    assert names <= {"httpx", "anyio"}, names  # anyio is a dependency of httpx
+    assert names <= {"httpx", "anyio", "websockets"}, names  # anyio is a dependency of httpx
     server = {dep.split(">")[0].strip() for dep in project["optional-dependencies"]["server"]}
     assert {"fastapi", "uvicorn", "uvloop", "httptools"} <= server
 
@@ -136,7 +136,26 @@ def _schema_fields(model: type) -> set[str]:
     return {field.alias or name for name, field in model.model_fields.items()}  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["Process", "LogPaths", "ProcessList", "Logs", "Health"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Process",
+        "LogPaths",
+        "ProcessList",
+        "Logs",
+        "Health",
+        "TerminalSize",
+        "ProcessInfo",
+        "ProcessInfoList",
+        "CreateProcess",
+        "RunProcess",
+        "RunResult",
+        "ProcessConfig",
+        "ProcessLogEntry",
+        "ProcessLogs",
+        "InputWritten",
+    ],
+)
 def test_client_models_and_server_schemas_name_the_same_fields(name: str) -> None:
     client_fields = {models.camel(f.name) for f in dataclasses.fields(getattr(models, name))}
     assert client_fields == _schema_fields(getattr(schemas, name))

@@ -19,6 +19,7 @@ TYPE_CHECKING = False
 
 __all__ = [
     "AsyncClient",
+    "AsyncTerminalSession",
     "BadRequest",
     "Client",
     "Conflict",
@@ -30,11 +31,19 @@ __all__ = [
     "NotFound",
     "ProblemError",
     "Process",
+    "ProcessConfig",
+    "ProcessInfo",
     "ProcessList",
+    "ProcessLogEntry",
+    "ProcessLogs",
+    "RunResult",
     "SandboxAgentError",
     "ServerError",
     "ServiceUnavailable",
     "StartProcess",
+    "TerminalClosed",
+    "TerminalSession",
+    "TerminalSize",
     "Unauthorized",
     "__version__",
 ]
@@ -50,17 +59,45 @@ if TYPE_CHECKING:
         SandboxAgentError,
         ServerError,
         ServiceUnavailable,
+        TerminalClosed,
         Unauthorized,
     )
     from ._version import __version__
-    from .client import AsyncClient, Client
-    from .models import Health, LogPaths, Logs, Process, ProcessList, StartProcess
+    from .client import AsyncClient, AsyncTerminalSession, Client, TerminalSession
+    from .models import (
+        Health,
+        LogPaths,
+        Logs,
+        Process,
+        ProcessConfig,
+        ProcessInfo,
+        ProcessList,
+        ProcessLogEntry,
+        ProcessLogs,
+        RunResult,
+        StartProcess,
+        TerminalSize,
+    )
 
-_MODELS = ("Health", "LogPaths", "Logs", "Process", "ProcessList", "StartProcess")
+_CLIENT = ("Client", "AsyncClient", "TerminalSession", "AsyncTerminalSession")
+_MODELS = (
+    "Health",
+    "LogPaths",
+    "Logs",
+    "Process",
+    "ProcessConfig",
+    "ProcessInfo",
+    "ProcessList",
+    "ProcessLogEntry",
+    "ProcessLogs",
+    "RunResult",
+    "StartProcess",
+    "TerminalSize",
+)
 
 
 def __getattr__(name: str) -> object:
-    if name in ("Client", "AsyncClient"):
+    if name in _CLIENT:
         from . import client as module
     elif name in _MODELS:
         from . import models as module  # type: ignore[no-redef]

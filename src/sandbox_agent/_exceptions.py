@@ -1,7 +1,8 @@
 """Errors raised by the engine and by the client, one hierarchy for both.
 
     SandboxAgentError
-    ├── ConnectionFailed        (client only: the server could not be reached)
+    ├── ConnectionFailed        (client only: the server could not be reached, or a link broke)
+    ├── TerminalClosed          (client only: a terminal session used after this client closed it)
     └── ProblemError            (anything the API answers with problem+json)
         ├── BadRequest          400: the request itself is wrong
         ├── Unauthorized        401: missing or wrong token
@@ -27,6 +28,7 @@ __all__ = [
     "SandboxAgentError",
     "ServerError",
     "ServiceUnavailable",
+    "TerminalClosed",
     "Unauthorized",
 ]
 
@@ -37,6 +39,11 @@ class SandboxAgentError(Exception):
 
 class ConnectionFailed(SandboxAgentError):
     """The server could not be reached (refused, timed out, dropped)."""
+
+
+class TerminalClosed(SandboxAgentError):
+    """A terminal session was used after this client closed it (closed here, not broken:
+    a connection that broke from outside is ``ConnectionFailed``)."""
 
 
 class ProblemError(SandboxAgentError):

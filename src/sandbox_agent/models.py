@@ -9,13 +9,31 @@ the same fields for OpenAPI; a test holds the two to the same names.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from ._types import EXITED_STATUSES, Status
+from ._types import EXITED_STATUSES, EntryStream, LogsStream, ProcessOwner, ProcessState, Status
 
-__all__ = ["Health", "LogPaths", "Logs", "Process", "ProcessList", "StartProcess"]
+__all__ = [
+    "CreateProcess",
+    "Health",
+    "InputWritten",
+    "LogPaths",
+    "Logs",
+    "Process",
+    "ProcessConfig",
+    "ProcessInfo",
+    "ProcessInfoList",
+    "ProcessList",
+    "ProcessLogEntry",
+    "ProcessLogs",
+    "RunProcess",
+    "RunResult",
+    "StartProcess",
+    "TerminalSize",
+]
 
 _M = TypeVar("_M", bound="_Wire")
 
@@ -71,6 +89,10 @@ _SCALARS: dict[str, type | tuple[type, ...]] = {
     "float": (int, float),
     "bool": bool,
     "Status": str,
+    "ProcessState": str,
+    "ProcessOwner": str,
+    "EntryStream": str,
+    "LogsStream": str,
 }
 
 
@@ -140,6 +162,12 @@ class ProcessList(_Wire):
 
 
 @dataclasses.dataclass(frozen=True)
+class TerminalSize(_Wire):
+    cols: int
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
 class StartProcess(_Wire):
     """Body of ``POST /v1/process``."""
 
@@ -147,8 +175,14 @@ class StartProcess(_Wire):
     args: list[str] = dataclasses.field(default_factory=list)
     cwd: str | None = None
     env: dict[str, str] | None = None
+    #: Extension: run on a new pseudo-terminal (None: not sent, the server's default).
+    tty: bool | None = None
+    #: Extension: stdin is a pipe that takes input.
+    interactive: bool | None = None
+    #: Extension: with tty, the terminal's size (80x24 by default).
+    terminal_size: TerminalSize | None = None
 
-    _omit_none = ("cwd", "env")
+    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,4 +197,144 @@ class Health(_Wire):
     version: str
 
 
-_NESTED.update({"LogPaths": LogPaths, "Process": Process})
+# -- /v1/processes (SPEC section 7) ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfo(_Wire):
+    """A process as ``/v1/processes`` shows it: the same process as ``Process``, in the
+    current dialect's shape (``status`` is ``running`` or ``exited``, times in ms)."""
+
+    id: str
+    command: str
+    args: list[str]
+    tty: bool
+    interactive: bool
+    owner: ProcessOwner
+    status: ProcessState
+    #: Unix milliseconds.
+    created_at_ms: int
+    cwd: str | None = None
+    #: Only while running.
+    pid: int | None = None
+    #: Only once exited with a code.
+    exit_code: int | None = None
+    exited_at_ms: int | None = None
+    #: Extension: the signal that ended it.
+    exit_signal: int | None = None
+    #: Extension: a tty process's terminal.
+    terminal_size: TerminalSize | None = None
+
+    _omit_none = ("cwd", "pid", "exit_code", "exited_at_ms", "exit_signal", "terminal_size")
+
+    @property
+    def exited(self) -> bool:
+        return self.status == "exited"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfoList(_Wire):
+    processes: list[ProcessInfo]
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateProcess(_Wire):
+    """Body of ``POST /v1/processes``."""
+
+    command: str
+    args: list[str] = dataclasses.field(default_factory=list)
+    cwd: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    tty: bool = False
+    interactive: bool = False
+    terminal_size: TerminalSize | None = None
+
+    _omit_none = ("cwd", "terminal_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunProcess(_Wire):
+    """Body of ``POST /v1/processes/run``."""
+
+    command: str
+    args: list[str] = dataclasses.field(default_factory=list)
+    cwd: str | None = None
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: None: the server's ``defaultRunTimeoutMs``; capped at ``maxRunTimeoutMs``.
+    timeout_ms: int | None = None
+    #: Per stream; None: the server's ``maxOutputBytes`` (also the cap).
+    max_output_bytes: int | None = None
+
+    _omit_none = ("cwd", "timeout_ms", "max_output_bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult(_Wire):
+    """What a one-shot run answers: its exit code and output (decoded as UTF-8)."""
+
+    #: None when it timed out or died of a signal.
+    exit_code: int | None
+    timed_out: bool
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessConfig(_Wire):
+    """The limits of ``/v1/processes``; ``set_config`` replaces all six."""
+
+    max_concurrent_processes: int = 64
+    default_run_timeout_ms: int = 30000
+    max_run_timeout_ms: int = 300000
+    max_output_bytes: int = 1048576
+    max_log_bytes_per_process: int = 10485760
+    max_input_bytes_per_request: int = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessLogEntry(_Wire):
+    """One line (or, for a terminal, one chunk) of a process's output."""
+
+    #: Grows across the streams of a process; stable across restarts of the server.
+    sequence: int
+    stream: EntryStream
+    timestamp_ms: int
+    #: The bytes, base64-encoded (see ``raw`` and ``text``).
+    data: str
+    encoding: str = "base64"
+
+    @property
+    def raw(self) -> bytes:
+        """The output as the process wrote it."""
+        return base64.b64decode(self.data) if self.encoding == "base64" else self.data.encode()
+
+    @property
+    def text(self) -> str:
+        """The output decoded as UTF-8, with replacement characters."""
+        return self.raw.decode("utf-8", "replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessLogs(_Wire):
+    process_id: str
+    stream: LogsStream
+    entries: list[ProcessLogEntry]
+
+
+@dataclasses.dataclass(frozen=True)
+class InputWritten(_Wire):
+    bytes_written: int
+
+
+_NESTED.update(
+    {
+        "LogPaths": LogPaths,
+        "Process": Process,
+        "TerminalSize": TerminalSize,
+        "ProcessInfo": ProcessInfo,
+        "ProcessLogEntry": ProcessLogEntry,
+    }
+)

@@ -10,20 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shlex
 import signal
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .._exceptions import BadRequest, Conflict, ConnectionFailed, NotFound, SandboxAgentError, Unauthorized
 from .._types import STREAMS
 from ..models import Process
+from ._attach import DEFAULT_DETACH_KEYS, parse_detach_keys, window_size
+from ._examples import EXAMPLES, PROCESS_EXAMPLES
 
 __all__ = ["add_parser", "main"]
 
@@ -36,55 +36,6 @@ Handler = Callable[["Client", argparse.Namespace], int]
 
 _RAW = argparse.RawDescriptionHelpFormatter
 _COMMAND_WIDTH = 60
-
-PROCESS_EXAMPLES = """\
-examples:
-  sandbox-agent process run -- python -c 'print("hello")'
-  id=$(sandbox-agent process start --cwd /srv -- python -m http.server 8000)
-  sandbox-agent process logs -f --tail 20 "$id"
-  sandbox-agent process stop "$id" && sandbox-agent process rm "$id"
-  sandbox-agent --url http://10.0.0.5:2468 --token "$TOKEN" process ls
-"""
-
-_EXAMPLES = {
-    "start": """\
-examples:
-  sandbox-agent process start -- python -m http.server 8000
-  sandbox-agent process start --cwd /app --env PORT=3000 --env DEBUG=1 -- npm run dev
-""",
-    "run": """\
-examples:
-  sandbox-agent process run -- pytest -x tests
-  sandbox-agent process run --rm --env CI=1 -- sh -c 'make && make check'; echo "exit status $?"
-""",
-    "ls": """\
-examples:
-  sandbox-agent process ls
-  sandbox-agent process ls --json | jq -r '.[] | select(.status == "running") | .id'
-""",
-    "inspect": """\
-example:
-  sandbox-agent process inspect 01m8fgr3pqe44j6c4rtxkx2gae | jq .exitCode
-""",
-    "logs": """\
-examples:
-  sandbox-agent process logs 01m8fgr3pqe44j6c4rtxkx2gae
-  sandbox-agent process logs -f --tail 50 --stream stderr --no-timestamps 01m8fgr3pqe44j6c4rtxkx2gae
-""",
-    "stop": """\
-example:
-  sandbox-agent process stop 01m8fgr3pqe44j6c4rtxkx2gae
-""",
-    "kill": """\
-example:
-  sandbox-agent process kill 01m8fgr3pqe44j6c4rtxkx2gae
-""",
-    "rm": """\
-examples:
-  sandbox-agent process rm 01m8fgr3pqe44j6c4rtxkx2gae
-  sandbox-agent process rm --force $(sandbox-agent process ls --quiet)   # everything
-""",
-}
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -101,29 +52,99 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def command(name: str, handler: Handler, help: str, description: str) -> argparse.ArgumentParser:
         parser = sub.add_parser(
-            name, help=help, description=textwrap.fill(description, 88), epilog=_EXAMPLES[name], formatter_class=_RAW
+            name, help=help, description=textwrap.fill(description, 88), epilog=EXAMPLES[name], formatter_class=_RAW
         )
-        parser.set_defaults(process_handler=handler)
+        parser.set_defaults(process_handler=handler, process_parser_current=parser)
         return parser
 
     start = command(
         "start",
         _start,
         "start a process in the background, print its id",
-        "Start CMD with ARGS in the background and print the id of the new process.",
+        "Start CMD with ARGS in the background and print the id of the new process. With -t it runs "
+        "on a terminal, with -i its stdin takes input (process input); with -it your terminal is "
+        "attached to it at once (see process attach).",
     )
-    _add_spawn_options(start, "start")
+    _add_spawn_options(start, "start", "[-i] [-t] [--detach-keys KEYS] ")
+    _add_terminal_options(start)
 
     run = command(
         "run",
         _run,
         "start a process and stream its output until it exits",
         "Start CMD, print its stdout on stdout and its stderr on stderr as it runs, and exit "
-        "with its exit status (128+N when signal N ended it). Ctrl-C stops the process "
-        "(SIGTERM); a second Ctrl-C kills it.",
+        "with its exit status (128+N when signal N ended it). Piped stdin is forwarded to it "
+        "(-i forwards a terminal's too); otherwise its stdin is empty. Ctrl-C, SIGTERM or SIGHUP "
+        "stops the process (SIGTERM); a second one kills it. With -it your terminal is attached "
+        "to it, as with process attach, until it exits.",
     )
-    _add_spawn_options(run, "run", "[--rm] ")
+    _add_spawn_options(run, "run", "[--rm] [-i] [-t] [--detach-keys KEYS] ")
+    _add_terminal_options(run)
     run.add_argument("--rm", action="store_true", help="delete the process and its logs once it has exited")
+
+    attach = command(
+        "attach",
+        _attach,
+        "attach your terminal to a process's terminal",
+        "Join your terminal to the terminal of a running process started with a tty (start -t): "
+        "what you type reaches it, Ctrl-C included, and its window follows yours. The detach keys "
+        "(Ctrl-P Ctrl-Q, as Docker's; --detach-keys to change) leave it running; when it exits, so "
+        "does this command, with its exit code.",
+    )
+    attach.add_argument(
+        "--detach-keys",
+        default=None,
+        metavar="KEYS",
+        help=f"keys that detach, comma-separated ctrl-<c> or characters (default {DEFAULT_DETACH_KEYS}; '' for none)",
+    )
+    attach.add_argument(
+        "--replay", type=_count, default=0, metavar="BYTES", help="first show up to BYTES of recent output (0)"
+    )
+    attach.add_argument("id", metavar="ID")
+
+    input_ = command(
+        "input",
+        _input,
+        "send input to a process's terminal or stdin",
+        "Send DATA (as UTF-8; '-' reads it from stdin) to the terminal of a tty process or to the "
+        "stdin of an interactive one (start -i). --eof then closes its stdin (^D on a terminal).",
+    )
+    input_.add_argument("--eof", action="store_true", help="close the process's stdin after DATA")
+    input_.add_argument("id", metavar="ID")
+    input_.add_argument("data", nargs="?", metavar="DATA", help="what to send; '-' for stdin")
+
+    exec_ = command(
+        "exec",
+        _exec,
+        "run a command to its end on the server, print its output",
+        "Run CMD on the server to its end (POST /v1/processes/run), print its stdout on stdout and "
+        "its stderr on stderr, and exit with its exit code: 124 if it timed out. Not recorded as "
+        "a process; stdin is empty.",
+    )
+    exec_.usage = (
+        "sandbox-agent process exec [-h] [--cwd DIR] [--env KEY=VALUE]... [--timeout S] [--max-output BYTES] "
+        "-- CMD [ARGS...]"
+    )
+    exec_.add_argument("--cwd", metavar="DIR", help=_CWD_HELP)
+    exec_.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE", help=_ENV_HELP)
+    exec_.add_argument(
+        "--timeout", type=float, metavar="S", help="kill it (its whole group) after S seconds (server default 30)"
+    )
+    exec_.add_argument(
+        "--max-output", type=_count, metavar="BYTES", help="keep at most BYTES of each of stdout and stderr"
+    )
+    exec_.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="what to run")
+    exec_.set_defaults(spawn_parser=exec_)
+
+    wait = command(
+        "wait",
+        _wait,
+        "wait until a process exits, exit with its code",
+        "Wait until the process has exited and exit with its exit status (128+N when signal N "
+        "ended it); 124 if --timeout passes first.",
+    )
+    wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    wait.add_argument("id", metavar="ID")
 
     ls = command("ls", _ls, "list processes, newest first", "List the processes the server knows, newest first.")
     ls.add_argument("--json", action="store_true", help="print a JSON array of process objects, as the API gives them")
@@ -137,8 +158,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "logs",
         _logs,
         "print a process's logs (-f: follow until it exits)",
-        "Print the logged lines of a process. With -f, keep printing new lines until the process "
-        "has exited (surviving a server restart).",
+        "Print the logged lines of a process; a line a progress bar rewrote (carriage returns) "
+        "shows its last frame. With -f, keep printing new lines until the process has exited "
+        "(surviving a server restart), then exit with its exit status.",
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the process exits")
     logs.add_argument("--tail", type=_count, metavar="N", help="only the last N lines")
@@ -205,20 +227,86 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _start(client: Client, args: argparse.Namespace) -> int:
-    command = _command(args)
-    process = client.start(command[0], command[1:], cwd=args.cwd, env=dict(args.env or ()))
-    print(process.id)
-    return 0
+    keys = _detach_keys(args)
+    process = _spawn(client, args, tty=args.tty, interactive=args.interactive)
+    if not (args.tty and args.interactive):
+        print(process.id)
+        return 0
+    status = _attach_and_report(client, process.id, keys, replay=_REPLAY_ALL)
+    return 0 if status is None else status
 
 
 def _run(client: Client, args: argparse.Namespace) -> int:
-    command = _command(args)
-    process = client.start(command[0], command[1:], cwd=args.cwd, env=dict(args.env or ()))
-    _stream_output(client, process.id, args)
-    final = client.get(process.id)
+    from ._run import piped_stdin, stream_output
+
+    keys = _detach_keys(args)
+    if args.tty and args.interactive:
+        process = _spawn(client, args, tty=True, interactive=True)
+        status = _attach_and_report(client, process.id, keys, replay=_REPLAY_ALL, stop_on_signal=True)
+        if status is None:
+            return 0  # detached: it runs on, --rm or not
+    else:
+        stdin = sys.stdin.fileno() if args.interactive else piped_stdin()
+        process = _spawn(client, args, tty=args.tty, interactive=stdin is not None)
+        stream_output(client, process.id, args.client_url, args.client_token, stdin)
+    final = client.wait(process.id, timeout=30)
     if args.rm:
         client.delete(process.id)
     return exit_status(final)
+
+
+def _attach(client: Client, args: argparse.Namespace) -> int:
+    keys = _detach_keys(args)
+    status = _attach_and_report(client, args.id, keys, replay=args.replay or None)
+    return 0 if status is None else status
+
+
+def _input(client: Client, args: argparse.Namespace) -> int:
+    if args.data is None and not args.eof:
+        args.process_parser_current.error("give DATA to send, '-' to send stdin, or --eof")
+    if args.data == "-":
+        limit = client.processes.get_config().max_input_bytes_per_request
+        while data := sys.stdin.buffer.read(limit):
+            client.processes.input(args.id, data)
+        if args.eof:
+            client.processes.input(args.id, eof=True)
+    else:
+        client.processes.input(args.id, args.data or "", eof=args.eof)
+    return 0
+
+
+def _exec(client: Client, args: argparse.Namespace) -> int:
+    command = _command(args)
+    result = client.processes.run(
+        command[0],
+        command[1:],
+        cwd=_cwd(args),
+        env=dict(args.env or ()),
+        timeout=args.timeout,
+        max_output_bytes=args.max_output,
+    )
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    sys.stderr.flush()
+    for stream, truncated in (("stdout", result.stdout_truncated), ("stderr", result.stderr_truncated)):
+        if truncated:
+            _error(f"its {stream} was cut at the output limit (--max-output, or the server's maxOutputBytes)")
+    if result.timed_out:
+        _error(f"timed out after {result.duration_ms / 1000:g} s; it was killed")
+        return 124
+    if result.exit_code is None:
+        _error("it was ended by a signal")
+        return 1
+    return result.exit_code
+
+
+def _wait(client: Client, args: argparse.Namespace) -> int:
+    try:
+        return exit_status(client.wait(args.id, timeout=args.timeout))
+    except TimeoutError as exc:
+        _error(str(exc))
+        return 124
 
 
 def _ls(client: Client, args: argparse.Namespace) -> int:
@@ -239,14 +327,17 @@ def _inspect(client: Client, args: argparse.Namespace) -> int:
 
 
 def _logs(client: Client, args: argparse.Namespace) -> int:
+    from ._run import last_frame
+
     options: dict[str, Any] = {"stream": args.stream, "tail": args.tail, "strip_timestamps": args.no_timestamps}
     if not args.follow:
-        sys.stdout.write(client.logs(args.id, **options).content)
+        content = client.logs(args.id, **options).content
+        sys.stdout.write("".join(last_frame(line) + "\n" for line in content.split("\n")[:-1]))
         return 0
     for line in client.follow(args.id, **options):
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(last_frame(line) + "\n")
         sys.stdout.flush()
-    return 0
+    return exit_status(client.wait(args.id, timeout=30))
 
 
 def _stop(client: Client, args: argparse.Namespace) -> int:
@@ -275,83 +366,40 @@ def _rm(client: Client, args: argparse.Namespace) -> int:
     return _each(args.ids, remove)
 
 
-# -- run: streaming, Ctrl-C ---------------------------------------------------------
+# -- terminals --------------------------------------------------------------------------
+
+#: For start -it and run -it: all the output since the start (a prompt printed before the
+#: terminal was attached), which is far less than this.
+_REPLAY_ALL = 1 << 20
 
 
-def _stream_output(client: Client, process_id: str, args: argparse.Namespace) -> None:
-    """Print the process's output, split by stream, until it exits; Ctrl-C stops it.
-
-    A thread reads the follow and queues its lines; this thread prints them and acts on
-    Ctrl-C, which the signal handler only records (in the same queue, which is safe to
-    put to from a handler), so that a line is never lost to an interrupt.
-    """
-    events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    done = threading.Event()
-
-    from ..client import Client
-
-    def pump() -> None:
-        try:
-            with Client(args.client_url, args.client_token) as reader:
-                for line in reader.follow(process_id, strip_timestamps=True):
-                    if done.is_set():
-                        return
-                    events.put(("line", line))
-        except BaseException as exc:
-            events.put(("error", exc))
-        else:
-            events.put(("exit", None))
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        events.put(("interrupt", None))
-
-    # Not where signals cannot be handled, nor where SIGINT is ignored (a background job).
-    handle = (
-        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    )
-    previous = signal.signal(signal.SIGINT, interrupted) if handle else None
-    reader = threading.Thread(target=pump, name=f"follow {process_id}", daemon=True)
-    reader.start()
-    interrupts = 0
-    last: TextIO = sys.stdout
+def _detach_keys(args: argparse.Namespace) -> bytes:
+    text = args.detach_keys if args.detach_keys is not None else DEFAULT_DETACH_KEYS
     try:
-        while True:
-            kind, value = events.get()
-            if kind == "line":
-                target, text = _split_stream(value)
-                if target is not last:
-                    last.flush()
-                    last = target
-                target.write(text + "\n")
-                if events.empty():
-                    target.flush()
-            elif kind == "interrupt":
-                interrupts += 1
-                if interrupts == 1:
-                    _error(f"stopping process {process_id} (Ctrl-C again to kill it)")
-                    client.stop(process_id)
-                else:
-                    _error(f"killing process {process_id}")
-                    client.kill(process_id)
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        done.set()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if handle:
-            signal.signal(signal.SIGINT, previous)
+        return parse_detach_keys(text)
+    except ValueError as exc:
+        args.process_parser_current.error(f"--detach-keys: {exc}")
+        raise  # not reached: error() exits
 
 
-def _split_stream(line: str) -> tuple[TextIO, str]:
-    tag, _, text = line.partition(" ")
-    if tag == "[stderr]":
-        return sys.stderr, text
-    if tag == "[stdout]":
-        return sys.stdout, text
-    return sys.stdout, line
+def _attach_and_report(
+    client: Client, process_id: str, keys: bytes, *, replay: int | None, stop_on_signal: bool = False
+) -> int | None:
+    """Attach; the process's exit status once it exited, None when detached."""
+    from ._attach import attach
+
+    sys.stdout.flush()
+    result = attach(client, process_id, detach_keys=keys, replay=replay)
+    if result.exited:
+        return exit_status(client.wait(process_id, timeout=30))
+    if result.reason == "signal" and stop_on_signal:
+        _error(f"stopping process {process_id}")
+        client.stop(process_id)
+        return exit_status(client.wait(process_id, timeout=60))
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # off the process's last line
+    _error(f"detached from process {process_id}; it keeps running: sandbox-agent process attach {process_id}")
+    return None
 
 
 def exit_status(process: Process) -> int:
@@ -403,18 +451,62 @@ def format_table(processes: Sequence[Process], width: int | None = _COMMAND_WIDT
 # -- helpers --------------------------------------------------------------------------
 
 
+_CWD_HELP = "working directory (default: yours with a server on this machine, else the server's)"
+_ENV_HELP = "set an environment variable, over the server's environment (repeatable)"
+
+
 def _add_spawn_options(parser: argparse.ArgumentParser, name: str, more: str = "") -> None:
     parser.usage = f"sandbox-agent process {name} [-h] [--cwd DIR] [--env KEY=VALUE]... {more}-- CMD [ARGS...]"
-    parser.add_argument("--cwd", metavar="DIR", help="working directory (default: the server's)")
-    parser.add_argument(
-        "--env",
-        action="append",
-        type=_env_pair,
-        metavar="KEY=VALUE",
-        help="set an environment variable, over the server's environment (repeatable)",
-    )
+    parser.add_argument("--cwd", metavar="DIR", help=_CWD_HELP)
+    parser.add_argument("--env", action="append", type=_env_pair, metavar="KEY=VALUE", help=_ENV_HELP)
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="what to run")
     parser.set_defaults(spawn_parser=parser)
+
+
+def _add_terminal_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-t", "--tty", action="store_true", help="run it on a terminal (pty) of its own")
+    parser.add_argument("-i", "--interactive", action="store_true", help="keep its stdin open for input")
+    parser.add_argument(
+        "--detach-keys",
+        default=None,
+        metavar="KEYS",
+        help="with -it: keys that detach, comma-separated ctrl-<c> or characters (default ctrl-p,ctrl-q)",
+    )
+
+
+def _spawn(client: Client, args: argparse.Namespace, *, tty: bool, interactive: bool) -> Process:
+    command = _command(args)
+    size = window_size() if tty else None
+    return client.start(
+        command[0],
+        command[1:],
+        cwd=_cwd(args),
+        env=dict(args.env or ()),
+        tty=tty,
+        interactive=interactive,
+        terminal_size=size,
+    )
+
+
+def _cwd(args: argparse.Namespace) -> str | None:
+    """--cwd, else the caller's own directory when the server runs on this machine (as pm2
+    does), else None: the server's."""
+    if args.cwd is not None:
+        return str(args.cwd)
+    if not is_local(args.client_url):
+        return None
+    try:
+        return os.getcwd()
+    except OSError:
+        return None  # the directory was removed under us: let the server choose
+
+
+def is_local(url: str | None) -> bool:
+    """Whether the server at ``url`` (or the default) listens on this machine's loopback."""
+    from ..client import _protocol
+
+    host = urlsplit(_protocol.resolve_url(url)).hostname or ""
+    return host == "localhost" or host == "::1" or host.startswith("127.")
 
 
 def _command(args: argparse.Namespace) -> list[str]:

@@ -1,13 +1,23 @@
 """The Python SDK: ``Client`` (sync) and ``AsyncClient``, on httpx.
 
 _protocol   what both share, with no I/O: requests, parsing, errors, following, waiting
-_sync       Client
-_async      AsyncClient
+_terminal   a process's terminal over its WebSocket: the shared protocol, a session each
+_sync       Client (and its ``processes``)
+_async      AsyncClient (and its ``processes``)
 """
 
 from __future__ import annotations
 
-from ._async import AsyncClient
-from ._sync import Client
+from ._async import AsyncClient, AsyncProcesses
+from ._sync import Client, Processes
+from ._terminal import AsyncTerminalSession, TerminalSession, TerminalState
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = [
+    "AsyncClient",
+    "AsyncProcesses",
+    "AsyncTerminalSession",
+    "Client",
+    "Processes",
+    "TerminalSession",
+    "TerminalState",
+]

@@ -1,22 +1,42 @@
 """``AsyncClient``: the asynchronous Python SDK, on ``httpx.AsyncClient``.
 
-The twin of ``_client.py``, method for method; what they share lives in ``_transport``.
+The twin of ``_sync.py``, method for method; what they share lives in ``_protocol`` and
+``_terminal``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import builtins
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 
 from .._exceptions import ConnectionFailed
-from .._types import StreamName
-from ..models import Health, Logs, Process, ProcessList
+from .._types import LogsStream, ProcessOwner, StreamName
+from ..models import (
+    Health,
+    InputWritten,
+    Logs,
+    Process,
+    ProcessConfig,
+    ProcessInfo,
+    ProcessInfoList,
+    ProcessList,
+    ProcessLogEntry,
+    ProcessLogs,
+    RunResult,
+    TerminalSize,
+)
 from . import _protocol
+from ._terminal import AsyncTerminalSession, TerminalProtocol
 
-__all__ = ["AsyncClient"]
+__all__ = ["AsyncClient", "AsyncProcesses"]
+
+_T = TypeVar("_T")
 
 
 class AsyncClient:
@@ -49,8 +69,12 @@ class AsyncClient:
     ) -> None:
         self.url = _protocol.resolve_url(url)
         self.reconnect_attempts = reconnect_attempts
+        self.timeout = timeout
+        self._token = _protocol.resolve_token(token)
         self._follow_timeout = _protocol.follow_timeout(timeout)
-        self._http = httpx.AsyncClient(**_protocol.client_options(self.url, _protocol.resolve_token(token), timeout))
+        self._http = httpx.AsyncClient(**_protocol.client_options(self.url, self._token, timeout))
+        #: The ``/v1/processes`` dialect: terminals, input, one-shot runs, config, log entries.
+        self.processes = AsyncProcesses(self)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -80,13 +104,21 @@ class AsyncClient:
         *,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        interactive: bool = False,
+        terminal_size: tuple[int, int] | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
+
+        ``tty``, ``interactive`` and ``terminal_size`` as in ``Client.start``.
 
         >>> (await client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"})).status
         'running'
         """
-        response = await self._send(_protocol.start_call(command, args, cwd, env))
+        call = _protocol.start_call(
+            command, args, cwd, env, tty=tty, interactive=interactive, terminal_size=terminal_size
+        )
+        response = await self._send(call)
         started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else await self.get(started)
 
@@ -150,21 +182,9 @@ class AsyncClient:
             strip_timestamps=strip_timestamps,
             attempts=self.reconnect_attempts,
         )
-        while True:
-            try:
-                async with self._http.stream(**state.request(self._follow_timeout)) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                    if state.connected(response):
-                        async for line in response.aiter_lines():
-                            for text in state.feed(line):
-                                yield text
-                            if state.done:
-                                return
-                delay = state.dropped(None)
-            except httpx.TransportError as exc:
-                delay = state.dropped(exc)
-            await anyio.sleep(delay)
+        async with contextlib.aclosing(self._follow(state, state.feed)) as lines:
+            async for line in lines:
+                yield line
 
     # The same signature as Client.wait; anyio.fail_after around it works as well.
     async def wait(self, process_id: str, timeout: float | None = None) -> Process:  # noqa: ASYNC109
@@ -186,9 +206,146 @@ class AsyncClient:
 
     # -- internals ----------------------------------------------------------------
 
-    async def _send(self, call: _protocol.Call) -> httpx.Response:
+    # timeout: an httpx timeout for this one request, as httpx takes it.
+    async def _send(self, call: _protocol.Call, timeout: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:  # noqa: ASYNC109
         try:
-            response = await self._http.request(call.method, call.path, params=call.params, json=call.json)
+            response = await self._http.request(
+                call.method, call.path, params=call.params, json=call.json, timeout=timeout
+            )
         except httpx.TransportError as exc:
             raise _protocol.connection_failed(self.url, exc) from exc
         return _protocol.check(response)
+
+    async def _follow(
+        self, state: _protocol.Follow, feed: Callable[[str], builtins.list[_T]]
+    ) -> AsyncGenerator[_T, None]:
+        """Drive a follow over as many connections as it takes (see ``_protocol.Follow``)."""
+        while True:
+            try:
+                async with self._http.stream(**state.request(self._follow_timeout)) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                    if state.connected(response):
+                        async for line in response.aiter_lines():
+                            for item in feed(line):
+                                yield item
+                            if state.done:
+                                return
+                delay = state.dropped(None)
+            except httpx.TransportError as exc:
+                delay = state.dropped(exc)
+            await anyio.sleep(delay)
+
+
+class AsyncProcesses:
+    """``Processes`` for ``AsyncClient``: the ``/v1/processes`` dialect, awaited.
+
+    Usage::
+
+        result = await client.processes.run("sh", ["-c", "echo hi; exit 3"], timeout=10)
+        shell = await client.processes.create("bash", tty=True)
+        async with await client.processes.terminal(shell.id) as term:
+            await term.send("exit 7\n")
+            async for chunk in term:
+                ...
+    """
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def get_config(self) -> ProcessConfig:
+        response = await self._client._send(_protocol.Call("GET", "/v1/processes/config"))
+        return _protocol.parse(ProcessConfig, response)
+
+    async def set_config(self, config: ProcessConfig) -> ProcessConfig:
+        return _protocol.parse(ProcessConfig, await self._client._send(_protocol.set_config_call(config)))
+
+    async def create(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        interactive: bool = False,
+        terminal_size: tuple[int, int] | None = None,
+    ) -> ProcessInfo:
+        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size)
+        return _protocol.parse(ProcessInfo, await self._client._send(call))
+
+    async def run(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (the run's own timeout, enforced by the server)
+        max_output_bytes: int | None = None,
+    ) -> RunResult:
+        call = _protocol.run_call(command, args, cwd, env, timeout, max_output_bytes)
+        response = await self._client._send(call, timeout=_protocol.run_http_timeout(call, self._client.timeout))
+        return _protocol.parse(RunResult, response)
+
+    async def list(self, owner: ProcessOwner | None = None) -> list[ProcessInfo]:
+        return _protocol.parse(ProcessInfoList, await self._client._send(_protocol.list_call(owner))).processes
+
+    async def get(self, process_id: str) -> ProcessInfo:
+        response = await self._client._send(_protocol.Call("GET", _protocol.processes_path(process_id)))
+        return _protocol.parse(ProcessInfo, response)
+
+    async def stop(self, process_id: str, *, wait: float | None = None) -> ProcessInfo:
+        response = await self._client._send(_protocol.signal_call(process_id, "stop", wait))
+        return _protocol.parse(ProcessInfo, response)
+
+    async def kill(self, process_id: str, *, wait: float | None = None) -> ProcessInfo:
+        response = await self._client._send(_protocol.signal_call(process_id, "kill", wait))
+        return _protocol.parse(ProcessInfo, response)
+
+    async def delete(self, process_id: str) -> None:
+        await self._client._send(_protocol.Call("DELETE", _protocol.processes_path(process_id)))
+
+    async def logs(
+        self,
+        process_id: str,
+        *,
+        stream: LogsStream | None = None,
+        since: int | None = None,
+        tail: int | None = None,
+    ) -> ProcessLogs:
+        params = _protocol.entries_params(stream, since, tail)
+        call = _protocol.Call("GET", _protocol.processes_path(process_id, "logs"), params=params)
+        return _protocol.parse(ProcessLogs, await self._client._send(call))
+
+    async def follow(
+        self,
+        process_id: str,
+        *,
+        stream: LogsStream | None = None,
+        since: int | None = None,
+        tail: int | None = None,
+    ) -> AsyncIterator[ProcessLogEntry]:
+        client = self._client
+        state = _protocol.EntryFollow(
+            client.url, process_id, stream=stream, since=since, tail=tail, attempts=client.reconnect_attempts
+        )
+        async with contextlib.aclosing(client._follow(state, state.feed_entries)) as entries:
+            async for entry in entries:
+                yield entry
+
+    async def input(self, process_id: str, data: bytes | str = b"", *, eof: bool = False) -> int:
+        response = await self._client._send(_protocol.input_call(process_id, data, eof))
+        return _protocol.parse(InputWritten, response).bytes_written
+
+    async def resize(self, process_id: str, cols: int, rows: int) -> TerminalSize:
+        response = await self._client._send(_protocol.resize_call(process_id, cols, rows))
+        return _protocol.parse(TerminalSize, response)
+
+    def terminal_url(self, process_id: str, *, replay: int | None = None) -> str:
+        return TerminalProtocol(self._client.url, process_id, None, replay).uri
+
+    async def terminal(self, process_id: str, *, replay: int | None = None) -> AsyncTerminalSession:
+        """Open the terminal of a running tty process (asyncio only); see ``AsyncTerminalSession``."""
+        client = self._client
+        return await AsyncTerminalSession.open(TerminalProtocol(client.url, process_id, client._token, replay))

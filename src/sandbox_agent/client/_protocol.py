@@ -7,6 +7,7 @@ parameters, problem+json errors, Server-Sent Events, resuming a follow) are writ
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -18,8 +19,17 @@ from urllib.parse import quote
 import httpx
 
 from .._exceptions import ConnectionFailed, ProblemError, ServerError, error_for_status
-from .._types import StreamName
-from ..models import Process, StartProcess, _Wire
+from .._types import LogsStream, ProcessOwner, StreamName
+from ..models import (
+    CreateProcess,
+    Process,
+    ProcessConfig,
+    ProcessLogEntry,
+    RunProcess,
+    StartProcess,
+    TerminalSize,
+    _Wire,
+)
 
 DEFAULT_URL = "http://127.0.0.1:2468"
 DEFAULT_TIMEOUT = 30.0
@@ -111,11 +121,146 @@ def parse_started(content: bytes) -> Process | str:
         raise
 
 
-def start_call(command: str, args: Sequence[str], cwd: str | None, env: Mapping[str, str] | None) -> Call:
+def _args(args: Sequence[str]) -> list[str]:
     if isinstance(args, str):
         raise TypeError("args must be a sequence of strings, not a string: args=['-c', 'print(1)']")
-    body = StartProcess(command=command, args=list(args), cwd=cwd, env=dict(env) if env is not None else None)
+    return list(args)
+
+
+def _size(size: tuple[int, int] | None) -> TerminalSize | None:
+    return None if size is None else TerminalSize(cols=size[0], rows=size[1])
+
+
+def start_call(
+    command: str,
+    args: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    *,
+    tty: bool = False,
+    interactive: bool = False,
+    terminal_size: tuple[int, int] | None = None,
+) -> Call:
+    body = StartProcess(
+        command=command,
+        args=_args(args),
+        cwd=cwd,
+        env=dict(env) if env is not None else None,
+        # Sent only when asked for: the original's /v1/process knows none of them.
+        tty=tty or None,
+        interactive=interactive or None,
+        terminal_size=_size(terminal_size),
+    )
     return Call("POST", "/v1/process", json=body.to_wire())
+
+
+# -- /v1/processes (the current dialect) ------------------------------------------------
+
+
+def processes_path(process_id: str, action: str = "") -> str:
+    path = f"/v1/processes/{quote(process_id, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def create_call(
+    command: str,
+    args: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    tty: bool,
+    interactive: bool,
+    terminal_size: tuple[int, int] | None,
+) -> Call:
+    body = CreateProcess(
+        command=command,
+        args=_args(args),
+        cwd=cwd,
+        env=dict(env or {}),
+        tty=tty,
+        interactive=interactive,
+        terminal_size=_size(terminal_size),
+    )
+    return Call("POST", "/v1/processes", json=body.to_wire())
+
+
+def run_call(
+    command: str,
+    args: Sequence[str],
+    cwd: str | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+    max_output_bytes: int | None,
+) -> Call:
+    """``timeout`` in seconds (the wire's is in ms); None: the server's default."""
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be more than 0 seconds, got {timeout}")
+    body = RunProcess(
+        command=command,
+        args=_args(args),
+        cwd=cwd,
+        env=dict(env or {}),
+        timeout_ms=None if timeout is None else max(1, round(timeout * 1000)),
+        max_output_bytes=max_output_bytes,
+    )
+    return Call("POST", "/v1/processes/run", json=body.to_wire())
+
+
+def run_http_timeout(call: Call, timeout: float | None) -> float | None:
+    """The HTTP timeout of a run: the client's, stretched to outlast the run's own."""
+    if timeout is None or call.json is None:
+        return timeout
+    run_ms = call.json.get("timeoutMs")
+    if not isinstance(run_ms, int):
+        # The server's default applies, which the client does not know: its maximum is 300 s.
+        return max(timeout, 300.0 + timeout)
+    return run_ms / 1000 + timeout
+
+
+def list_call(owner: ProcessOwner | None) -> Call:
+    return Call("GET", "/v1/processes", params=None if owner is None else {"owner": owner})
+
+
+def signal_call(process_id: str, action: str, wait: float | None) -> Call:
+    """Stop or kill; ``wait`` seconds for the exit before the answer (None: the server's default)."""
+    params = None if wait is None else {"waitMs": str(max(0, round(wait * 1000)))}
+    return Call("POST", processes_path(process_id, action), params=params)
+
+
+def input_call(process_id: str, data: bytes | str, eof: bool) -> Call:
+    """Input for a terminal or stdin: ``str`` goes as UTF-8, ``bytes`` as base64."""
+    body: dict[str, Any]
+    if isinstance(data, str):
+        body = {"data": data, "encoding": "utf8"}
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        body = {"data": base64.b64encode(data).decode("ascii"), "encoding": "base64"}
+    else:
+        raise TypeError(f"input data must be str or bytes, not {type(data).__name__}")
+    if eof:
+        body["eof"] = True
+    return Call("POST", processes_path(process_id, "input"), json=body)
+
+
+def resize_call(process_id: str, cols: int, rows: int) -> Call:
+    return Call("POST", processes_path(process_id, "terminal/resize"), json={"cols": cols, "rows": rows})
+
+
+def set_config_call(config: ProcessConfig) -> Call:
+    return Call("POST", "/v1/processes/config", json=config.to_wire())
+
+
+def entries_params(
+    stream: LogsStream | None, since: int | None, tail: int | None, *, follow: bool = False
+) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if stream is not None:
+        params["stream"] = stream
+    if since is not None:
+        params["since"] = str(since)
+    if tail is not None:
+        params["tail"] = str(tail)
+    if follow:
+        params["follow"] = "true"
+    return params
 
 
 def logs_params(
@@ -350,6 +495,51 @@ class Follow:
                 f"after {self.backoff.attempts} attempts{reason}"
             ) from exc
         return delay
+
+
+class EntryFollow(Follow):
+    """A follow of ``/v1/processes/{id}/logs``: ``log`` events, each id its entry's sequence.
+
+    No snapshot: every entry comes as its own event, so a resume after a drop asks for the
+    entries after the last sequence seen.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        process_id: str,
+        *,
+        stream: LogsStream | None,
+        since: int | None,
+        tail: int | None,
+        attempts: int,
+    ) -> None:
+        super().__init__(url, process_id, stream="combined", tail=None, strip_timestamps=False, attempts=attempts)
+        self.path = processes_path(process_id, "logs")
+        self.params = entries_params(stream, since, tail, follow=True)
+
+    def request(self, timeout: httpx.Timeout) -> dict[str, Any]:
+        # Once an entry was seen, Last-Event-ID says where to resume; a tail would cut it.
+        request = super().request(timeout)
+        if self.last_id is not None:
+            request["params"] = {k: v for k, v in self.params.items() if k != "tail"}
+        return request
+
+    def feed_entries(self, line: str) -> list[ProcessLogEntry]:
+        if not self._heard:
+            self._heard = True
+            self.received()
+        event = self._decoder.feed(line)
+        if event is None:
+            return []
+        if event.id is not None:
+            self.last_id = event.id
+        if event.event == "exit":
+            self.exit = json.loads(event.data) if event.data else {}
+            return []
+        if event.event != "log":
+            return []
+        return [ProcessLogEntry.from_wire(json.loads(event.data))]
 
 
 # -- waiting --------------------------------------------------------------------------

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Any, TypeVar
 
 import httpx
 
 from .._exceptions import ConnectionFailed
-from .._types import StreamName
-from ..models import Health, Logs, Process, ProcessList
+from .._types import LogsStream, ProcessOwner, StreamName
+from ..models import (
+    Health,
+    InputWritten,
+    Logs,
+    Process,
+    ProcessConfig,
+    ProcessInfo,
+    ProcessInfoList,
+    ProcessList,
+    ProcessLogEntry,
+    ProcessLogs,
+    RunResult,
+    TerminalSize,
+)
 from . import _protocol
+from ._terminal import TerminalProtocol, TerminalSession
 
-__all__ = ["Client"]
+__all__ = ["Client", "Processes"]
+
+_T = TypeVar("_T")
 
 
 class Client:
@@ -43,8 +61,12 @@ class Client:
     ) -> None:
         self.url = _protocol.resolve_url(url)
         self.reconnect_attempts = reconnect_attempts
+        self.timeout = timeout
+        self._token = _protocol.resolve_token(token)
         self._follow_timeout = _protocol.follow_timeout(timeout)
-        self._http = httpx.Client(**_protocol.client_options(self.url, _protocol.resolve_token(token), timeout))
+        self._http = httpx.Client(**_protocol.client_options(self.url, self._token, timeout))
+        #: The ``/v1/processes`` dialect: terminals, input, one-shot runs, config, log entries.
+        self.processes = Processes(self)
 
     def __enter__(self) -> Client:
         return self
@@ -73,13 +95,23 @@ class Client:
         *,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        interactive: bool = False,
+        terminal_size: tuple[int, int] | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
+
+        ``tty``: on a new pseudo-terminal (``terminal_size`` (cols, rows), 80x24 by
+        default), driven with ``processes.terminal``; ``interactive``: stdin is a pipe that
+        ``processes.input`` writes to. Otherwise stdin is /dev/null.
 
         >>> client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"}).status
         'running'
         """
-        response = self._send(_protocol.start_call(command, args, cwd, env))
+        call = _protocol.start_call(
+            command, args, cwd, env, tty=tty, interactive=interactive, terminal_size=terminal_size
+        )
+        response = self._send(call)
         started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else self.get(started)
 
@@ -142,20 +174,7 @@ class Client:
             strip_timestamps=strip_timestamps,
             attempts=self.reconnect_attempts,
         )
-        while True:
-            try:
-                with self._http.stream(**state.request(self._follow_timeout)) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                    if state.connected(response):
-                        for line in response.iter_lines():
-                            yield from state.feed(line)
-                            if state.done:
-                                return
-                delay = state.dropped(None)
-            except httpx.TransportError as exc:
-                delay = state.dropped(exc)
-            time.sleep(delay)
+        return self._follow(state, state.feed)
 
     def wait(self, process_id: str, timeout: float | None = None) -> Process:
         """Block until the process has exited; return it. ``TimeoutError`` after ``timeout`` s.
@@ -176,9 +195,177 @@ class Client:
 
     # -- internals ----------------------------------------------------------------
 
-    def _send(self, call: _protocol.Call) -> httpx.Response:
+    def _send(self, call: _protocol.Call, timeout: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
         try:
-            response = self._http.request(call.method, call.path, params=call.params, json=call.json)
+            response = self._http.request(call.method, call.path, params=call.params, json=call.json, timeout=timeout)
         except httpx.TransportError as exc:
             raise _protocol.connection_failed(self.url, exc) from exc
         return _protocol.check(response)
+
+    def _follow(self, state: _protocol.Follow, feed: Callable[[str], builtins.list[_T]]) -> Iterator[_T]:
+        """Drive a follow over as many connections as it takes (see ``_protocol.Follow``)."""
+        while True:
+            try:
+                with self._http.stream(**state.request(self._follow_timeout)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                    if state.connected(response):
+                        for line in response.iter_lines():
+                            yield from feed(line)
+                            if state.done:
+                                return
+                delay = state.dropped(None)
+            except httpx.TransportError as exc:
+                delay = state.dropped(exc)
+            time.sleep(delay)
+
+
+class Processes:
+    """The ``/v1/processes`` dialect, as ``client.processes``: what the TypeScript SDK offers.
+
+    The same processes as the client's own methods (one id space), in this dialect's
+    shapes (``ProcessInfo``), plus what only this dialect has: terminals, input, one-shot
+    runs, the config, and logs as numbered entries.
+
+    Usage::
+
+        result = client.processes.run("sh", ["-c", "echo hi; exit 3"], timeout=10)
+        print(result.exit_code, result.stdout)  # 3 hi
+
+        shell = client.processes.create("bash", tty=True)
+        with client.processes.terminal(shell.id) as term:
+            term.send("exit 7\n")
+            for chunk in term:
+                ...
+        print(term.exit_code)  # 7
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get_config(self) -> ProcessConfig:
+        """The limits: concurrent processes, run timeouts and output, log reads, input."""
+        return _protocol.parse(ProcessConfig, self._client._send(_protocol.Call("GET", "/v1/processes/config")))
+
+    def set_config(self, config: ProcessConfig) -> ProcessConfig:
+        """Replace all six limits (kept across restarts of the server); returns them as stored.
+
+        >>> client.processes.set_config(dataclasses.replace(client.processes.get_config(), max_output_bytes=4096))
+        """
+        return _protocol.parse(ProcessConfig, self._client._send(_protocol.set_config_call(config)))
+
+    def create(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        interactive: bool = False,
+        terminal_size: tuple[int, int] | None = None,
+    ) -> ProcessInfo:
+        """Start a process (see ``Client.start``); ``Conflict`` past ``maxConcurrentProcesses``."""
+        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size)
+        return _protocol.parse(ProcessInfo, self._client._send(call))
+
+    def run(
+        self,
+        command: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+    ) -> RunResult:
+        """Run a command to its end and return its exit code and output. Not recorded as a process.
+
+        ``timeout`` in seconds (default and cap: the config's); on timeout the whole process
+        group is killed, ``timed_out`` is True and ``exit_code`` None. Output past
+        ``max_output_bytes`` per stream is dropped (``stdout_truncated``). stdin is /dev/null.
+
+        >>> client.processes.run("sh", ["-c", "echo hi"]).stdout
+        'hi\n'
+        """
+        call = _protocol.run_call(command, args, cwd, env, timeout, max_output_bytes)
+        response = self._client._send(call, timeout=_protocol.run_http_timeout(call, self._client.timeout))
+        return _protocol.parse(RunResult, response)
+
+    def list(self, owner: ProcessOwner | None = None) -> list[ProcessInfo]:
+        """Every process, oldest first."""
+        return _protocol.parse(ProcessInfoList, self._client._send(_protocol.list_call(owner))).processes
+
+    def get(self, process_id: str) -> ProcessInfo:
+        return _protocol.parse(
+            ProcessInfo, self._client._send(_protocol.Call("GET", _protocol.processes_path(process_id)))
+        )
+
+    def stop(self, process_id: str, *, wait: float | None = None) -> ProcessInfo:
+        """SIGTERM to the process group; the process once exited, or after ``wait`` s (server default 2)."""
+        return _protocol.parse(ProcessInfo, self._client._send(_protocol.signal_call(process_id, "stop", wait)))
+
+    def kill(self, process_id: str, *, wait: float | None = None) -> ProcessInfo:
+        """SIGKILL to the process group; the process once exited, or after ``wait`` s (server default 1)."""
+        return _protocol.parse(ProcessInfo, self._client._send(_protocol.signal_call(process_id, "kill", wait)))
+
+    def delete(self, process_id: str) -> None:
+        """Forget an exited process and remove its logs (``Conflict`` while it runs)."""
+        self._client._send(_protocol.Call("DELETE", _protocol.processes_path(process_id)))
+
+    def logs(
+        self,
+        process_id: str,
+        *,
+        stream: LogsStream | None = None,
+        since: int | None = None,
+        tail: int | None = None,
+    ) -> ProcessLogs:
+        """The output as entries (``entry.raw``, ``entry.text``): those after sequence
+        ``since``, or the last ``tail``. ``stream`` defaults to pty for a tty process, else
+        combined. One answer holds at most ``maxLogBytesPerProcess``: page on with ``since``."""
+        params = _protocol.entries_params(stream, since, tail)
+        call = _protocol.Call("GET", _protocol.processes_path(process_id, "logs"), params=params)
+        return _protocol.parse(ProcessLogs, self._client._send(call))
+
+    def follow(
+        self,
+        process_id: str,
+        *,
+        stream: LogsStream | None = None,
+        since: int | None = None,
+        tail: int | None = None,
+    ) -> Iterator[ProcessLogEntry]:
+        """Yield the entries (as ``logs`` selects them), then each new one, until the process exits.
+
+        A dropped connection is resumed after the last entry yielded (``Last-Event-ID``).
+
+        >>> for entry in client.processes.follow(process.id):
+        ...     print(entry.stream, entry.text, end="")
+        """
+        client = self._client
+        state = _protocol.EntryFollow(
+            client.url, process_id, stream=stream, since=since, tail=tail, attempts=client.reconnect_attempts
+        )
+        return client._follow(state, state.feed_entries)
+
+    def input(self, process_id: str, data: bytes | str = b"", *, eof: bool = False) -> int:
+        """Write to the terminal of a tty process, or to stdin of an interactive one; the
+        number of bytes written. ``str`` goes as UTF-8. ``eof``: close stdin afterwards
+        (^D on a terminal). At most ``maxInputBytesPerRequest`` bytes a call."""
+        response = self._client._send(_protocol.input_call(process_id, data, eof))
+        return _protocol.parse(InputWritten, response).bytes_written
+
+    def resize(self, process_id: str, cols: int, rows: int) -> TerminalSize:
+        """Set the terminal size of a running tty process; it gets SIGWINCH."""
+        return _protocol.parse(TerminalSize, self._client._send(_protocol.resize_call(process_id, cols, rows)))
+
+    def terminal_url(self, process_id: str, *, replay: int | None = None) -> str:
+        """The WebSocket URL of a process's terminal (for a client of your own)."""
+        return TerminalProtocol(self._client.url, process_id, None, replay).uri
+
+    def terminal(self, process_id: str, *, replay: int | None = None) -> TerminalSession:
+        """Open the terminal of a running tty process; ``replay``: first send up to that many
+        bytes of its most recent output (to redraw a screen). See ``TerminalSession``."""
+        client = self._client
+        return TerminalSession(TerminalProtocol(client.url, process_id, client._token, replay))
