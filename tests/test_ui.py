@@ -7,22 +7,23 @@ error. Every process a test starts is killed and waited for, even when the test 
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import Server, py, start, wait_exited, wait_log
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, TIMESTAMP, Pages, at_bottom, tab_to
+import ui_helpers
+from conftest import py, start, wait_exited, wait_log
+from ui_helpers import TIMESTAMP, Pages, Servers, at_bottom, tab_to
 
 pytestmark = pytest.mark.browser
+
+# The fixtures every browser test module uses, from one place.
+browser, pages, servers = ui_helpers.browser, ui_helpers.pages, ui_helpers.servers
 
 SLEEPER = "import time\nprint('ready')\nwhile True: time.sleep(1)"
 # 300 lines at once (more than a screen), then one every 50 ms.
@@ -30,49 +31,6 @@ TICKER = (
     "import itertools, time\nfor i in itertools.count():\n    print(f'tick {i}')\n    if i >= 300: time.sleep(0.05)\n"
 )
 TOKEN = "s3cret-token-for-tests"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def pages(browser: Browser) -> Iterator[Pages]:
-    opened = Pages(browser)
-    yield opened
-    opened.close()
-
-
-Servers = Callable[..., tuple[Server, httpx.Client]]
-
-
-@pytest.fixture
-def servers(server_factory: Callable[..., Server]) -> Iterator[Servers]:
-    """Start a server and a client for it; afterwards, kill whatever still runs on it."""
-    made: list[tuple[Server, httpx.Client]] = []
-
-    def make(token: str | None = None) -> tuple[Server, httpx.Client]:
-        server = server_factory(token=token)
-        client = server.client()
-        made.append((server, client))
-        return server, client
-
-    yield make
-    for server, client in made:
-        try:
-            if server.proc is not None:
-                for process in client.get("/v1/process").json()["processes"]:
-                    if process["status"] not in ("stopped", "killed"):
-                        client.post(f"/v1/process/{process['id']}/kill")
-                        wait_exited(client, process["id"])
-        finally:
-            client.close()
 
 
 def row(page: Page, process_id: str) -> Any:

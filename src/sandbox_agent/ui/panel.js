@@ -4,6 +4,7 @@ import { loadSetting, saveSetting } from "./api.js";
 import { commandLine, formatCount, formatStartLong, isExited, plural, signalName } from "./format.js";
 import { LogView } from "./logview.js";
 import { LogFollower } from "./sse.js";
+import { TerminalView } from "./terminal.js";
 
 const FIRST_TAIL = 1000;
 const EARLIER_STEP = 10_000;
@@ -49,6 +50,35 @@ export class ProcessPanel {
     this.facts = element("dl", { className: "facts" });
     this.note = element("p", { className: "panel-note" });
 
+    // Folded on narrow screens, where it would push the log below the fold.
+    const details = element("details", { className: "facts-box" }, element("summary", { text: "Details" }), this.facts);
+    details.open = matchMedia("(min-width: 760px)").matches;
+    this.el = element("div", { className: "panel", id: `panel-${id}` }, details, this.note);
+    if (process.tty) this.buildTerminal();
+    else this.buildLog();
+    this.update(process);
+  }
+
+  buildTerminal() {
+    this.stateText = element("span", { className: "follow-state", role: "status" });
+    this.terminal = new TerminalView(this.api, this.process, {
+      onState: (state, detail) => {
+        this.state = state;
+        this.showState(detail ? { message: detail } : undefined);
+      },
+      onExit: (exitCode) => {
+        this.exitInfo = { exitCode };
+        this.onExit(this.exitInfo);
+      },
+    });
+    this.error = element("p", { className: "log-error", role: "alert" });
+    this.error.hidden = true;
+    const toolbar = element("div", { className: "log-toolbar" }, element("span", { className: "tool term-help", text: "Click the terminal to type; it follows this panel's size." }), this.stateText);
+    this.el.append(toolbar, this.terminal.el, this.error);
+  }
+
+  buildLog() {
+    const id = this.process.id;
     this.streamSelect = element(
       "select",
       { id: `stream-${id}`, className: "select" },
@@ -96,24 +126,13 @@ export class ProcessPanel {
     );
     this.earlier.hidden = true;
 
-    this.view = new LogView(`Log output of ${commandLine(process)}`);
+    this.view = new LogView(`Log output of ${commandLine(this.process)}`);
     this.view.onChange = () => this.showCount();
     this.error = element("p", { className: "log-error", role: "alert" });
     this.error.hidden = true;
 
-    // Folded on narrow screens, where it would push the log below the fold.
-    const details = element("details", { className: "facts-box" }, element("summary", { text: "Details" }), this.facts);
-    details.open = matchMedia("(min-width: 760px)").matches;
-    this.el = element(
-      "div",
-      { className: "panel", id: `panel-${id}` },
-      details,
-      this.note,
-      toolbar,
-      this.earlier,
-      this.view.el,
-      this.error,
-    );
+    this.el.append(toolbar, this.earlier, this.view.el, this.error);
+    if (this.process.interactive) this.el.append(this.buildStdin());
 
     this.streamSelect.addEventListener("change", () => {
       this.options.stream = this.streamSelect.value;
@@ -134,7 +153,6 @@ export class ProcessPanel {
       this.tail = null;
       this.reload({ keepPlace: true });
     });
-    this.update(process);
     this.reload();
   }
 
@@ -162,7 +180,65 @@ export class ProcessPanel {
       ? ""
       : "Delete is offered once the process has exited: stop or kill it first. Its logs go with it.";
     this.note.hidden = isExited(process);
+    if (isExited(process)) this.disableStdin("the process has exited");
     this.showState();
+  }
+
+  /** An input line for a process that reads stdin (without a terminal), and "Close stdin". */
+  buildStdin() {
+    const id = this.process.id;
+    this.stdinLine = element("input", {
+      id: `stdin-${id}`,
+      className: "stdin-line mono",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "a line of input",
+    });
+    const send = element("button", { type: "submit", className: "btn", text: "Send" });
+    this.closeStdin = element("button", { type: "button", className: "btn", text: "Close stdin" });
+    const said = element("p", { className: "stdin-message", role: "alert" });
+    said.hidden = true;
+    const say = (text) => {
+      said.textContent = text;
+      said.hidden = !text;
+    };
+    const form = element(
+      "form",
+      { className: "stdin-form", autocomplete: "off" },
+      element("label", { for: this.stdinLine.id, text: "Send to stdin" }),
+      this.stdinLine,
+      send,
+      this.closeStdin,
+      said,
+    );
+    this.stdinControls = [this.stdinLine, send, this.closeStdin];
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      say("");
+      const text = this.stdinLine.value;
+      try {
+        await this.api.input(id, `${text}\n`);
+        if (this.stdinLine.value === text) this.stdinLine.value = "";
+      } catch (err) {
+        say(err.message ?? String(err));
+      }
+    });
+    this.closeStdin.addEventListener("click", async () => {
+      say("");
+      try {
+        await this.api.input(id, "", { eof: true });
+        this.disableStdin("stdin is closed: the process has read its last line.");
+      } catch (err) {
+        say(err.message ?? String(err));
+      }
+    });
+    this.stdinSay = say;
+    return form;
+  }
+
+  disableStdin(why) {
+    for (const control of this.stdinControls ?? []) control.disabled = true;
+    if (this.stdinLine) this.stdinLine.placeholder = why;
   }
 
   /** (Re)open the log with the current options; `keepPlace` keeps the view's position. */
@@ -220,16 +296,17 @@ export class ProcessPanel {
   showState(error) {
     const running = !isExited(this.process) && !this.exitInfo;
     const texts = {
-      connecting: "Loading…",
-      live: running ? "Live" : "Loaded",
+      connecting: this.terminal ? "Connecting…" : "Loading…",
+      live: this.terminal ? (running ? "Connected" : "Connected · the process has exited") : running ? "Live" : "Loaded",
+      exited: "Complete: the process has exited",
       reconnecting: "Connection lost, reconnecting…",
       ended: "Complete: the process has exited",
       unauthorized: "Token needed",
       gone: "This process no longer exists",
-      error: "Could not load the log",
+      error: this.terminal ? "Could not open the terminal" : "Could not load the log",
     };
     let text = texts[this.state] ?? "";
-    if (this.state === "live" && running && !this.view.stick) text += " · auto-scroll paused";
+    if (this.state === "live" && running && this.view && !this.view.stick) text += " · auto-scroll paused";
     this.stateText.textContent = text;
     this.stateText.dataset.state = this.state === "live" && running ? "live" : this.state;
     if (error && (this.state === "error" || this.state === "gone" || this.state === "unauthorized")) {
@@ -240,12 +317,20 @@ export class ProcessPanel {
 
   /** Start over after the token changed, if the last attempt was refused. */
   retryIfRefused() {
-    if (this.state === "unauthorized" || this.state === "error") this.reload();
+    if (this.state !== "unauthorized" && this.state !== "error" && this.state !== "gone") return;
+    if (!this.terminal) return this.reload();
+    this.terminal.destroy();
+    this.terminal.el.remove();
+    this.error.remove();
+    const toolbar = this.stateText.parentElement;
+    toolbar.remove();
+    this.buildTerminal();
   }
 
   destroy() {
     this.generation += 1;
     this.follower?.close();
-    this.view.destroy();
+    this.view?.destroy();
+    this.terminal?.destroy();
   }
 }
