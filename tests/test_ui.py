@@ -77,6 +77,13 @@ def test_list_shows_badges_command_pid_times_and_refreshes_itself(servers: Serve
     expect(row(page, running["id"]).locator(".badge")).to_have_text("running")
     expect(row(page, stopped["id"]).locator(".badge")).to_have_text("stopped (SIGTERM)")
     expect(row(page, killed["id"]).locator(".badge")).to_have_text("killed")
+    # The widest badge stays in its column, clear of the command.
+    badge = row(page, stopped["id"]).locator(".badge").bounding_box()
+    command = row(page, stopped["id"]).locator(".proc-cmd").bounding_box()
+    assert badge is not None
+    assert command is not None
+    assert badge["x"] + badge["width"] <= command["x"]
+    assert row(page, stopped["id"]).locator(".badge").evaluate("e => e.scrollWidth <= e.clientWidth")
     expect(page.locator("#process-count")).to_have_text("(4)")
     # Newest first, as the API lists them.
     expect(page.locator("li.proc")).to_have_count(4)
@@ -94,6 +101,14 @@ def test_list_shows_badges_command_pid_times_and_refreshes_itself(servers: Serve
     expect(first.locator(".proc-start")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     expect(first.locator(".proc-dur")).to_have_text(re.compile(r"^\d+s$"))
     expect(first.locator(".meta-item").last).to_contain_text("ran")
+    # Details say times as the list does (24-hour), and break the log path only after a slash.
+    first.locator(".proc-toggle").click()
+    facts = first.locator(".facts")
+    expect(facts.locator("div", has_text="Started").locator("dd")).to_have_text(re.compile(r"\b\d\d:\d\d:\d\d$"))
+    log_path = facts.locator("dd.path")
+    expect(log_path).to_have_text(three["logPaths"]["combined"])
+    assert log_path.evaluate("e => e.querySelectorAll('wbr').length") == three["logPaths"]["combined"].count("/")
+    first.locator(".proc-toggle").click()
     expect(row(page, running["id"]).locator(".meta-item").last).to_contain_text("for")
 
     # Changes made elsewhere show up within the 5 s refresh, with no click.
@@ -354,6 +369,7 @@ def test_token_is_asked_for_kept_and_sent_on_every_call_and_stream(servers: Serv
 
     banner = page.locator("#banner")
     expect(banner).to_contain_text("This server needs a token")
+    expect(page.get_by_label("Token", exact=True)).to_be_visible()
     expect(page.locator("#conn")).to_contain_text("Token needed")
     token = page.get_by_label("Token", exact=True)
     token.fill("wrong")
@@ -454,13 +470,14 @@ def test_layout_keyboard_and_accessible_names(servers: Servers, pages: Pages, wi
     expect(row(page, running["id"]).locator(".badge")).to_have_text("running")
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
 
+    # A server that needs no token shows no Token field.
+    expect(page.get_by_label("Token", exact=True)).to_be_hidden()
     # Everything is reached and worked with the keyboard alone.
-    tab_to(page, "Token")
-    tab_to(page, "Save")
     if width < 900:  # the start form starts folded on narrow screens
         tab_to(page, "Start a process")
         page.keyboard.press("Enter")
-    for name in ("Command", "Arguments", "Working directory", "Environment"):
+    tab_to(page, "Open a shell")
+    for name in ("Command", "Arguments", "Working directory", "Environment", re.compile("^None")):
         tab_to(page, name)
     tab_to(page, "Start")
     tab_to(page, "Refresh list")
@@ -483,7 +500,7 @@ def test_layout_keyboard_and_accessible_names(servers: Servers, pages: Pages, wi
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
 
     # Every control has the name the issue asks for.
-    for label in ("Token", "Command", "Arguments", "Working directory", "Environment", "Stream"):
+    for label in ("Command", "Arguments", "Working directory", "Environment", "Stream"):
         expect(page.get_by_label(label, exact=True)).to_be_visible()
     expect(page.get_by_role("checkbox", name="Strip timestamps", exact=True)).to_be_visible()
     for name in ("Stop", "Kill", "Delete", "Refresh", "Start", "Refresh list"):

@@ -47,7 +47,13 @@ function button(text, className, onClick) {
 
 let bannerKind = null;
 
+/** The Token field shows once a server asks for one, or when one is kept: no clutter otherwise. */
+function showTokenField() {
+  $("token-form").hidden = false;
+}
+
 function setConnection(state, message = "") {
+  if (state === "unauthorized") showTokenField();
   const conn = $("conn");
   conn.dataset.state = state;
   const version = conn.dataset.version ? ` · v${conn.dataset.version}` : "";
@@ -434,6 +440,7 @@ function saveToken(event) {
 
 function main() {
   $("token").value = api.token;
+  if (api.token) showTokenField();
   $("token-form").addEventListener("submit", saveToken);
   $("banner-token").addEventListener("click", () => $("token").focus());
   $("start-form").addEventListener("submit", startProcess);

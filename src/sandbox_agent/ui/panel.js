@@ -30,6 +30,12 @@ function exitText(process) {
   return `exit status unknown${at}`;
 }
 
+/** A path's text with a line break opportunity after each slash; other text as it is. */
+function breakable(text, className) {
+  if (!className.includes("path")) return [text];
+  return text.split(/(?<=\/)/).flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part]));
+}
+
 export class ProcessPanel {
   /** `onExit` is called when the followed process is seen to exit. */
   constructor(api, process, { onExit }) {
@@ -166,14 +172,14 @@ export class ProcessPanel {
       ["Started", formatStartLong(process.startedAt), ""],
     ];
     if (isExited(process)) facts.push(["Exited", exitText(process), ""]);
-    facts.push(["Log file", process.logPaths?.combined ?? "", "mono"]);
+    facts.push(["Log file", process.logPaths?.combined ?? "", "mono path"]);
     // Rebuilt only on change, so a refresh never drops a selection being copied.
     const key = JSON.stringify(facts);
     if (key === this.factsKey) return this.showState();
     this.factsKey = key;
     this.facts.replaceChildren(
       ...facts.map(([term, value, className]) =>
-        element("div", {}, element("dt", { text: term }), element("dd", { className, text: String(value) })),
+        element("div", {}, element("dt", { text: term }), element("dd", { className }, ...breakable(String(value), className))),
       ),
     );
     this.note.textContent = isExited(process)
