@@ -570,3 +570,72 @@ def test_browser_side_parsers(servers: Servers, pages: Pages) -> None:
     assert result["carried"] == 196
     assert result["collapsed"] == "[2026-01-30T12:32:45.123Z] [stdout] 100%"
     assert result["labels"] == ["stopped (3)", "stopped (SIGTERM)", "killed", "starting", "stopped"]
+
+
+def test_log_search_wrap_download_and_earlier_lines(servers: Servers, pages: Pages) -> None:
+    server, client = servers()
+    code = (
+        "for i in range(3000):\n"
+        "    extra = ' needle' if i % 700 == 0 else ''\n"
+        "    extra += ' long' * 80 if i == 2990 else ''\n"
+        "    print(f'line {i:05d}{extra}')\n"
+    )
+    process = start(client, py(code))
+    wait_exited(client, process["id"])
+    pid = process["id"]
+    page, recorder = pages.open(server.url + "/ui/")
+    proc = row(page, pid)
+    proc.locator(".proc-toggle").click()
+    count = proc.locator(".line-count")
+    expect(count).to_have_text("1,000 lines")
+
+    # Search: matches counted and marked, next and previous go round.
+    search = proc.get_by_role("searchbox", name="Search the log")
+    search.fill("NEEDLE")  # any case
+    matches = proc.locator(".match-count")
+    expect(matches).to_have_text("1 of 2")
+    log = proc.locator(".log-scroller")
+    expect(log.locator("mark.hit.current")).to_have_text("needle")
+    expect(log.locator("mark.hit.current").locator("xpath=..")).to_contain_text("line 02100")
+    proc.get_by_role("button", name="Next match").click()
+    expect(matches).to_have_text("2 of 2")
+    expect(log.locator("mark.hit.current").locator("xpath=..")).to_contain_text("line 02800")
+    search.press("Enter")
+    expect(matches).to_have_text("1 of 2")
+    proc.get_by_role("button", name="Previous match").click()
+    expect(matches).to_have_text("2 of 2")
+
+    # Earlier lines: only the older part is asked for and put in front, nothing lost or doubled.
+    with page.expect_request(lambda r: "tail=11000" in r.url):
+        proc.get_by_role("button", name="Load 10,000 earlier lines").click()
+    expect(count).to_have_text("3,000 lines")
+    expect(proc.locator(".log-earlier")).to_be_hidden()
+    lines = log_lines(page, pid)
+    assert [int(line.split("line ", 1)[1][:5]) for line in lines] == list(range(3000))
+    expect(matches).to_have_text(re.compile(r"^\d of 5$"))
+
+    # Wrapping: the long line takes several rows and nothing scrolls sideways.
+    scroller = f'li.proc[data-id="{pid}"] .log-scroller'
+    assert page.eval_on_selector(scroller, "e => e.scrollWidth > e.clientWidth + 5")
+    proc.get_by_role("checkbox", name="Wrap long lines").check()
+    page.wait_for_function(
+        f"() => {{ const e = document.querySelector('{scroller}'); return e.scrollWidth <= e.clientWidth; }}"
+    )
+    log.focus()
+    page.keyboard.press("End")
+    long_line = log.locator(".ln", has_text="line 02990")
+    expect(long_line).to_be_visible()
+    box = long_line.bounding_box()
+    assert box is not None
+    assert box["height"] > 3 * 18
+    # The last line is still reached (the rows are counted right).
+    expect(log.locator(".ln", has_text="line 02999")).to_be_in_viewport()
+
+    # Download: the whole log, as the API gives it.
+    with page.expect_download() as download:
+        proc.get_by_role("button", name="Download", exact=True).click()
+    assert download.value.suggested_filename == f"{pid}-combined.log"
+    saved = Path(download.value.path()).read_text()
+    assert saved == client.get(f"/v1/process/{pid}/logs").json()["content"]
+    assert saved.count("\n") == 3000
+    assert recorder.api_requests("/logs?")

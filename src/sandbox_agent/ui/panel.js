@@ -2,7 +2,8 @@
 
 import { loadSetting, saveSetting } from "./api.js";
 import { commandLine, formatCount, formatStartLong, isExited, plural, signalName } from "./format.js";
-import { LogView } from "./logview.js";
+import { LogView, collapseReturns } from "./logview.js";
+import { downloadLog, fetchEarlier } from "./logfetch.js";
 import { LogFollower } from "./sse.js";
 import { TerminalView } from "./terminal.js";
 
@@ -10,6 +11,7 @@ const FIRST_TAIL = 1000;
 const EARLIER_STEP = 10_000;
 const STREAM_KEY = "sandbox-agent.stream";
 const STRIP_KEY = "sandbox-agent.strip";
+const WRAP_KEY = "sandbox-agent.wrap";
 
 function element(tag, attributes = {}, ...children) {
   const el = document.createElement(tag);
@@ -93,7 +95,11 @@ export class ProcessPanel {
     this.streamSelect.value = this.options.stream;
     this.stripBox = element("input", { type: "checkbox", id: `strip-${id}` });
     this.stripBox.checked = this.options.strip;
+    this.wrapBox = element("input", { type: "checkbox", id: `wrap-${id}` });
+    this.wrapBox.checked = loadSetting(WRAP_KEY, "") === "true";
     this.refreshButton = element("button", { type: "button", className: "btn", text: "Refresh" });
+    this.downloadButton = element("button", { type: "button", className: "btn", text: "Download" });
+    this.downloadButton.title = "The whole log of this stream, as a file";
     this.stateText = element("span", { className: "follow-state", role: "status" });
     this.countText = element("span", { className: "line-count" });
     const toolbar = element(
@@ -111,7 +117,14 @@ export class ProcessPanel {
         this.stripBox,
         element("label", { for: this.stripBox.id, text: "Strip timestamps" }),
       ),
+      element(
+        "span",
+        { className: "tool check" },
+        this.wrapBox,
+        element("label", { for: this.wrapBox.id, text: "Wrap long lines" }),
+      ),
       this.refreshButton,
+      this.downloadButton,
       this.stateText,
       this.countText,
     );
@@ -132,12 +145,37 @@ export class ProcessPanel {
     );
     this.earlier.hidden = true;
 
+    this.searchBox = element("input", {
+      type: "search",
+      id: `search-${id}`,
+      className: "search-box",
+      placeholder: "Search the log",
+      "aria-label": "Search the log",
+      autocomplete: "off",
+      spellcheck: "false",
+    });
+    this.prevButton = element("button", { type: "button", className: "btn btn-small", text: "Previous" });
+    this.prevButton.setAttribute("aria-label", "Previous match");
+    this.nextButton = element("button", { type: "button", className: "btn btn-small", text: "Next" });
+    this.nextButton.setAttribute("aria-label", "Next match");
+    this.matchText = element("span", { className: "match-count", role: "status" });
+    const search = element(
+      "div",
+      { className: "log-search", role: "search" },
+      this.searchBox,
+      this.prevButton,
+      this.nextButton,
+      this.matchText,
+    );
+
     this.view = new LogView(`Log output of ${commandLine(this.process)}`);
     this.view.onChange = () => this.showCount();
+    this.view.onMatches = () => this.showMatches();
+    if (this.wrapBox.checked) this.view.setWrap(true);
     this.error = element("p", { className: "log-error", role: "alert" });
     this.error.hidden = true;
 
-    this.el.append(toolbar, this.earlier, this.view.el, this.error);
+    this.el.append(toolbar, search, this.earlier, this.view.el, this.error);
     if (this.process.interactive) this.el.append(this.buildStdin());
 
     this.streamSelect.addEventListener("change", () => {
@@ -151,14 +189,28 @@ export class ProcessPanel {
       this.reload();
     });
     this.refreshButton.addEventListener("click", () => this.reload());
-    this.earlierButton.addEventListener("click", () => {
-      this.tail = this.view.count + EARLIER_STEP;
-      this.reload({ keepPlace: true });
+    this.wrapBox.addEventListener("change", () => {
+      saveSetting(WRAP_KEY, String(this.wrapBox.checked));
+      this.view.setWrap(this.wrapBox.checked);
     });
-    this.allButton.addEventListener("click", () => {
-      this.tail = null;
-      this.reload({ keepPlace: true });
+    this.downloadButton.addEventListener("click", () => this.download());
+    let searching = 0;
+    this.searchBox.addEventListener("input", () => {
+      clearTimeout(searching);
+      searching = setTimeout(() => this.view.setQuery(this.searchBox.value), 150);
     });
+    this.searchBox.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      event.preventDefault();
+      clearTimeout(searching);
+      if (this.view.query !== this.searchBox.value) this.view.setQuery(this.searchBox.value);
+      else this.view.step(event.shiftKey ? -1 : 1);
+    });
+    this.prevButton.addEventListener("click", () => this.view.step(-1));
+    this.nextButton.addEventListener("click", () => this.view.step(1));
+    this.showMatches();
+    this.earlierButton.addEventListener("click", () => this.loadEarlier(EARLIER_STEP));
+    this.allButton.addEventListener("click", () => this.loadEarlier(null));
     this.reload();
   }
 
@@ -188,6 +240,57 @@ export class ProcessPanel {
     this.note.hidden = isExited(process);
     if (isExited(process)) this.disableStdin("the process has exited");
     this.showState();
+  }
+
+  showMatches() {
+    const { matches, current, query } = this.view;
+    this.prevButton.disabled = this.nextButton.disabled = !matches.length;
+    this.matchText.textContent = !query
+      ? ""
+      : matches.length
+        ? `${current < 0 ? 0 : current + 1} of ${formatCount(matches.length)}`
+        : "No matches";
+  }
+
+  async download() {
+    this.downloadButton.disabled = true;
+    this.error.hidden = true;
+    try {
+      await downloadLog(this.api, this.process.id, this.options);
+    } catch (err) {
+      this.error.textContent = `Could not download the log: ${err.message ?? err}`;
+      this.error.hidden = false;
+    } finally {
+      this.downloadButton.disabled = false;
+    }
+  }
+
+  /** Fetch only the lines before the first one shown (`count` of them, or all), and put them first. */
+  async loadEarlier(count) {
+    const buttons = [this.earlierButton, this.allButton];
+    for (const b of buttons) b.disabled = true;
+    const generation = this.generation;
+    try {
+      const known = this.view.lines.slice(0, 20);
+      const have = { known, have: this.view.count };
+      const older = await fetchEarlier(this.api, this.process.id, this.options, have, count, collapseReturns);
+      if (generation !== this.generation) return;
+      if (older === null) {
+        // The log moved on too far to find where the page's lines begin: load afresh.
+        this.tail = count === null ? null : this.view.count + count;
+        this.reload({ keepPlace: true });
+        return;
+      }
+      this.view.prepend(older);
+      const reachedStart = count === null || older.length < count;
+      this.tail = reachedStart ? null : this.view.count;
+      this.showEarlier(reachedStart ? 0 : Infinity);
+    } catch (err) {
+      this.error.textContent = `Could not load earlier lines: ${err.message ?? err}`;
+      this.error.hidden = false;
+    } finally {
+      for (const b of buttons) b.disabled = false;
+    }
   }
 
   /** An input line for a process that reads stdin (without a terminal), and "Close stdin". */
