@@ -165,7 +165,10 @@ def test_a_curses_program_draws_full_screen_and_quits(servers: Servers, pages: P
     green = page.locator(f"{HOST} .xterm-rows span", has_text="curses ready")
     expect(green).to_have_class(re.compile(r"xterm-fg-\d+"))
 
+    # Escape goes to the program, and does not fold the panel as it does elsewhere.
     page.locator(HOST).click()
+    page.keyboard.press("Escape")
+    expect(row(page, info["id"]).locator(".proc-toggle")).to_have_attribute("aria-expanded", "true")
     page.keyboard.press("q")
     wait_screen(page, r"^curses done")
     wait_state(page, "exited")

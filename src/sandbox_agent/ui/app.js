@@ -215,7 +215,8 @@ function setExpanded(row, open) {
   if (open && !row.panel) {
     row.panel = new ProcessPanel(api, row.process, { onExit: () => refreshList() });
     row.panel.el.addEventListener("keydown", (event) => {
-      if (event.key !== "Escape") return;
+      // Escape in a terminal belongs to the program there (vim needs it).
+      if (event.key !== "Escape" || event.target.closest?.(".term-host")) return;
       setExpanded(row, false);
       row.toggle.focus();
     });

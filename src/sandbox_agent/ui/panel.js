@@ -81,7 +81,13 @@ export class ProcessPanel {
     });
     this.error = element("p", { className: "log-error", role: "alert" });
     this.error.hidden = true;
-    const toolbar = element("div", { className: "log-toolbar" }, element("span", { className: "tool term-help", text: "Click the terminal to type; it follows this panel's size." }), this.stateText);
+    const help = "Click the terminal to type; it follows this panel's size (drag its corner).";
+    const toolbar = element(
+      "div",
+      { className: "log-toolbar" },
+      element("span", { className: "tool term-help", text: help }),
+      this.stateText,
+    );
     this.el.append(toolbar, this.terminal.el, this.error);
   }
 

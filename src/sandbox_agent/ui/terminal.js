@@ -59,10 +59,6 @@ function sleep(ms, signal) {
   });
 }
 
-function base64Bytes(binaryString) {
-  return btoa(binaryString);
-}
-
 /**
  * The terminal of one process. `onState(state, detail?)`: "connecting" | "live" |
  * "reconnecting" | "exited" | "unauthorized" | "gone" | "error". `onExit(exitCode)` once the
@@ -117,7 +113,7 @@ export class TerminalView {
     window.__terminal = term;
     term.onData((data) => this.send({ type: "input", data }));
     // Some mouse reports are raw bytes, not text.
-    term.onBinary((data) => this.send({ type: "input", data: base64Bytes(data), encoding: "base64" }));
+    term.onBinary((data) => this.send({ type: "input", data: btoa(data), encoding: "base64" }));
     term.onResize(({ cols, rows }) => this.send({ type: "resize", cols, rows }));
     this.resizer = new ResizeObserver(() => this.refit());
     this.resizer.observe(this.host);
@@ -145,9 +141,10 @@ export class TerminalView {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const params = new URLSearchParams({ replay: String(REPLAY_BYTES) });
     const token = this.api.token;
-    if (token && !PROTOCOL_SAFE.test(token)) params.set("access_token", token);
+    const asProtocol = Boolean(token) && PROTOCOL_SAFE.test(token);
+    if (token && !asProtocol) params.set("access_token", token);
     const path = `/v1/processes/${encodeURIComponent(this.process.id)}/terminal/ws`;
-    return { url: `${scheme}//${location.host}${path}?${params}`, protocols: token && PROTOCOL_SAFE.test(token) ? [`bearer.${token}`] : [] };
+    return { url: `${scheme}//${location.host}${path}?${params}`, protocols: asProtocol ? [`bearer.${token}`] : [] };
   }
 
   async run() {
@@ -228,7 +225,8 @@ export class TerminalView {
           this.send({ type: "resize", cols: this.term.cols, rows: this.term.rows });
         } else if (frame.type === "exit") {
           exited = true;
-          this.term.write(`\r\n\x1b[2m[process exited${frame.exitCode == null ? "" : ` with code ${frame.exitCode}`}]\x1b[0m\r\n`);
+          const code = frame.exitCode == null ? "" : ` with code ${frame.exitCode}`;
+          this.term.write(`\r\n\x1b[2m[process exited${code}]\x1b[0m\r\n`);
           this.setState("exited");
           this.onExit(frame.exitCode);
         } else if (frame.type === "error") {
