@@ -7,22 +7,23 @@ error. Every process a test starts is killed and waited for, even when the test 
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import Server, py, start, wait_exited, wait_log
-from ui_helpers import CHROMIUM, CHROMIUM_ARGS, TIMESTAMP, Pages, at_bottom, tab_to
+import ui_helpers
+from conftest import py, start, wait_exited, wait_log
+from ui_helpers import TIMESTAMP, Pages, Servers, at_bottom, tab_to
 
 pytestmark = pytest.mark.browser
+
+# The fixtures every browser test module uses, from one place.
+browser, pages, servers = ui_helpers.browser, ui_helpers.pages, ui_helpers.servers
 
 SLEEPER = "import time\nprint('ready')\nwhile True: time.sleep(1)"
 # 300 lines at once (more than a screen), then one every 50 ms.
@@ -30,49 +31,6 @@ TICKER = (
     "import itertools, time\nfor i in itertools.count():\n    print(f'tick {i}')\n    if i >= 300: time.sleep(0.05)\n"
 )
 TOKEN = "s3cret-token-for-tests"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def pages(browser: Browser) -> Iterator[Pages]:
-    opened = Pages(browser)
-    yield opened
-    opened.close()
-
-
-Servers = Callable[..., tuple[Server, httpx.Client]]
-
-
-@pytest.fixture
-def servers(server_factory: Callable[..., Server]) -> Iterator[Servers]:
-    """Start a server and a client for it; afterwards, kill whatever still runs on it."""
-    made: list[tuple[Server, httpx.Client]] = []
-
-    def make(token: str | None = None) -> tuple[Server, httpx.Client]:
-        server = server_factory(token=token)
-        client = server.client()
-        made.append((server, client))
-        return server, client
-
-    yield make
-    for server, client in made:
-        try:
-            if server.proc is not None:
-                for process in client.get("/v1/process").json()["processes"]:
-                    if process["status"] not in ("stopped", "killed"):
-                        client.post(f"/v1/process/{process['id']}/kill")
-                        wait_exited(client, process["id"])
-        finally:
-            client.close()
 
 
 def row(page: Page, process_id: str) -> Any:
@@ -119,6 +77,13 @@ def test_list_shows_badges_command_pid_times_and_refreshes_itself(servers: Serve
     expect(row(page, running["id"]).locator(".badge")).to_have_text("running")
     expect(row(page, stopped["id"]).locator(".badge")).to_have_text("stopped (SIGTERM)")
     expect(row(page, killed["id"]).locator(".badge")).to_have_text("killed")
+    # The widest badge stays in its column, clear of the command.
+    badge = row(page, stopped["id"]).locator(".badge").bounding_box()
+    command = row(page, stopped["id"]).locator(".proc-cmd").bounding_box()
+    assert badge is not None
+    assert command is not None
+    assert badge["x"] + badge["width"] <= command["x"]
+    assert row(page, stopped["id"]).locator(".badge").evaluate("e => e.scrollWidth <= e.clientWidth")
     expect(page.locator("#process-count")).to_have_text("(4)")
     # Newest first, as the API lists them.
     expect(page.locator("li.proc")).to_have_count(4)
@@ -136,6 +101,14 @@ def test_list_shows_badges_command_pid_times_and_refreshes_itself(servers: Serve
     expect(first.locator(".proc-start")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
     expect(first.locator(".proc-dur")).to_have_text(re.compile(r"^\d+s$"))
     expect(first.locator(".meta-item").last).to_contain_text("ran")
+    # Details say times as the list does (24-hour), and break the log path only after a slash.
+    first.locator(".proc-toggle").click()
+    facts = first.locator(".facts")
+    expect(facts.locator("div", has_text="Started").locator("dd")).to_have_text(re.compile(r"\b\d\d:\d\d:\d\d$"))
+    log_path = facts.locator("dd.path")
+    expect(log_path).to_have_text(three["logPaths"]["combined"])
+    assert log_path.evaluate("e => e.querySelectorAll('wbr').length") == three["logPaths"]["combined"].count("/")
+    first.locator(".proc-toggle").click()
     expect(row(page, running["id"]).locator(".meta-item").last).to_contain_text("for")
 
     # Changes made elsewhere show up within the 5 s refresh, with no click.
@@ -396,6 +369,7 @@ def test_token_is_asked_for_kept_and_sent_on_every_call_and_stream(servers: Serv
 
     banner = page.locator("#banner")
     expect(banner).to_contain_text("This server needs a token")
+    expect(page.get_by_label("Token", exact=True)).to_be_visible()
     expect(page.locator("#conn")).to_contain_text("Token needed")
     token = page.get_by_label("Token", exact=True)
     token.fill("wrong")
@@ -496,13 +470,14 @@ def test_layout_keyboard_and_accessible_names(servers: Servers, pages: Pages, wi
     expect(row(page, running["id"]).locator(".badge")).to_have_text("running")
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
 
+    # A server that needs no token shows no Token field.
+    expect(page.get_by_label("Token", exact=True)).to_be_hidden()
     # Everything is reached and worked with the keyboard alone.
-    tab_to(page, "Token")
-    tab_to(page, "Save")
     if width < 900:  # the start form starts folded on narrow screens
         tab_to(page, "Start a process")
         page.keyboard.press("Enter")
-    for name in ("Command", "Arguments", "Working directory", "Environment"):
+    tab_to(page, "Open a shell")
+    for name in ("Command", "Arguments", "Working directory", "Environment", re.compile("^None")):
         tab_to(page, name)
     tab_to(page, "Start")
     tab_to(page, "Refresh list")
@@ -525,7 +500,7 @@ def test_layout_keyboard_and_accessible_names(servers: Servers, pages: Pages, wi
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
 
     # Every control has the name the issue asks for.
-    for label in ("Token", "Command", "Arguments", "Working directory", "Environment", "Stream"):
+    for label in ("Command", "Arguments", "Working directory", "Environment", "Stream"):
         expect(page.get_by_label(label, exact=True)).to_be_visible()
     expect(page.get_by_role("checkbox", name="Strip timestamps", exact=True)).to_be_visible()
     for name in ("Stop", "Kill", "Delete", "Refresh", "Start", "Refresh list"):
@@ -595,3 +570,72 @@ def test_browser_side_parsers(servers: Servers, pages: Pages) -> None:
     assert result["carried"] == 196
     assert result["collapsed"] == "[2026-01-30T12:32:45.123Z] [stdout] 100%"
     assert result["labels"] == ["stopped (3)", "stopped (SIGTERM)", "killed", "starting", "stopped"]
+
+
+def test_log_search_wrap_download_and_earlier_lines(servers: Servers, pages: Pages) -> None:
+    server, client = servers()
+    code = (
+        "for i in range(3000):\n"
+        "    extra = ' needle' if i % 700 == 0 else ''\n"
+        "    extra += ' long' * 80 if i == 2990 else ''\n"
+        "    print(f'line {i:05d}{extra}')\n"
+    )
+    process = start(client, py(code))
+    wait_exited(client, process["id"])
+    pid = process["id"]
+    page, recorder = pages.open(server.url + "/ui/")
+    proc = row(page, pid)
+    proc.locator(".proc-toggle").click()
+    count = proc.locator(".line-count")
+    expect(count).to_have_text("1,000 lines")
+
+    # Search: matches counted and marked, next and previous go round.
+    search = proc.get_by_role("searchbox", name="Search the log")
+    search.fill("NEEDLE")  # any case
+    matches = proc.locator(".match-count")
+    expect(matches).to_have_text("1 of 2")
+    log = proc.locator(".log-scroller")
+    expect(log.locator("mark.hit.current")).to_have_text("needle")
+    expect(log.locator("mark.hit.current").locator("xpath=..")).to_contain_text("line 02100")
+    proc.get_by_role("button", name="Next match").click()
+    expect(matches).to_have_text("2 of 2")
+    expect(log.locator("mark.hit.current").locator("xpath=..")).to_contain_text("line 02800")
+    search.press("Enter")
+    expect(matches).to_have_text("1 of 2")
+    proc.get_by_role("button", name="Previous match").click()
+    expect(matches).to_have_text("2 of 2")
+
+    # Earlier lines: only the older part is asked for and put in front, nothing lost or doubled.
+    with page.expect_request(lambda r: "tail=11000" in r.url):
+        proc.get_by_role("button", name="Load 10,000 earlier lines").click()
+    expect(count).to_have_text("3,000 lines")
+    expect(proc.locator(".log-earlier")).to_be_hidden()
+    lines = log_lines(page, pid)
+    assert [int(line.split("line ", 1)[1][:5]) for line in lines] == list(range(3000))
+    expect(matches).to_have_text(re.compile(r"^\d of 5$"))
+
+    # Wrapping: the long line takes several rows and nothing scrolls sideways.
+    scroller = f'li.proc[data-id="{pid}"] .log-scroller'
+    assert page.eval_on_selector(scroller, "e => e.scrollWidth > e.clientWidth + 5")
+    proc.get_by_role("checkbox", name="Wrap long lines").check()
+    page.wait_for_function(
+        f"() => {{ const e = document.querySelector('{scroller}'); return e.scrollWidth <= e.clientWidth; }}"
+    )
+    log.focus()
+    page.keyboard.press("End")
+    long_line = log.locator(".ln", has_text="line 02990")
+    expect(long_line).to_be_visible()
+    box = long_line.bounding_box()
+    assert box is not None
+    assert box["height"] > 3 * 18
+    # The last line is still reached (the rows are counted right).
+    expect(log.locator(".ln", has_text="line 02999")).to_be_in_viewport()
+
+    # Download: the whole log, as the API gives it.
+    with page.expect_download() as download:
+        proc.get_by_role("button", name="Download", exact=True).click()
+    assert download.value.suggested_filename == f"{pid}-combined.log"
+    saved = Path(download.value.path()).read_text()
+    assert saved == client.get(f"/v1/process/{pid}/logs").json()["content"]
+    assert saved.count("\n") == 3000
+    assert recorder.api_requests("/logs?")

@@ -3,12 +3,18 @@ asks for and what it complains about, and keyboard helpers."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Request, sync_playwright
+
+from conftest import Server, wait_exited
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -21,8 +27,11 @@ CHROMIUM_ARGS = [
 ]
 LOCAL = re.compile(r"^(https?|wss?)://127\.0\.0\.1(:\d+)?/")
 # What Chromium itself prints when a request fails (a 401, a refused connection, a stream
-# cut by a server restart). Tests that provoke those on purpose allow exactly these.
-NETWORK_FAILURE = re.compile(r"^Failed to load resource: ")
+# cut by a server restart, a WebSocket refused while the server is away). Tests that provoke
+# those on purpose allow exactly these.
+NETWORK_FAILURE = re.compile(
+    r"^(Failed to load resource: |WebSocket connection to 'wss?://127\.0\.0\.1:\d+/[^']*' failed: )"
+)
 TIMESTAMP = re.compile(r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\]")
 
 
@@ -113,3 +122,49 @@ def tab_to(page: Page, name: str | re.Pattern[str], *, limit: int = 80, backward
 def at_bottom(page: Page, selector: str) -> bool:
     result: bool = page.eval_on_selector(selector, "e => e.scrollTop + e.clientHeight >= e.scrollHeight - 9")
     return result
+
+
+# ---- fixtures, imported by the browser test modules ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def pages(browser: Browser) -> Iterator[Pages]:
+    opened = Pages(browser)
+    yield opened
+    opened.close()
+
+
+Servers = Callable[..., tuple[Server, httpx.Client]]
+
+
+@pytest.fixture
+def servers(server_factory: Callable[..., Server]) -> Iterator[Servers]:
+    """Start a server and a client for it; afterwards, kill whatever still runs on it."""
+    made: list[tuple[Server, httpx.Client]] = []
+
+    def make(token: str | None = None) -> tuple[Server, httpx.Client]:
+        server = server_factory(token=token)
+        client = server.client()
+        made.append((server, client))
+        return server, client
+
+    yield make
+    for server, client in made:
+        try:
+            if server.proc is not None:
+                for process in client.get("/v1/process").json()["processes"]:
+                    if process["status"] not in ("stopped", "killed"):
+                        client.post(f"/v1/process/{process['id']}/kill")
+                        wait_exited(client, process["id"])
+        finally:
+            client.close()

@@ -133,4 +133,23 @@ export class Api {
   remove(id) {
     return this.json("DELETE", `/v1/process/${encodeURIComponent(id)}`);
   }
+
+  // The terminal parts speak the current dialect, /v1/processes (same ids, same processes).
+
+  /** `{processes: [ProcessInfo]}`: what /v1/process does not tell, such as tty and interactive. */
+  processes() {
+    return this.json("GET", "/v1/processes");
+  }
+
+  /** Start with a terminal (`tty`) or with stdin open (`interactive`). */
+  create(body) {
+    return this.json("POST", "/v1/processes", { body });
+  }
+
+  /** Text to a process's stdin (or terminal); `eof` closes stdin after it. */
+  input(id, text, { eof = false } = {}) {
+    const body = { data: text, encoding: "utf8" };
+    if (eof) body.eof = true;
+    return this.json("POST", `/v1/processes/${encodeURIComponent(id)}/input`, { body });
+  }
 }

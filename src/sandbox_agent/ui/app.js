@@ -20,6 +20,8 @@ const REFRESH_MS = 5000;
 const api = new Api();
 const $ = (id) => document.getElementById(id);
 const rows = new Map(); // process id -> Row
+// What /v1/process does not say and never changes: id -> {tty, interactive}, from /v1/processes.
+const kinds = new Map();
 let expanded = null; // the Row whose panel is open (one at a time: each holds a stream)
 
 function element(tag, className, text) {
@@ -45,7 +47,13 @@ function button(text, className, onClick) {
 
 let bannerKind = null;
 
+/** The Token field shows once a server asks for one, or when one is kept: no clutter otherwise. */
+function showTokenField() {
+  $("token-form").hidden = false;
+}
+
 function setConnection(state, message = "") {
+  if (state === "unauthorized") showTokenField();
   const conn = $("conn");
   conn.dataset.state = state;
   const version = conn.dataset.version ? ` · v${conn.dataset.version}` : "";
@@ -96,6 +104,9 @@ class Row {
     chevron.setAttribute("aria-hidden", "true");
     this.badge = element("span", "badge");
     this.command = element("span", "proc-cmd");
+    this.kind = element("span", "kind");
+    this.commandText = element("span", "proc-cmd-text");
+    this.command.append(this.kind, this.commandText);
     this.pid = element("span", "proc-pid");
     this.started = element("time", "proc-start");
     this.duration = element("span", "proc-dur");
@@ -133,8 +144,12 @@ class Row {
     this.badge.className = `badge tone-${tone}`;
     setText(this.badge, statusLabel(process));
     const line = commandLine(process);
-    setText(this.command, line);
+    setText(this.commandText, line);
     this.command.title = line;
+    const kind = process.tty ? "TTY" : process.interactive ? "stdin" : "";
+    setText(this.kind, kind);
+    this.kind.hidden = !kind;
+    this.kind.title = process.tty ? "Runs in a terminal" : process.interactive ? "Takes input on stdin" : "";
     setText(this.pid, String(process.pid ?? "–"));
     setText(this.started, formatStart(process.startedAt));
     this.started.dateTime = new Date(process.startedAt * 1000).toISOString();
@@ -200,7 +215,8 @@ function setExpanded(row, open) {
   if (open && !row.panel) {
     row.panel = new ProcessPanel(api, row.process, { onExit: () => refreshList() });
     row.panel.el.addEventListener("keydown", (event) => {
-      if (event.key !== "Escape") return;
+      // Escape in a terminal belongs to the program there (vim needs it).
+      if (event.key !== "Escape" || event.target.closest?.(".term-host")) return;
       setExpanded(row, false);
       row.toggle.focus();
     });
@@ -263,7 +279,8 @@ function refreshList() {
     try {
       const { processes } = await api.list();
       setConnection("ok");
-      showList(processes);
+      if (processes.some((p) => !kinds.has(p.id))) await learnKinds();
+      showList(processes.map((p) => ({ ...p, ...kinds.get(p.id) })));
     } catch (err) {
       report(err);
     } finally {
@@ -275,6 +292,20 @@ function refreshList() {
     }
   })();
   return inFlight;
+}
+
+function learnKind(info) {
+  kinds.set(info.id, { tty: Boolean(info.tty), interactive: Boolean(info.interactive) });
+}
+
+/** Ask /v1/processes for the kind of every process; without it they show as plain ones. */
+async function learnKinds() {
+  try {
+    const { processes } = await api.processes();
+    for (const info of processes) learnKind(info);
+  } catch (err) {
+    console.info("could not tell which processes have a terminal", err);
+  }
 }
 
 /** After stop or kill: look again shortly, so the badge changes without waiting 5 s. */
@@ -342,20 +373,57 @@ async function startProcess(event) {
   const cwd = $("f-cwd").value.trim();
   if (cwd) body.cwd = cwd;
   if (Object.keys(parsed.env).length) body.env = parsed.env;
-  const submit = $("start-button");
+  const mode = new FormData($("start-form")).get("mode");
+  if (mode === "tty") {
+    body.tty = true;
+    body.terminalSize = TERMINAL_SIZE;
+  } else if (mode === "interactive") body.interactive = true;
+  await launch(body, $("start-button"), say);
+}
+
+// The terminal fits itself to the panel once open; until then a common size.
+const TERMINAL_SIZE = { cols: 100, rows: 30 };
+// $SHELL is the server's, so the server's sh picks it; bash when it is not set.
+const SHELL = { command: "sh", args: ["-c", 'exec "${SHELL:-bash}"'] };
+
+/** Start `body` (through /v1/processes when it has a terminal or stdin) and open its row. */
+async function launch(body, submit, say) {
   submit.disabled = true;
   try {
-    const process = await api.start(body);
+    let id;
+    if (body.tty || body.interactive) {
+      const info = await api.create(body);
+      learnKind(info);
+      id = info.id;
+    } else {
+      id = (await api.start(body)).id;
+    }
     setConnection("ok");
-    $("start-status").textContent = `Started ${process.id}.`;
+    $("start-status").textContent = `Started ${id}.`;
     await refreshList();
-    const row = rows.get(process.id);
-    if (row) setExpanded(row, true);
+    const row = rows.get(id);
+    if (row) {
+      setExpanded(row, true);
+      row.panel.terminal?.opened.then(() => row.panel?.terminal?.focus());
+    }
   } catch (err) {
     say(report(err));
   } finally {
     submit.disabled = false;
   }
+}
+
+function openShell() {
+  const error = $("start-error");
+  const say = (text) => {
+    error.textContent = text;
+    error.hidden = !text;
+  };
+  say("");
+  const body = { ...SHELL, tty: true, terminalSize: TERMINAL_SIZE };
+  const cwd = $("f-cwd").value.trim();
+  if (cwd) body.cwd = cwd;
+  return launch(body, $("open-shell"), say);
 }
 
 // ---- the token ----------------------------------------------------------------------
@@ -373,9 +441,11 @@ function saveToken(event) {
 
 function main() {
   $("token").value = api.token;
+  if (api.token) showTokenField();
   $("token-form").addEventListener("submit", saveToken);
   $("banner-token").addEventListener("click", () => $("token").focus());
   $("start-form").addEventListener("submit", startProcess);
+  $("open-shell").addEventListener("click", openShell);
   $("f-args").addEventListener("input", showArgsPreview);
   $("refresh-list").addEventListener("click", () => refreshList());
   if (!matchMedia("(min-width: 900px)").matches) $("start-details").open = false;

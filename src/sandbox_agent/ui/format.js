@@ -75,7 +75,16 @@ const dayAndTime = new Intl.DateTimeFormat(undefined, {
   minute: "2-digit",
   hourCycle: "h23",
 });
-const fullDate = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+// 24-hour, as in the list: "Nov 28, 2026, 19:44:45", never "7:44:45 PM" next to "19:44:45".
+const fullDate = new Intl.DateTimeFormat(undefined, {
+  year: "numeric",
+  month: "short",
+  day: "numeric",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+});
 
 /** A start time as the time of day when it is today, else as a short date and time. */
 export function formatStart(unixSeconds, now = new Date()) {
