@@ -76,6 +76,7 @@ async def start_process(body: StartProcess, request: Request) -> Response:
             tty=body.tty,
             interactive=body.interactive,
             terminal_size=None if body.terminal_size is None else (body.terminal_size.cols, body.terminal_size.rows),
+            max_log_bytes=body.max_log_bytes,
         )
     )
     return Response(

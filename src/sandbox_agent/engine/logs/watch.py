@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .inotify import IN_MODIFY, IN_MOVED_TO, Inotify
+from .inotify import IN_ATTRIB, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -19,10 +19,15 @@ POLL_INTERVAL = 0.05
 
 
 class Feed(Protocol):
-    """What the watcher needs of a feed: the file to watch, and what to call when it grows."""
+    """What the watcher needs of a feed: the file to watch, and what to call when it grows.
+
+    A feed whose file was replaced (a log rotation) sets ``rewatch``: the watcher then
+    watches the file the path names now.
+    """
 
     path: str
     watch: int | None
+    rewatch: bool
 
     def catch_up(self) -> None: ...
 
@@ -30,11 +35,12 @@ class Feed(Protocol):
 class StateWatch:
     """A process directory, watched for a state record renamed into place (atomic replace)."""
 
-    __slots__ = ("catch_up", "path", "watch")
+    __slots__ = ("catch_up", "path", "rewatch", "watch")
 
     def __init__(self, directory: str, on_change: Callable[[], None]) -> None:
         self.path = directory
         self.watch: int | None = None
+        self.rewatch = False
         self.catch_up = on_change
 
 
@@ -65,7 +71,9 @@ class LogWatcher:
 
     def watch(self, feed: Feed) -> None:
         if self._inotify is not None:
-            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY
+            # A log's link count changes when it is rotated (IN_ATTRIB), so the feed
+            # learns that it must read on in a new file.
+            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF
             try:
                 feed.watch = self._inotify.add_watch(feed.path, mask)
             except OSError as exc:
@@ -92,9 +100,20 @@ class LogWatcher:
                 feed = self._watches.get(wd)
                 if feed is not None:
                     feed.catch_up()
+                    while feed.rewatch:
+                        self._rewatch(feed)
+
+    def _rewatch(self, feed: Feed) -> None:
+        """Watch the file ``feed.path`` names now, then read what it got before the watch."""
+        feed.rewatch = False
+        self.unwatch(feed)
+        feed.watch = None
+        self.watch(feed)
+        feed.catch_up()
 
     async def _poll(self) -> None:
         while self._polled:
             await asyncio.sleep(POLL_INTERVAL)
             for feed in list(self._polled):
                 feed.catch_up()
+                feed.rewatch = False  # polled by path: nothing to move
