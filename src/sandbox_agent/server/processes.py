@@ -197,7 +197,9 @@ async def kill_process(
         **_CONFLICT,
         200: {
             "description": "The entries; with follow=true a text/event-stream of `log` events "
-            "(id: the sequence), then an `exit` event once the process exited",
+            "(id: the sequence), then an `exit` event once the process exited. Extension: an `event: gap` "
+            'with data `{"from": sequence, "to": sequence}` when entries after `since` were dropped from a '
+            "capped log (see maxLogBytes); the stream goes on at the oldest entry kept",
             "content": {"text/event-stream": {}},
         },
     },

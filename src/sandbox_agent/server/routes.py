@@ -126,7 +126,9 @@ async def delete_process(process_id: str, request: Request) -> Response:
         **_PROBLEMS,
         200: {
             "description": "The selected lines; with follow=true a text/event-stream: a snapshot event, "
-            "one event per new line, then an `exit` event",
+            "one event per new line, then an `exit` event. Extension: an `event: gap` with data "
+            '`{"from": id, "to": id}` when lines after the resume point were dropped from a capped log '
+            "(see maxLogBytes); the stream goes on at the oldest line kept",
             "content": {"text/event-stream": {}},
         },
     },
