@@ -13,6 +13,7 @@ import pytest
 from sandbox_agent.supervisor import capture as _supervisor
 from sandbox_agent.supervisor.capture import MAX_LINE
 from sandbox_agent.supervisor.capture import CombinedWriter as _CombinedWriter
+from sandbox_agent.supervisor.capture import LogFile as _LogFile
 from sandbox_agent.supervisor.capture import Stream as _Stream
 from sandbox_agent.supervisor.ondisk import TIMESTAMP_PREFIX_LEN, format_timestamp
 from sandbox_agent.supervisor.ondisk import Clock as _Clock
@@ -25,8 +26,8 @@ class Logs:
         self.stdout = tmp_path / "stdout.log"
         self.combined = tmp_path / "combined.log"
         self.fds = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND) for p in (self.stdout, self.combined)]
-        self.combined_writer = _CombinedWriter(self.fds[1])
-        self.stream = _Stream("stdout", -1, self.fds[0], self.combined_writer)
+        self.combined_writer = _CombinedWriter(_LogFile(self.fds[1]))
+        self.stream = _Stream("stdout", -1, _LogFile(self.fds[0]), self.combined_writer)
         self.clock = _Clock()
 
     def close(self) -> None:

@@ -29,8 +29,9 @@ def many_lines(tmp_path: Path) -> tuple[int, list[bytes]]:
 def test_tail_returns_the_last_n_lines(many_lines: tuple[int, list[bytes]], n: int) -> None:
     fd, lines = many_lines
     end = os.fstat(fd).st_size
-    start = _logstore.tail_start(fd, end, n)
-    assert _logstore.read_range(fd, start, end) == b"".join(lines[len(lines) - min(n, len(lines)) :])
+    view = _logstore.LogView.from_fd(fd)
+    start = _logstore.tail_start(view, end, n)
+    assert _logstore.read_range(view, start, end) == b"".join(lines[len(lines) - min(n, len(lines)) :])
 
 
 def test_tail_reads_only_from_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +50,7 @@ def test_tail_reads_only_from_the_end(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(os, "pread", counting_pread)
     try:
         end = os.fstat(fd).st_size
-        start = _logstore.tail_start(fd, end, 3)
+        start = _logstore.tail_start(_logstore.LogView.from_fd(fd), end, 3)
     finally:
         os.close(fd)
     assert end - start == 300
@@ -59,7 +60,7 @@ def test_tail_reads_only_from_the_end(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_complete_end_ignores_a_line_still_being_written(tmp_path: Path) -> None:
     fd = write(tmp_path, b"a\nb\nhalf a li")
     try:
-        assert _logstore.complete_end(fd, os.fstat(fd).st_size) == 4
+        assert _logstore.complete_end(_logstore.LogView.from_fd(fd), os.fstat(fd).st_size) == 4
     finally:
         os.close(fd)
 

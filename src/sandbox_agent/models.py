@@ -148,8 +148,11 @@ class Process(_Wire):
     cwd: str | None = None
     #: Extension: the process id of the command.
     pid: int | None = None
+    #: Extension: bytes dropped from each capped log (``stdout``, ``stderr``, ``combined``),
+    #: oldest first; None while nothing was dropped.
+    log_bytes_dropped: dict[str, int] | None = None
 
-    _omit_none = ("stopped_at",)
+    _omit_none = ("stopped_at", "log_bytes_dropped")
 
     @property
     def exited(self) -> bool:

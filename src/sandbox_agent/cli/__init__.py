@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget exited processes, and their logs, this long after they exited: 90s, 30m, 12h, 7d "
         "(env SANDBOX_AGENT_RETAIN_FOR; default: keep them)",
     )
+    server.add_argument(
+        "--max-log-bytes",
+        metavar="SIZE",
+        help="cap each log of a process on disk at SIZE (64M, 1G; at least 256K), keeping the newest; "
+        "0 for no cap (env SANDBOX_AGENT_MAX_LOG_BYTES; default 64M)",
+    )
     server.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     server.add_argument("--access-log", action="store_true", help="log every request")
     _process.add_parser(commands)
@@ -120,6 +126,7 @@ def _server(args: argparse.Namespace) -> int:
             cors_origins=args.cors_allow_origin,
             retain_exited=args.retain_exited,
             retain_for=args.retain_for,
+            max_log_bytes=args.max_log_bytes,
             log_level=args.log_level,
             access_log=args.access_log,
         )

@@ -41,6 +41,7 @@ from .._exceptions import (
 )
 from ..supervisor.capture import PARTIAL_DELAY
 from ..supervisor.ondisk import (
+    DEFAULT_MAX_LOG_BYTES,
     DEFAULT_TERM,
     KILL_SIGNAL_REQUEST,
     STOP_SIGNAL_REQUEST,
@@ -104,6 +105,8 @@ class SpawnRequest:
     interactive: bool = False
     #: ``(cols, rows)`` of the terminal; ``DEFAULT_TERMINAL_SIZE`` when None.
     terminal_size: tuple[int, int] | None = None
+    #: The cap of each of its logs on disk (0: none); the manager's when None.
+    max_log_bytes: int | None = None
 
 
 class ProcessManager(SupervisorWatching, LogReading):
@@ -119,6 +122,7 @@ class ProcessManager(SupervisorWatching, LogReading):
         subreaper: bool = False,
         retain_exited: int | None = None,
         retain_seconds: float | None = None,
+        max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     ) -> None:
         """``subreaper``: adopt and reap orphans below this process (the server does;
         an application embedding the engine may not want its process to).
@@ -126,7 +130,12 @@ class ProcessManager(SupervisorWatching, LogReading):
         ``retain_exited`` / ``retain_seconds``: forget (and remove the logs of) exited
         processes beyond the newest N, or exited longer ago than that; None keeps them
         all until deleted, as the original API's clients expect.
+
+        ``max_log_bytes``: the cap of each log of a process on disk, unless its request
+        gives one; the newest half of it at least is kept (``supervisor/rotation.py``). 0:
+        no cap.
         """
+        self.max_log_bytes = validate.check_max_log_bytes(max_log_bytes)
         self.subreaper = subreaper
         self.retain_exited = retain_exited
         self.retain_seconds = retain_seconds
@@ -247,6 +256,9 @@ class ProcessManager(SupervisorWatching, LogReading):
         terminal_size = validate.check_terminal_size(request.terminal_size) if request.tty else None
         executable = validate.resolve_command(request.command, cwd, env)
         validate.check_args(request.args)
+        max_log_bytes = validate.check_max_log_bytes(
+            self.max_log_bytes if request.max_log_bytes is None else request.max_log_bytes
+        )
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
         try:
@@ -267,6 +279,7 @@ class ProcessManager(SupervisorWatching, LogReading):
             "tty": request.tty,
             "interactive": request.interactive,
             "terminalSize": terminal_size,
+            "maxLogBytes": max_log_bytes,
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.

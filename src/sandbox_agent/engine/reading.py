@@ -82,7 +82,7 @@ class LogReading(ManagerState):
 
     async def follow_entries(
         self, process_id: str, *, stream: str | None = None, since: int = 0, tail: int | None = None
-    ) -> tuple[str, AsyncIterator[logentries.Batch | logentries.Entries | logentries.Ended | logfeed.Keepalive]]:
+    ) -> tuple[str, AsyncIterator[logentries.FollowEvent]]:
         """The effective stream and its follow: the entries after ``since`` (the last
         ``tail`` of them), then each new one, then ``Ended`` once the process exited.
 
@@ -97,11 +97,13 @@ class LogReading(ManagerState):
             logentries.locate, record.log_path("combined"), record.line_index, stream=stream, since=since, tail=tail
         )
         events = await self.follow(process_id, stream="combined", resume_from=offset)
-        return stream, self._entry_events(events, lines)
+        # Entries after ``since`` that were dropped (a capped log): say so first.
+        skipped = logentries.Skipped(since, lines) if tail is None and lines > since else None
+        return stream, self._entry_events(events, lines, skipped)
 
     async def _follow_pty_entries(
         self, record: Record, *, show: bool, since: int, tail: int | None
-    ) -> AsyncIterator[logentries.Entries | logentries.Ended | logfeed.Keepalive]:
+    ) -> AsyncIterator[logentries.FollowEvent]:
         """A terminal's output as entries (``show`` False: none, for the streams a tty
         process does not have), then ``Ended`` with the last sequence."""
         if tail is not None:
@@ -115,7 +117,7 @@ class LogReading(ManagerState):
     @staticmethod
     async def _pty_entry_events(
         events: AsyncGenerator[pty_logs.PtyEvent, None], show: bool, last: int
-    ) -> AsyncIterator[logentries.Entries | logentries.Ended | logfeed.Keepalive]:
+    ) -> AsyncIterator[logentries.FollowEvent]:
         try:
             async for event in events:
                 if isinstance(event, pty_logs.PtyChunks):
@@ -134,15 +136,20 @@ class LogReading(ManagerState):
 
     @staticmethod
     async def _entry_events(
-        events: AsyncIterator[logfeed.FollowEvent], lines: int
-    ) -> AsyncIterator[logentries.Batch | logentries.Ended | logfeed.Keepalive]:
+        events: AsyncIterator[logfeed.FollowEvent], lines: int, skipped: logentries.Skipped | None
+    ) -> AsyncIterator[logentries.FollowEvent]:
         # Each follower counts the lines it is given: a segment's newlines, no rescans.
         try:
+            if skipped is not None:
+                yield skipped
             async for event in events:
                 if isinstance(event, logfeed.Lines):
                     for segment in event.segments:
                         yield logentries.Batch(segment, lines + 1)
                         lines += segment.raw.count(b"\n")
+                elif isinstance(event, logfeed.Gap):
+                    yield logentries.Skipped(lines, event.lines)
+                    lines = event.lines
                 elif isinstance(event, logfeed.Exit):
                     yield logentries.Ended(lines, event.state)
                 elif isinstance(event, logfeed.Keepalive):
@@ -178,6 +185,7 @@ class LogReading(ManagerState):
                 f"Last-Event-ID {resume_from} is not a position in this {stream} log; "
                 "reconnect with the same stream parameter, or without Last-Event-ID"
             )
+        # An id older than the oldest line kept (a capped log) resumes there, after a Gap.
         return self._follow_events(record, stream, feed, tail, resume_from)
 
     async def _follow_events(
@@ -222,7 +230,7 @@ class LogReading(ManagerState):
             path = os.path.join(record.dir, LOG_FILES[stream])
             if not os.path.exists(path):
                 open(path, "ab").close()
-            feed = logfeed.Feed(path)
+            feed = logfeed.Feed(path, lines=stream == "combined")
             if not record.exited:
                 self._watcher.watch(feed)
             if record.exited:

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .._types import Status
-from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
+from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, PTY_LOG
 from .logs.entries import LineIndex
 from .logs.feed import Feed
 from .logs.watch import StateWatch
@@ -132,6 +132,24 @@ class Record:
     def input_closed(self) -> bool:
         """An interactive process whose stdin was closed (eof)."""
         return bool(self.state.get("inputClosed"))
+
+    @property
+    def log_bytes_dropped(self) -> dict[str, int] | None:
+        """Bytes dropped from each capped log (by stream), as the supervisor last recorded
+        a rotation; None while nothing was dropped."""
+        logs = self.state.get("logs")
+        if not logs:
+            return None
+        dropped = {}
+        for stream, file in {**LOG_FILES, "pty": PTY_LOG}.items():
+            info = logs.get(file)
+            if isinstance(info, dict):
+                oldest = info.get("prev", info)
+                base = oldest.get("base") if isinstance(oldest, dict) else None
+                dropped[stream] = base if isinstance(base, int) and not isinstance(base, bool) else 0
+            elif file != PTY_LOG or self.tty:
+                dropped[stream] = 0
+        return dropped if any(dropped.values()) else None
 
     def log_path(self, stream: str) -> str:
         return os.path.join(self.dir, LOG_FILES[stream])

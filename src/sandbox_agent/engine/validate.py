@@ -10,7 +10,7 @@ import os
 import stat
 
 from .._exceptions import BadRequest
-from ..supervisor.ondisk import DEFAULT_TERMINAL_SIZE
+from ..supervisor.ondisk import DEFAULT_TERMINAL_SIZE, MIN_LOG_BYTES
 
 #: Never handed to the processes we start: a child should not hold the key to the API.
 PRIVATE_ENV = ("SANDBOX_AGENT_TOKEN",)
@@ -25,6 +25,16 @@ def _check_text(value: str, what: str) -> None:
             f"{what} holds an unpaired UTF-16 surrogate (such as \\ud800), which is not text; "
             "send valid Unicode, or the bytes' UTF-8 encoding"
         ) from None
+
+
+def check_max_log_bytes(value: int) -> int:
+    """A log cap: 0 (no cap) or at least ``MIN_LOG_BYTES``."""
+    if value != 0 and not MIN_LOG_BYTES <= value < 2**63:
+        raise BadRequest(
+            f"maxLogBytes {value} is not a cap a log can keep: give 0 for no cap, or at least {MIN_LOG_BYTES} "
+            f"bytes ({MIN_LOG_BYTES // 1024} KiB: each of the two files kept holds half, more than the longest line)"
+        )
+    return value
 
 
 def resolve_cwd(cwd: str | None) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..supervisor.ondisk import (
+    EXITED_STATUSES,
     STATE_FILE,
     boot_id,
     process_start_ticks,
@@ -152,6 +153,12 @@ class SupervisorWatching(ManagerState):
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
         if record.exited:
+            # Descendants may have written on (and rotated logs) after the exit: the final
+            # record says how much was dropped.
+            with contextlib.suppress(OSError, ValueError):
+                state = read_state(record.dir)
+                if state["status"] in EXITED_STATUSES:
+                    record.update(state)
             # The exit of the command was seen when recorded; now it may be pruned.
             if self.retain_exited is not None:
                 self._prune()

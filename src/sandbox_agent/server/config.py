@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..supervisor.ondisk import DEFAULT_MAX_LOG_BYTES, MIN_LOG_BYTES
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 2468
 
@@ -31,6 +33,7 @@ class Settings:
     stop_timeout: float = 10.0
     retain_exited: int | None = None
     retain_seconds: float | None = None
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     log_level: str = "info"
     access_log: bool = False
 
@@ -47,6 +50,7 @@ class Settings:
         cors_origins: list[str] | None = None,
         retain_exited: int | None = None,
         retain_for: str | None = None,
+        max_log_bytes: str | None = None,
         log_level: str = "info",
         access_log: bool = False,
     ) -> Settings:
@@ -78,6 +82,7 @@ class Settings:
             cors_origins=list(cors_origins or []),
             retain_exited=_retain_exited(retain_exited, env.get("SANDBOX_AGENT_RETAIN_EXITED")),
             retain_seconds=_duration(retain_for or env.get("SANDBOX_AGENT_RETAIN_FOR")),
+            max_log_bytes=_size(max_log_bytes or env.get("SANDBOX_AGENT_MAX_LOG_BYTES")),
             log_level=log_level,
             access_log=access_log,
         )
@@ -120,6 +125,29 @@ def _duration(text: str | None) -> float | None:
     if not seconds > 0:
         raise ConfigError(f"--retain-for {text!r} is not a duration; give one like 90s, 30m, 12h or 7d")
     return seconds
+
+
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _size(text: str | None) -> int:
+    """``0``, ``1048576``, ``512K``, ``64M`` or ``2G`` (binary units; a trailing ``iB``/``B``
+    is allowed) as bytes; the default cap when not given."""
+    if not text:
+        return DEFAULT_MAX_LOG_BYTES
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = _SIZE_UNITS.get(raw[-1:], 1)
+    number = raw[:-1] if raw[-1:] in _SIZE_UNITS else raw
+    try:
+        value = int(number) * scale
+    except ValueError:
+        value = -1
+    if value != 0 and not MIN_LOG_BYTES <= value < 2**63:
+        raise ConfigError(
+            f"--max-log-bytes {text!r} is not a log cap; give 0 for no cap, or a size of at least 256K "
+            "such as 64M or 1G"
+        )
+    return value
 
 
 def _read_token_file(path: str) -> str:

@@ -21,7 +21,6 @@ from ..engine import ProcessManager, Record, SpawnRequest
 from ..engine.config import ProcessConfig as EngineConfig
 from ..engine.ids import ID_PATTERN
 from ..engine.logs import entries as logentries
-from ..engine.logs.feed import Keepalive
 from ..engine.run import RunRequest
 from . import render, sse
 from .routes import _JSONBodyRoute
@@ -107,6 +106,7 @@ async def create_process(body: CreateProcess, request: Request) -> Response:
             tty=body.tty,
             interactive=body.interactive,
             terminal_size=None if size is None else (size.cols, size.rows),
+            max_log_bytes=body.max_log_bytes,
         ),
         max_running=manager.config.max_concurrent_processes,
     )
@@ -216,7 +216,9 @@ async def kill_process(
         **_CONFLICT,
         200: {
             "description": "The entries; with follow=true a text/event-stream of `log` events "
-            "(id: the sequence), then an `exit` event once the process exited",
+            "(id: the sequence), then an `exit` event once the process exited. Extension: an `event: gap` "
+            'with data `{"from": sequence, "to": sequence}` when entries after `since` were dropped from a '
+            "capped log (see maxLogBytes); the stream goes on at the oldest entry kept",
             "content": {"text/event-stream": {}},
         },
     },
@@ -258,9 +260,7 @@ async def process_logs(
     )
 
 
-async def _sse(
-    events: AsyncIterator[logentries.Batch | logentries.Entries | logentries.Ended | Keepalive], stream: str, after: int
-) -> AsyncIterator[bytes]:
+async def _sse(events: AsyncIterator[logentries.FollowEvent], stream: str, after: int) -> AsyncIterator[bytes]:
     async with contextlib.aclosing(events):  # type: ignore[type-var]
         async for event in events:
             if isinstance(event, logentries.Batch):
@@ -269,6 +269,8 @@ async def _sse(
                     yield data
             elif isinstance(event, logentries.Entries):
                 yield sse.log_events(event.entries)
+            elif isinstance(event, logentries.Skipped):
+                yield sse.gap_event(event.after, event.last)
             elif isinstance(event, logentries.Ended):
                 yield b"id: %d\nevent: exit\ndata: %s\n\n" % (event.last_line, render.exit_data(event.state))
             else:

@@ -39,6 +39,9 @@ def process_v1(record: Record) -> bytes:
             data["stoppedAt"] = int(stopped)
         data["cwd"] = record.cwd
         data["pid"] = record.pid
+        dropped = record.log_bytes_dropped
+        if dropped:
+            data["logBytesDropped"] = dropped
         cached = record.cache["v1"] = _encode(data).encode()
     return cached
 
@@ -91,6 +94,9 @@ def process_info(record: Record) -> bytes:
         size = record.terminal_size
         if size is not None:
             data["terminalSize"] = {"cols": size[0], "rows": size[1]}
+        dropped = record.log_bytes_dropped
+        if dropped:
+            data["logBytesDropped"] = dropped
         cached = record.cache["processes"] = _encode(data).encode()
     return cached
 

@@ -76,6 +76,7 @@ async def start_process(body: StartProcess, request: Request) -> Response:
             tty=body.tty,
             interactive=body.interactive,
             terminal_size=None if body.terminal_size is None else (body.terminal_size.cols, body.terminal_size.rows),
+            max_log_bytes=body.max_log_bytes,
         )
     )
     return Response(
@@ -125,7 +126,9 @@ async def delete_process(process_id: str, request: Request) -> Response:
         **_PROBLEMS,
         200: {
             "description": "The selected lines; with follow=true a text/event-stream: a snapshot event, "
-            "one event per new line, then an `exit` event",
+            "one event per new line, then an `exit` event. Extension: an `event: gap` with data "
+            '`{"from": id, "to": id}` when lines after the resume point were dropped from a capped log '
+            "(see maxLogBytes); the stream goes on at the oldest line kept",
             "content": {"text/event-stream": {}},
         },
     },

@@ -33,6 +33,7 @@ def serve(settings: Settings) -> int:
         subreaper=True,
         retain_exited=settings.retain_exited,
         retain_seconds=settings.retain_seconds,
+        max_log_bytes=settings.max_log_bytes,
     )
     try:
         manager.lock()

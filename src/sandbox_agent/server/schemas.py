@@ -59,6 +59,16 @@ def _number_not_text_or_bool(value: object) -> object:
 _Int = Annotated[int, BeforeValidator(_number_not_text_or_bool)]
 
 
+_DROPPED = (
+    "Extension: bytes dropped from each capped log, oldest first (keys stdout, stderr, combined, and pty "
+    "for a tty process); omitted while nothing was dropped. See maxLogBytes."
+)
+_MAX_LOG_BYTES = (
+    "Extension: cap of each of this process's logs on disk, in bytes (the newest kept: the current file and "
+    "the one before it); 0 for no cap; at least 262144. Default: the server's --max-log-bytes (64 MiB)."
+)
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -90,6 +100,7 @@ class Process(_Wire):
     stopped_at: int | None = Field(default=None, description="Unix seconds; omitted until exited")
     cwd: str | None = None
     pid: int | None = Field(default=None, description="Extension: the process id of the command")
+    log_bytes_dropped: dict[str, int] | None = Field(default=None, description=_DROPPED)
 
 
 class ProcessList(_Wire):
@@ -129,6 +140,7 @@ class StartProcess(_Wire):
     tty: bool = Field(default=False, description="Extension: run on a new pseudo-terminal")
     interactive: bool = Field(default=False, description="Extension: stdin is a pipe that takes input")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: with tty, default 80x24")
+    max_log_bytes: _Int | None = Field(default=None, ge=0, description=_MAX_LOG_BYTES)
 
 
 class Logs(_Wire):
@@ -199,6 +211,7 @@ class CreateProcess(_Wire):
     tty: bool = Field(default=False, description="Run in a terminal (pty)")
     interactive: bool = Field(default=False, description="Keep stdin open for input")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: the terminal's size (80x24)")
+    max_log_bytes: _Int | None = Field(default=None, ge=0, description=_MAX_LOG_BYTES)
 
 
 class RunProcess(_Wire):
@@ -243,6 +256,7 @@ class ProcessInfo(_Wire):
     exited_at_ms: int | None = None
     exit_signal: int | None = Field(default=None, description="Extension: the signal that ended it")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: a tty process's terminal")
+    log_bytes_dropped: dict[str, int] | None = Field(default=None, description=_DROPPED)
 
 
 class ProcessInfoList(_Wire):

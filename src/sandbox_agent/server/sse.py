@@ -1,11 +1,14 @@
 """Rendering follow events as Server-Sent Events.
 
-Every event carries ``id: <byte offset>``: the offset in the followed log file just past
-the last line the event covers. A client reconnecting with ``Last-Event-ID`` resumes
-right after it. A line's bytes become one ``data:`` field; a carriage return inside a
-line would end the field early in an SSE parser, so it splits the line into several
-``data:`` fields (the client sees a newline there), and a trailing one (CRLF output) is
-dropped.
+Every event carries ``id: <byte offset>``: the logical offset in the followed log just
+past the last line the event covers (bytes the process ever wrote to it, so ids keep
+growing when a capped log rotates). A client reconnecting with ``Last-Event-ID`` resumes
+right after it. Lines dropped from a capped log before a follower got them are announced
+by an ``event: gap`` (``gap_event``), which clients that do not know it skip.
+
+A line's bytes become one ``data:`` field; a carriage return inside a line would end the
+field early in an SSE parser, so it splits the line into several ``data:`` fields (the
+client sees a newline there), and a trailing one (CRLF output) is dropped.
 """
 
 from __future__ import annotations
@@ -76,6 +79,13 @@ def exit_event(event: _follow.Exit) -> bytes:
     return f"id: {event.end}\nevent: exit\ndata: {data}\n\n".encode()
 
 
+def gap_event(after: int, last: int) -> bytes:
+    """Extension: the lines (or entries) with ids after ``after`` up to ``last`` were dropped
+    from a capped log; the stream goes on after ``last``. Named, so that a client that
+    knows only unnamed (or ``log``) events skips it."""
+    return b'id: %d\nevent: gap\ndata: {"from":%d,"to":%d}\n\n' % (last, after, last)
+
+
 async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> AsyncIterator[bytes]:
     async with aclosing(events):  # type: ignore[type-var]
         async for event in events:
@@ -86,6 +96,8 @@ async def render(events: AsyncIterator[_follow.FollowEvent], strip: bool) -> Asy
                     yield piece
             elif isinstance(event, _follow.Exit):
                 yield exit_event(event)
+            elif isinstance(event, _follow.Gap):
+                yield gap_event(event.start, event.end)
             else:
                 yield KEEPALIVE
 

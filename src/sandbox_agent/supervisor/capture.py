@@ -11,6 +11,7 @@ import _thread
 import os
 
 from .ondisk import STREAM_TAGS, Clock
+from .rotation import Generations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,17 +38,24 @@ class LogFile:
     dropped; but what follows it must not be glued to a line cut in half. After a failed
     write the next one starts on a line of its own with a marker line that says how many
     bytes of log were lost and why, then goes on.
+
+    With ``generations`` (a capped log), a file that would grow past ``half`` bytes is
+    rotated first (``rotation.py``); a write is split at line boundaries to that end.
     """
 
-    __slots__ = ("fd", "lost", "reason", "torn")
+    __slots__ = ("fd", "generations", "half", "lost", "reason", "size", "torn")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, generations: Generations | None = None, half: int = 0) -> None:
         self.fd = fd
         #: Bytes of log not written since the last write that succeeded.
         self.lost = 0
         #: The file ends in the middle of a line (a write failed part way).
         self.torn = False
         self.reason = ""
+        self.generations = generations
+        #: Rotate before the file passes this many bytes (0: never).
+        self.half = half if generations is not None else 0
+        self.size = os.fstat(fd).st_size if self.half else 0
 
     def write(self, lines: bytes, prefix: bytes) -> None:
         """Write complete ``lines`` (ending in a newline), each after ``prefix``.
@@ -56,6 +64,32 @@ class LogFile:
         last newline gains is cut by view.
         """
         stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+        if self.half and self.size + len(prefix) + len(stamped) > self.half:
+            self._write_rotating(lines, prefix)
+            return
+        self._write(stamped, prefix)
+
+    def _write_rotating(self, lines: bytes, prefix: bytes) -> None:
+        """Write ``lines`` in pieces that fit the current file, rotating between them."""
+        assert self.generations is not None
+        start = 0
+        while start < len(lines):
+            cut = _fit(lines, start, self.half - self.size, len(prefix))
+            if cut == -1:
+                if self.size and not self.torn:
+                    fd = self.generations.rotate(self.fd, self.size)
+                    if fd != -1:
+                        os.close(self.fd)
+                        self.fd, self.size = fd, 0
+                        continue
+                # A fresh file and a line longer than it may hold, or no rotation for
+                # now (a full disk): write the line, or all the rest, as it is.
+                cut = lines.find(b"\n", start) if not self.size else len(lines) - 1
+            piece = lines[start : cut + 1]
+            self._write(memoryview(piece.replace(b"\n", b"\n" + prefix))[: -len(prefix)], prefix)
+            start = cut + 1
+
+    def _write(self, stamped: memoryview, prefix: bytes) -> None:
         head = prefix
         if self.lost or self.torn:
             head = (
@@ -71,6 +105,7 @@ class LogFile:
             while written < total:  # only on a signal or a filling disk
                 written += os.write(self.fd, (bytes(head) + bytes(stamped))[written:])
         except OSError as exc:
+            self.size += written
             self.reason = exc.strerror or type(exc).__name__
             if written >= len(head):  # the marker is out: only these lines are short
                 self.lost = total - written
@@ -80,8 +115,24 @@ class LogFile:
                 # The file now ends wherever the write stopped: inside a line, most likely.
                 self.torn = (bytes(head) + bytes(stamped))[written - 1 : written] != b"\n"
             return
+        self.size += total
         self.lost = 0
         self.torn = False
+
+
+def _fit(lines: bytes, start: int, room: int, prefix_len: int) -> int:
+    """Index of the newline that ends the longest run of lines from ``start`` whose
+    stamped size fits in ``room``; -1 if not even the first line fits."""
+    limit = room
+    while limit > 0:
+        cut = lines.rfind(b"\n", start, start + limit)
+        if cut == -1:
+            return -1
+        need = cut + 1 - start + prefix_len * lines.count(b"\n", start, cut + 1)
+        if need <= room:
+            return cut
+        limit = cut - start - (need - room)
+    return -1
 
 
 class Stream:
@@ -89,10 +140,10 @@ class Stream:
 
     __slots__ = ("combined", "fd", "log", "name", "pending", "pending_since", "read_size", "tag")
 
-    def __init__(self, name: str, fd: int, log_fd: int, combined: CombinedWriter) -> None:
+    def __init__(self, name: str, fd: int, log: LogFile, combined: CombinedWriter) -> None:
         self.name = name
         self.fd = fd
-        self.log = LogFile(log_fd)
+        self.log = log
         self.combined = combined
         self.tag = STREAM_TAGS[name]
         self.pending = b""
@@ -164,8 +215,8 @@ class CombinedWriter:
 
     THREADED_FROM = 16 * 1024
 
-    def __init__(self, fd: int) -> None:
-        self.log = LogFile(fd)
+    def __init__(self, log: LogFile) -> None:
+        self.log = log
         self.job: tuple[bytes, bytes] | None = None
         self.work: Any = None  # _thread locks, created with the thread
         self.done: Any = None

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 
-from .capture import CombinedWriter, Stream
+from .capture import CombinedWriter, LogFile, Stream
 from .ondisk import LAUNCHER_MAX_MESSAGE, Clock, boot_id, encode_json, process_start_ticks
 from .supervisor import prepare, reply, supervise
 
@@ -43,7 +43,7 @@ def _warm_up() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
     try:
         clock = Clock()
-        stream = Stream("stdout", -1, devnull, CombinedWriter(devnull))
+        stream = Stream("stdout", -1, LogFile(devnull), CombinedWriter(LogFile(devnull)))
         for i in range(64):
             stream.feed(b"warm\nup", time.time(), clock)
             stream.flush_partial(time.time(), clock)

@@ -6,6 +6,7 @@ One process's directory, ``<data dir>/processes/<id>/``, holds:
     stdout.log     ``[<ts>] <line>\\n``
     stderr.log     ``[<ts>] <line>\\n``
     combined.log   ``[<ts>] [stdout] <line>\\n`` or ``[<ts>] [stderr] <line>\\n``
+    <log>.1        the previous generation of a capped log (see ``ROTATED_SUFFIX``)
     pty.log        a tty process's output, byte for byte as the terminal gave it
     pty.idx        one ``PTY_INDEX_RECORD`` per chunk of pty.log (see ``pack_pty_record``)
     control.fifo   a tty or interactive process's control channel (see ``encode_control``)
@@ -31,6 +32,22 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.json"
 LOG_FILES = {"stdout": "stdout.log", "stderr": "stderr.log", "combined": "combined.log"}
+#: A capped log (``maxLogBytes``) keeps two generations: the file being written, and the
+#: one before it under this suffix. Offsets and line numbers are *logical*: counted from
+#: the first byte the process ever wrote to that log, whatever was dropped since. Each
+#: rotation is recorded in the state record's ``logs`` (``LOG_GENERATION``); see
+#: ``supervisor/rotation.py`` for the order of its steps and why a reader never gets lost.
+ROTATED_SUFFIX = ".1"
+#: ``state["logs"][<file name>]``: the generation being written, as
+#: ``{"ino": inode, "base": bytes before it, "lines": lines before it (combined.log only),
+#: "prev": the same for the previous generation}``. Absent until the first rotation:
+#: then the file starts at logical 0.
+LOG_GENERATION = ("ino", "base", "lines")
+#: The smallest cap: each generation holds half of it, more than one longest line.
+MIN_LOG_BYTES = 256 * 1024
+#: The default cap of each log (current + previous generation), for a server without one.
+DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
+
 #: A supervisor that failed writes its traceback here.
 ERROR_FILE = "supervisor-error.log"
 
@@ -155,6 +172,8 @@ STATE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "terminalSize": ((list, *_NONE), False),
     #: An interactive process whose stdin was closed (eof).
     "inputClosed": ((bool,), False),
+    #: The rotations of capped logs, by file name (``LOG_GENERATION``).
+    "logs": ((dict,), False),
 }
 
 

@@ -13,13 +13,14 @@ SIGKILL after the grace period) or ``KILL_SIGNAL_REQUEST`` (SIGKILL to every des
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
+import _thread
 import fcntl
 import os
 import select
 import signal
 import time
 
-from .capture import BULK_READ_SIZE, PARTIAL_DELAY, PIPE_SIZE, READ_SIZE, CombinedWriter, Stream
+from .capture import BULK_READ_SIZE, PARTIAL_DELAY, PIPE_SIZE, READ_SIZE, CombinedWriter, LogFile, Stream
 from .ondisk import (
     CONTROL_EOF,
     CONTROL_INPUT,
@@ -37,6 +38,7 @@ from .ondisk import (
     read_small,
     write_json_atomic,
 )
+from .rotation import Generations
 from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
 
 # typing is a large import for a process that must stay small; annotations are strings.
@@ -74,6 +76,10 @@ class Supervisor:
         self.state_path = f"{self.dir}/{STATE_FILE}"
         self.stop_timeout = float(request.get("stopTimeout", 10.0))
         self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
+        #: The cap of each log (current + previous generation); 0: none.
+        self.max_log_bytes = int(request.get("maxLogBytes") or 0)
+        #: State writes come from the loop and from the combined.log writer's thread (a rotation).
+        self.state_lock = _thread.allocate_lock()
         self.clock = Clock()
         self.state: dict[str, Any] = {}
         self.stop_requested = False
@@ -99,14 +105,7 @@ class Supervisor:
     def spawn(self) -> int:
         """Start the command; return its pid. OSError if it cannot be started."""
         req = self.request
-        self.log_fds = {
-            name: os.open(
-                f"{self.dir}/{file}",
-                os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                0o600,
-            )
-            for name, file in LOG_FILES.items()
-        }
+        self.logs = {name: self._open_log(name, file) for name, file in LOG_FILES.items()}
         if self.tty or self.interactive:
             self.control = Control(self.dir)
         if self.tty:
@@ -141,15 +140,38 @@ class Supervisor:
             os.close(err_w)
             os.close(stdin)
         self.streams: dict[int, Stream] = {}
-        self.combined = CombinedWriter(self.log_fds["combined"])
+        self.combined = CombinedWriter(self.logs["combined"])
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
             os.set_blocking(fd, False)
-            self.streams[fd] = Stream(name, fd, self.log_fds[name], self.combined)
+            self.streams[fd] = Stream(name, fd, self.logs[name], self.combined)
         return self._started(pid, None)
+
+    def _open_log(self, name: str, file: str) -> LogFile:
+        path = f"{self.dir}/{file}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        if not self.max_log_bytes:
+            return LogFile(fd)
+        # Entry sequences are line numbers of combined.log: only it needs its lines counted.
+        generations = Generations(path, self._record_log, count_lines=name == "combined")
+        return LogFile(fd, generations, self.max_log_bytes // 2)
+
+    def _record_log(self, name: str, info: dict[str, Any]) -> bool:
+        """A rotation of log ``name``, into the state record; False if it cannot be written."""
+        with self.state_lock:
+            self.state.setdefault("logs", {})[name] = info
+            try:
+                write_json_atomic(self.state_path, self.state)
+            except OSError:
+                return False
+            return True
+
+    def write_state(self) -> None:
+        with self.state_lock:
+            write_json_atomic(self.state_path, self.state)
 
     def _spawn_tty(self) -> int:
         """Start the command on a new pty: its controlling terminal, as stdin, stdout and stderr."""
@@ -174,8 +196,8 @@ class Supervisor:
             setsigmask=(),
             setsigdef=(_SIGPIPE, _SIGXFSZ),
         )
-        self.combined = CombinedWriter(self.log_fds["combined"])
-        self.streams = {master: Stream("stdout", master, self.log_fds["stdout"], self.combined)}
+        self.combined = CombinedWriter(self.logs["combined"])
+        self.streams = {master: Stream("stdout", master, self.logs["stdout"], self.combined)}
         return self._started(pid, [cols, rows])
 
     def _started(self, pid: int, terminal_size: list[int] | None) -> int:
@@ -203,7 +225,7 @@ class Supervisor:
             if not self.tty:
                 self.state["inputClosed"] = False
         try:
-            write_json_atomic(self.state_path, self.state)
+            self.write_state()
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
             # start failed, so nothing may be left running that no one would see.
@@ -450,8 +472,9 @@ class Supervisor:
                     set_window(self.input_fd, cols, rows)
                 except OSError:
                     continue
-                self.state["terminalSize"] = [cols, rows]
-                write_json_atomic(self.state_path, self.state)
+                with self.state_lock:
+                    self.state["terminalSize"] = [cols, rows]
+                self.write_state()
             elif kind == CONTROL_EOF and self.input_fd >= 0:
                 if self.tty:
                     self.backlog += b"\x04"  # the terminal's end-of-file character
@@ -483,18 +506,20 @@ class Supervisor:
             os.close(self.input_fd)
             self.input_fd = -1
             self.eof_pending = False
-            self.state["inputClosed"] = True
-            write_json_atomic(self.state_path, self.state)
+            with self.state_lock:
+                self.state["inputClosed"] = True
+            self.write_state()
 
     def _record_exit(self, status: int, now: float) -> None:
         state = self.state
-        if os.WIFEXITED(status):
-            state["exitCode"] = os.WEXITSTATUS(status)
-        elif os.WIFSIGNALED(status):
-            state["exitSignal"] = os.WTERMSIG(status)
-        state["status"] = "killed" if self.killed else "stopped"
-        state["stoppedAt"] = now
-        write_json_atomic(self.state_path, state)
+        with self.state_lock:  # the combined.log writer's thread may record a rotation
+            if os.WIFEXITED(status):
+                state["exitCode"] = os.WEXITSTATUS(status)
+            elif os.WIFSIGNALED(status):
+                state["exitSignal"] = os.WTERMSIG(status)
+            state["status"] = "killed" if self.killed else "stopped"
+            state["stoppedAt"] = now
+        self.write_state()
 
 
 def children(pid: int) -> list[int]:

@@ -166,6 +166,8 @@ export class LogFollower {
       if (event.type === "exit") {
         exited = true;
         onExit(JSON.parse(event.data));
+      } else if (event.type !== "message") {
+        // A kind this page does not show (a "gap": lines dropped from a capped log): its id still counts.
       } else if (expectSnapshot) {
         expectSnapshot = false;
         onSnapshot(JSON.parse(event.data));

@@ -1,8 +1,9 @@
 """A log as numbered entries: the ``/v1/processes`` view of ``combined.log``.
 
 Each complete line of ``combined.log`` is one entry: its ``sequence`` is the line's
-1-based number in the file (so it grows across stdout and stderr, and stays the same
-across restarts of the server: the file is durable and only ever appended to), its
+1-based number in the log (so it grows across stdout and stderr, and stays the same
+across restarts of the server: the file is durable and only ever appended to; a capped
+log counts the lines of the generations it dropped too, so numbers go on growing), its
 ``stream`` the ``[stdout] ``/``[stderr] `` tag, its ``timestamp_ms`` the line's
 timestamp, its ``data`` the line's bytes after the tag, newline included.
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import bisect
 import calendar
 import functools
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from typing import Any
 
 from ...supervisor.ondisk import STREAM_TAGS, TIMESTAMP_PREFIX_LEN
 from . import store
-from .feed import Segment
+from .feed import Keepalive, Segment
 
 _BLOCK = 64 * 1024
 #: A point is remembered at most every this many bytes of counting (and at the end).
@@ -70,6 +70,15 @@ class Batch:
 
 
 @dataclass(slots=True)
+class Skipped:
+    """Follow event: the entries after ``after`` up to ``last`` were dropped (a capped log)
+    before they could be given."""
+
+    after: int
+    last: int
+
+
+@dataclass(slots=True)
 class Ended:
     """Follow event: the process exited and every entry up to ``last_line`` was given."""
 
@@ -84,6 +93,16 @@ class LineIndex:
         self._offsets = [0]
         self._lines = [0]
         self._lock = threading.Lock()  # reads run in worker threads
+
+    def rebase(self, offset: int, lines: int) -> None:
+        """The log now starts at ``offset``, with ``lines`` before it (older lines were
+        dropped): forget the points before it, and count from there."""
+        with self._lock:
+            if offset <= self._offsets[0]:
+                return
+            i = bisect.bisect_right(self._offsets, offset)
+            self._offsets[:i] = [offset]
+            self._lines[:i] = [lines]
 
     def nearest(self, offset: int) -> tuple[int, int]:
         with self._lock:
@@ -108,11 +127,11 @@ class LineIndex:
             self._offsets.insert(i, offset)
             self._lines.insert(i, lines)
 
-    def lines_before(self, fd: int, offset: int) -> int:
-        """The number of lines before ``offset`` (a line boundary) in the file ``fd``."""
+    def lines_before(self, view: store.LogView, offset: int) -> int:
+        """The number of lines before ``offset`` (a line boundary) in the log ``view``."""
         start, lines = self.nearest(offset)
         while start < offset:
-            chunk = os.pread(fd, min(offset - start, _INDEX_STEP), start)
+            chunk = view.pread(min(offset - start, _INDEX_STEP), start)
             if not chunk:
                 break
             lines += chunk.count(b"\n")
@@ -120,14 +139,14 @@ class LineIndex:
         self.add(start, lines)
         return lines
 
-    def offset_after(self, fd: int, line: int, end: int) -> tuple[int, int]:
-        """Byte offset just past line ``line`` (or ``end`` if the file has fewer), and the
-        number of lines before that offset."""
+    def offset_after(self, view: store.LogView, line: int, end: int) -> tuple[int, int]:
+        """Byte offset just past line ``line`` (or ``end`` if the log has fewer), and the
+        number of lines before that offset. A dropped line: where the log starts now."""
         with self._lock:
-            i = bisect.bisect_right(self._lines, line) - 1
+            i = max(0, bisect.bisect_right(self._lines, line) - 1)
             start, lines = self._offsets[i], self._lines[i]
         while start < end and lines < line:
-            chunk = os.pread(fd, min(end - start, _BLOCK), start)
+            chunk = view.pread(min(end - start, _BLOCK), start)
             if not chunk:
                 break
             found = chunk.count(b"\n")
@@ -180,6 +199,10 @@ def parse(raw: bytes, first_line: int) -> list[Entry]:
     return entries
 
 
+#: What an entry follow yields.
+FollowEvent = Batch | Entries | Skipped | Ended | Keepalive
+
+
 def _wanted(stream: str, selected: str) -> bool:
     return selected == "combined" or stream == selected
 
@@ -194,24 +217,31 @@ def read(path: str, index: LineIndex, *, stream: str, since: int, tail: int | No
     if stream == "pty":
         return []  # a pipe process writes no terminal output
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        view = open_view(path, index)
     except FileNotFoundError:
         return []
     try:
-        end = store.complete_end(fd, os.fstat(fd).st_size)
+        end = store.complete_end(view, view.size())
         if tail is None:
-            return _forward(fd, index, end, stream, since, max_bytes)
-        return _backward(fd, index, end, stream, since, tail, max_bytes)
+            return _forward(view, index, end, stream, since, max_bytes)
+        return _backward(view, index, end, stream, since, tail, max_bytes)
     finally:
-        os.close(fd)
+        view.close()
 
 
-def _forward(fd: int, index: LineIndex, end: int, stream: str, since: int, max_bytes: int) -> list[Entry]:
-    offset, line = index.offset_after(fd, since, end)
+def open_view(path: str, index: LineIndex) -> store.LogView:
+    """The generations of combined.log at ``path``; ``index`` learns where the log starts."""
+    view = store.LogView.open(path, lines=True)
+    index.rebase(view.start, view.start_lines)
+    return view
+
+
+def _forward(view: store.LogView, index: LineIndex, end: int, stream: str, since: int, max_bytes: int) -> list[Entry]:
+    offset, line = index.offset_after(view, max(since, view.start_lines), end)
     entries: list[Entry] = []
     budget = max_bytes
     while offset < end:
-        chunk = os.pread(fd, min(end - offset, _INDEX_STEP), offset)
+        chunk = view.pread(min(end - offset, _INDEX_STEP), offset)
         last = chunk.rfind(b"\n")
         if last == -1:
             break
@@ -228,11 +258,13 @@ def _forward(fd: int, index: LineIndex, end: int, stream: str, since: int, max_b
     return entries
 
 
-def _backward(fd: int, index: LineIndex, end: int, stream: str, since: int, tail: int, max_bytes: int) -> list[Entry]:
-    sequence = index.lines_before(fd, end)  # the number of the last line
+def _backward(
+    view: store.LogView, index: LineIndex, end: int, stream: str, since: int, tail: int, max_bytes: int
+) -> list[Entry]:
+    sequence = index.lines_before(view, end)  # the number of the last line
     found: list[Entry] = []
     budget = max_bytes
-    for line in _lines_backward(fd, end):
+    for line in _lines_backward(view, end):
         if sequence <= since or len(found) >= tail:
             break
         stream_name, ms, data = parse_line(line)
@@ -246,19 +278,21 @@ def _backward(fd: int, index: LineIndex, end: int, stream: str, since: int, tail
     return found
 
 
-def _lines_backward(fd: int, end: int) -> Iterator[bytes]:
-    """The complete lines before ``end`` (a line boundary), last first, read from the end."""
+def _lines_backward(view: store.LogView, end: int) -> Iterator[bytes]:
+    """The complete lines before ``end`` (a line boundary), last first, read from the end
+    back to the oldest line kept."""
     pos = end
+    floor = view.start
     carry = b""  # the end of a line whose start is further up, newline included
-    while pos > 0:
-        start = max(0, pos - _BLOCK)
-        block = os.pread(fd, pos - start, start) + carry
+    while pos > floor:
+        start = max(floor, pos - _BLOCK)
+        block = view.pread(pos - start, start) + carry
         pos = start
         pieces = block.split(b"\n")  # the block ends with a newline: the last piece is b""
         for piece in reversed(pieces[1:-1]):
             yield piece + b"\n"
         carry = pieces[0] + b"\n"
-        if pos == 0 and block:
+        if pos == floor and block:
             yield carry
 
 
@@ -269,17 +303,17 @@ def locate(path: str, index: LineIndex, *, stream: str, since: int, tail: int | 
     ``tail`` it starts at the ``tail``-th last of them.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        view = open_view(path, index)
     except FileNotFoundError:
         return 0, 0  # nothing written yet (the follow creates the file)
     try:
-        end = store.complete_end(fd, os.fstat(fd).st_size)
+        end = store.complete_end(view, view.size())
         if tail is None:
-            return index.offset_after(fd, since, end)
-        sequence = index.lines_before(fd, end)
+            return index.offset_after(view, max(since, view.start_lines), end)
+        sequence = index.lines_before(view, end)
         offset = end
         matched = 0
-        for line in _lines_backward(fd, end):
+        for line in _lines_backward(view, end):
             if sequence <= since or matched >= tail:
                 break
             if stream == "combined" or parse_line(line)[0] == stream:
@@ -288,4 +322,4 @@ def locate(path: str, index: LineIndex, *, stream: str, since: int, tail: int | 
             sequence -= 1
         return offset, sequence
     finally:
-        os.close(fd)
+        view.close()

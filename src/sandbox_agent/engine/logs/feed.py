@@ -6,6 +6,12 @@ there is none, a poll) says the file grew, and keeps the last few megabytes of t
 its offset, or reads the file itself when it has fallen further behind than the feed
 remembers. A slow follower therefore never holds memory and never misses a line, and the
 work of reading and rendering a line is done once, not once per follower.
+
+Offsets are logical (``store.LogView``): a capped log rotates under a feed, which notices
+(the old file's link count changes, or its path names another file), reads the old file
+to its end, and goes on in the new one at the same logical offset. A follower that fell
+so far behind that its next line was dropped gets a ``Gap`` saying so, then goes on from
+the oldest line kept.
 """
 
 from __future__ import annotations
@@ -47,27 +53,27 @@ class Segment:
 
 @dataclass
 class Snapshot:
-    """The complete lines ``[start, end)`` of the file when the follow began, read on demand.
+    """The complete lines ``[start, end)`` of the log when the follow began, read on demand.
 
     A snapshot of a huge log is handed out in pieces (``pieces``, blocking: call it off
-    the event loop), never held whole. Its descriptor is the snapshot's own, closed by
-    the follow once the next event is asked for.
+    the event loop), never held whole. Its files are the snapshot's own, closed by the
+    follow once the next event is asked for.
     """
 
     start: int
     end: int
-    fd: int
+    view: store.LogView
 
     @property
     def raw(self) -> bytes:
         """All of it at once: for small snapshots."""
-        return store.read_range(self.fd, self.start, self.end)
+        return store.read_range(self.view, self.start, self.end)
 
     def pieces(self) -> Iterator[bytes]:
         """Whole-line pieces of about ``store.PIECE_BYTES``."""
         pos = self.start
         while pos < self.end:
-            data = os.pread(self.fd, min(store.PIECE_BYTES, self.end - pos), pos)
+            data = self.view.pread(min(store.PIECE_BYTES, self.end - pos), pos)
             if not data:
                 return
             cut = data.rfind(b"\n")
@@ -95,14 +101,26 @@ class Keepalive:
     pass
 
 
-FollowEvent = Snapshot | Lines | Exit | Keepalive
+@dataclass
+class Gap:
+    """The lines from logical offset ``start`` to ``end`` were dropped (a capped log) before
+    this follower got them; ``lines`` is the number of lines before ``end``."""
+
+    start: int
+    end: int
+    lines: int
+
+
+FollowEvent = Snapshot | Lines | Exit | Keepalive | Gap
 
 
 class Feed:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, lines: bool = False) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.end = store.complete_end(self.fd, os.fstat(self.fd).st_size)
+        #: Whether line counts matter (combined.log: entry sequences).
+        self.count_lines = lines
+        self.view = store.LogView.open(path, lines=lines)
+        self.end = store.complete_end(self.view, self.view.size())
         self.segments: deque[Segment] = deque()
         self.retained = 0
         self.wakers: set[asyncio.Event] = set()
@@ -111,17 +129,31 @@ class Feed:
         self.exit_state: dict[str, Any] | None = None
         self.closed = False
         self.watch: int | None = None
+        #: The file changed under the watch (a rotation): the watcher watches the new one.
+        self.rewatch = False
         self._last_wake = 0.0
         self._wake_timer: asyncio.TimerHandle | None = None
 
     def catch_up(self) -> None:
-        """Take in whatever complete lines the file has gained; wake followers if any."""
+        """Take in whatever complete lines the log has gained; wake followers if any."""
         if self.closed:
             return
-        size = os.fstat(self.fd).st_size
+        grown = self._read_new()
+        if self._rotated():
+            grown = self._read_new() or grown  # the old file is final now: read it to its end
+            self._reopen()
+            grown = self._read_new() or grown
+        while self.retained > _RETAIN_BYTES and len(self.segments) > 1:
+            self.retained -= len(self.segments.popleft().raw)
+        if grown:
+            self._paced_wake()
+
+    def _read_new(self) -> bool:
+        view = self.view
+        size = view.size()
         grown = False
         while size > self.end:
-            chunk = os.pread(self.fd, min(size - self.end, _CATCH_UP_BYTES), self.end)
+            chunk = view.pread(min(size - self.end, _CATCH_UP_BYTES), self.end)
             last = chunk.rfind(b"\n")
             if last == -1:
                 if len(chunk) < _CATCH_UP_BYTES:
@@ -132,10 +164,29 @@ class Feed:
             self.retained += len(raw)
             self.end += len(raw)
             grown = True
-        while self.retained > _RETAIN_BYTES and len(self.segments) > 1:
-            self.retained -= len(self.segments.popleft().raw)
-        if grown:
-            self._paced_wake()
+        return grown
+
+    def _rotated(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != self.view.current.ino
+        except FileNotFoundError:
+            return False  # deleted (the feed is about to close)
+
+    def _reopen(self) -> None:
+        """Go on in the log's new generation; the old files close."""
+        try:
+            view = store.LogView.open(self.path, lines=self.count_lines)
+        except FileNotFoundError:
+            return
+        old, self.view = self.view, view
+        old.close()
+        self.rewatch = True
+        if view.start > self.end:
+            # Rotated more than once since the last look: what was between is gone. Lines
+            # still held stay for followers; the rest get a Gap.
+            self.end = view.start
+            self.segments.clear()
+            self.retained = 0
 
     def _paced_wake(self) -> None:
         if self._wake_timer is not None:
@@ -164,16 +215,20 @@ class Feed:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            os.close(self.fd)
+            self.view.close()
             self.wake()
 
-    def pieces_from(self, offset: int) -> list[Segment]:
-        """Segments covering ``[offset, self.end)``, reading the file for what is not kept."""
+    def pieces_from(self, offset: int) -> list[Segment] | Gap:
+        """Segments covering ``[offset, self.end)``, reading the files for what is not
+        held; a ``Gap`` if the line at ``offset`` was dropped."""
         pieces: list[Segment] = []
         first_kept = self.segments[0].start if self.segments else self.end
         if offset < first_kept:
+            start = self.view.start
+            if offset < start:
+                return Gap(offset, start, self.view.start_lines)
             upto = min(first_kept, offset + _CATCH_UP_BYTES)
-            raw = os.pread(self.fd, upto - offset, offset)
+            raw = self.view.pread(upto - offset, offset)
             if upto < first_kept and b"\n" in raw:
                 raw = raw[: raw.rfind(b"\n") + 1]
             return [Segment(offset, raw)]
@@ -188,11 +243,13 @@ class Feed:
         return pieces
 
     def is_line_boundary(self, offset: int) -> bool:
-        if offset == 0:
-            return True
-        if offset > self.end or offset < 0:
+        """Whether a follow may resume at ``offset``: a line boundary, or a dropped offset
+        (it resumes at the oldest line kept, with a ``Gap``)."""
+        if offset <= self.view.start:
+            return offset >= 0
+        if offset > self.end:
             return False
-        return os.pread(self.fd, 1, offset - 1) == b"\n"
+        return self.view.pread(1, offset - 1) == b"\n"
 
 
 async def follow_feed(
@@ -207,18 +264,22 @@ async def follow_feed(
     feed.wakers.add(waker)
     try:
         if resume_from is None:
-            start = 0 if tail is None else store.tail_start(feed.fd, feed.end, tail)
-            snapshot = Snapshot(start, feed.end, os.dup(feed.fd))
+            start = feed.view.start if tail is None else store.tail_start(feed.view, feed.end, tail)
+            snapshot = Snapshot(start, feed.end, feed.view.dup())
             try:
                 yield snapshot
             finally:
-                os.close(snapshot.fd)
+                snapshot.view.close()
             offset = snapshot.end
         else:
             offset = resume_from
         while not feed.closed:
             if offset < feed.end:
                 pieces = feed.pieces_from(offset)
+                if isinstance(pieces, Gap):
+                    offset = pieces.end
+                    yield pieces
+                    continue
                 offset = pieces[-1].end
                 yield Lines(pieces)
                 continue

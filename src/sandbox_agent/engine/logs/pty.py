@@ -145,6 +145,7 @@ class PtyFeed:
         #: What the watcher watches: the index is written after the data.
         self.path = os.path.join(directory, PTY_INDEX)
         self.watch: int | None = None
+        self.rewatch = False
         self.count = self.files.count()
         self.wakers: set[asyncio.Event] = set()
         self.users = 0

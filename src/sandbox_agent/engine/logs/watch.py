@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
-from .inotify import IN_MODIFY, IN_MOVED_TO, Inotify
+from .inotify import IN_ATTRIB, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -20,10 +20,15 @@ POLL_INTERVAL = 0.05
 
 
 class Feed(Protocol):
-    """What the watcher needs of a feed: the file to watch, and what to call when it grows."""
+    """What the watcher needs of a feed: the file to watch, and what to call when it grows.
+
+    A feed whose file was replaced (a log rotation) sets ``rewatch``: the watcher then
+    watches the file the path names now.
+    """
 
     path: str
     watch: int | None
+    rewatch: bool
 
     def catch_up(self) -> None: ...
 
@@ -31,11 +36,12 @@ class Feed(Protocol):
 class StateWatch:
     """A process directory, watched for a state record renamed into place (atomic replace)."""
 
-    __slots__ = ("catch_up", "path", "watch")
+    __slots__ = ("catch_up", "path", "rewatch", "watch")
 
     def __init__(self, directory: str, on_change: Callable[[], None]) -> None:
         self.path = directory
         self.watch: int | None = None
+        self.rewatch = False
         self.catch_up = on_change
 
 
@@ -74,7 +80,9 @@ class LogWatcher:
 
     def watch(self, feed: Feed) -> None:
         if self._inotify is not None:
-            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY
+            # A log's link count changes when it is rotated (IN_ATTRIB), so the feed
+            # learns that it must read on in a new file.
+            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF
             try:
                 feed.watch = self._add_watch(feed.path, mask)
             except OSError as exc:
@@ -118,9 +126,20 @@ class LogWatcher:
                 feed = self._watches.get(wd)
                 if feed is not None:
                     feed.catch_up()
+                    while feed.rewatch:
+                        self._rewatch(feed)
+
+    def _rewatch(self, feed: Feed) -> None:
+        """Watch the file ``feed.path`` names now, then read what it got before the watch."""
+        feed.rewatch = False
+        self.unwatch(feed)
+        feed.watch = None
+        self.watch(feed)
+        feed.catch_up()
 
     async def _poll(self) -> None:
         while self._polled:
             await asyncio.sleep(POLL_INTERVAL)
             for feed in list(self._polled):
                 feed.catch_up()
+                feed.rewatch = False  # polled by path: nothing to move

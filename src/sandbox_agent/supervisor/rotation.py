@@ -1,0 +1,112 @@
+"""Capped logs: a log that reached half its cap becomes ``<log>.1``. Standard library only.
+
+A log capped at ``maxLogBytes`` keeps two generations of at most half the cap each: the
+file being written and the one before it (``ROTATED_SUFFIX``). Offsets and line numbers
+stay *logical* (counted from the first byte the process ever wrote), so event ids and
+entry sequences go on growing across rotations; the state record's ``logs`` says where
+each generation starts (``ondisk.LOG_GENERATION``).
+
+A rotation of ``X``, each step of which a SIGKILL may cut short:
+
+1. ``X.new`` is created, empty;
+2. ``X.1.tmp`` is linked to ``X`` and renamed over ``X.1``: the oldest generation goes,
+   and ``X`` and ``X.1`` are for a moment the same file;
+3. ``X.new`` is renamed over ``X``: the path ``X`` always names a file, and nothing is
+   written to the old one after this;
+4. the state record is replaced with the new generation's inode, base and line count.
+
+A reader tells the generations apart by inode (``engine/logs/store.py``, ``LogView``):
+after step 3 and before step 4, ``X.1`` has the inode the record gives for the current
+file, so the new ``X`` starts where ``X.1`` ends. One rotation is never begun before the
+record of the previous one is on disk, so a reader never has two unrecorded steps to guess.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .ondisk import ROTATED_SUFFIX
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+_COUNT_READ = 1024 * 1024
+
+
+def count_newlines(path: str) -> int:
+    """The number of lines in the file at ``path`` (its newlines), read in pieces."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        count = 0
+        while chunk := os.read(fd, _COUNT_READ):
+            count += chunk.count(b"\n")
+        return count
+    finally:
+        os.close(fd)
+
+
+class Generations:
+    """The generations of one log file: where the current one starts, and how to rotate it.
+
+    ``record(name, info)`` stores ``info`` as ``state["logs"][name]`` and replaces the state
+    record; it returns False if that write failed (a full disk): then no rotation is begun
+    until it succeeds, so that a reader is never two rotations behind the record.
+    """
+
+    __slots__ = ("base", "count_lines", "info", "lines", "name", "path", "record", "unrecorded")
+
+    def __init__(self, path: str, record: Callable[[str, dict[str, Any]], bool], count_lines: bool) -> None:
+        self.path = path
+        self.name = os.path.basename(path)
+        self.record = record
+        self.count_lines = count_lines
+        #: Bytes and lines before the current file.
+        self.base = 0
+        self.lines = 0
+        self.info: dict[str, Any] | None = None
+        self.unrecorded = False
+
+    def rotate(self, fd: int, size: int) -> int:
+        """Make the file ``fd`` (``size`` bytes) the previous generation; return the new
+        file's descriptor, or -1 if it cannot be done now (the caller writes on)."""
+        if self.unrecorded:
+            assert self.info is not None
+            if not self.record(self.name, self.info):
+                return -1
+            self.unrecorded = False
+        path = self.path
+        try:
+            lines = self.lines + count_newlines(path) if self.count_lines else 0
+            new = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return -1
+        try:
+            link = path + ROTATED_SUFFIX + ".tmp"
+            try:
+                os.unlink(link)
+            except FileNotFoundError:
+                pass
+            os.link(path, link)
+            os.rename(link, path + ROTATED_SUFFIX)
+            os.rename(path + ".new", path)
+        except OSError:
+            os.close(new)
+            try:
+                os.unlink(path + ".new")
+            except OSError:
+                pass
+            return -1
+        prev: dict[str, Any] = {"ino": os.fstat(fd).st_ino, "base": self.base}
+        if self.count_lines:
+            prev["lines"] = self.lines
+        self.base += size
+        self.lines = lines
+        info: dict[str, Any] = {"ino": os.fstat(new).st_ino, "base": self.base}
+        if self.count_lines:
+            info["lines"] = lines
+        info["prev"] = prev
+        self.info = info
+        self.unrecorded = not self.record(self.name, info)
+        return new
