@@ -126,6 +126,12 @@ class Process(_Wire):
     cwd: str | None = None
     #: Extension: the process id of the command.
     pid: int | None = None
+    #: Extension: what is shown (an exit, say) is not recorded on disk yet: the disk under
+    #: the server's data directory is full. Recorded once there is room.
+    state_unsaved: bool = False
+    #: Extension: the command exited, and processes it started still run (a daemon, say);
+    #: stop, kill and delete still reach them.
+    descendants_running: bool = False
 
     _omit_none = ("stopped_at",)
 

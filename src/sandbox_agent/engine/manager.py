@@ -143,6 +143,8 @@ class ProcessManager(SupervisorWatching, LogReading):
         self._reaper: asyncio.Task[None] | None = None
         #: Records whose supervisor is watched by polling: no pidfd could be had.
         self._polled: set[Record] = set()
+        #: Records whose state.json is behind what the engine knows (a full disk).
+        self._unsaved: set[Record] = set()
         self._closing = False
         #: The limits of the ``/v1/processes`` dialect, loaded by ``start``.
         self.config = ProcessConfig()

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .._types import Status
-from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES
+from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, read_small
 from .logs.entries import LineIndex
 from .logs.feed import Feed
 from .logs.watch import StateWatch
@@ -40,7 +40,19 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 class Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "state_watch", "waiters")
+    __slots__ = (
+        "cache",
+        "dir",
+        "feeds",
+        "id",
+        "line_index",
+        "pidfd",
+        "state",
+        "state_watch",
+        "supervisor_pid",
+        "unsaved",
+        "waiters",
+    )
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -49,6 +61,11 @@ class Record:
         #: The supervisor, watched for its exit; it may outlive the command (descendants
         #: that still write), so an exited record may still have one.
         self.pidfd: int | None = None
+        #: The supervisor's pid while it is watched (by pidfd or by polling); None after.
+        self.supervisor_pid: int | None = None
+        #: The full state record as the engine knows it but state.json does not hold yet
+        #: (an exit on a full disk, taken from the exit record): written once there is room.
+        self.unsaved: dict[str, Any] | None = None
         #: The directory, watched for the state record the supervisor replaces (the
         #: command's exit) while the command runs.
         self.state_watch: StateWatch | None = None
@@ -67,6 +84,25 @@ class Record:
     @property
     def exited(self) -> bool:
         return self.state["status"] in EXITED_STATUSES
+
+    @property
+    def state_unsaved(self) -> bool:
+        """What the API shows is not in state.json yet (a full disk); it is kept in memory
+        (and an exit in the exit record) and written once there is room."""
+        return self.unsaved is not None
+
+    @property
+    def descendants_running(self) -> bool:
+        """The command exited, and processes it started still run under its supervisor.
+
+        Read from /proc on each call (never cached): the supervisor, their subreaper, has
+        children exactly while some descendant of the command lives.
+        """
+        pid = self.supervisor_pid
+        if pid is None or not self.exited:
+            return False
+        children = read_small(f"/proc/{pid}/task/{pid}/children")
+        return bool(children and children.strip())
 
     @property
     def sort_key(self) -> tuple[float, str]:

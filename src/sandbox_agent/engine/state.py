@@ -26,5 +26,6 @@ class ManagerState:
     _watcher: LogWatcher
     _launcher: LauncherClient
     _polled: set[Record]
+    _unsaved: set[Record]
     _closing: bool
     _runs: int

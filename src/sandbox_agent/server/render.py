@@ -39,8 +39,18 @@ def process_v1(record: Record) -> bytes:
             data["stoppedAt"] = int(stopped)
         data["cwd"] = record.cwd
         data["pid"] = record.pid
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["v1"] = _encode(data).encode()
-    return cached
+    return _with_descendants(record, cached)
+
+
+def _with_descendants(record: Record, rendered: bytes) -> bytes:
+    """``rendered`` with ``"descendantsRunning":true`` while processes the (exited)
+    command started still run: read at each request, never cached."""
+    if record.supervisor_pid is not None and record.descendants_running:
+        return rendered[:-1] + b',"descendantsRunning":true}'
+    return rendered
 
 
 def process_list_v1(records: list[Record]) -> bytes:
@@ -91,8 +101,10 @@ def process_info(record: Record) -> bytes:
         size = record.terminal_size
         if size is not None:
             data["terminalSize"] = {"cols": size[0], "rows": size[1]}
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["processes"] = _encode(data).encode()
-    return cached
+    return _with_descendants(record, cached)
 
 
 def process_info_list(records: Iterable[Record]) -> bytes:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from .inotify import IN_MODIFY, IN_MOVED_TO, Inotify
+from .inotify import IN_CLOSE_WRITE, IN_MODIFY, IN_MOVED_TO, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -28,7 +28,8 @@ class Feed(Protocol):
 
 
 class StateWatch:
-    """A process directory, watched for a state record renamed into place (atomic replace)."""
+    """A process directory, watched for a state record renamed into place (atomic replace),
+    or for an exit record written in place (closed after writing)."""
 
     __slots__ = ("catch_up", "path", "watch")
 
@@ -65,7 +66,7 @@ class LogWatcher:
 
     def watch(self, feed: Feed) -> None:
         if self._inotify is not None:
-            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY
+            mask = IN_MOVED_TO | IN_CLOSE_WRITE if isinstance(feed, StateWatch) else IN_MODIFY
             try:
                 feed.watch = self._inotify.add_watch(feed.path, mask)
             except OSError as exc:
