@@ -222,8 +222,8 @@ class SupervisorWatching(ManagerState):
         if not self._save_unsaved(record):
             self._unsaved.add(record)
             logger.warning(
-                "process %s: its record cannot be written (the disk under %s is full?); "
-                "kept in memory and in its exit record, written once there is room",
+                "process %s: its record cannot be written (is the disk under %s full?); "
+                "kept in memory, and written once there is room",
                 record.id,
                 self.data_dir,
             )
