@@ -96,13 +96,15 @@ class Record:
         """The command exited, and processes it started still run under its supervisor.
 
         Read from /proc on each call (never cached): the supervisor, their subreaper, has
-        children exactly while some descendant of the command lives.
+        children exactly while some descendant of the command lives. One that is already
+        a zombie, or has a SIGKILL pending (a kill reaches them all at once: the command's
+        exit may be seen before theirs), is not counted.
         """
         pid = self.supervisor_pid
         if pid is None or not self.exited:
             return False
         children = read_small(f"/proc/{pid}/task/{pid}/children")
-        return bool(children and children.strip())
+        return bool(children) and any(_alive(int(child)) for child in children.split())
 
     @property
     def sort_key(self) -> tuple[float, str]:
@@ -175,3 +177,19 @@ class Record:
     @property
     def log_paths(self) -> dict[str, str]:
         return {name: self.log_path(name) for name in LOG_FILES}
+
+
+_SIGKILL_BIT = 1 << (9 - 1)
+
+
+def _alive(pid: int) -> bool:
+    """Neither a zombie nor dying of a SIGKILL already sent (nor gone)."""
+    status = read_small(f"/proc/{pid}/status")
+    if not status:
+        return False
+    for line in status.splitlines():
+        if line.startswith(b"State:") and line.split()[1:2] in ([b"Z"], [b"X"]):
+            return False
+        if line.startswith((b"SigPnd:", b"ShdPnd:")) and int(line.split()[1], 16) & _SIGKILL_BIT:
+            return False
+    return True
