@@ -104,7 +104,7 @@ class Record:
         if pid is None or not self.exited:
             return False
         children = read_small(f"/proc/{pid}/task/{pid}/children")
-        return bool(children) and any(_alive(int(child)) for child in children.split())
+        return children is not None and any(_alive(int(child)) for child in children.split())
 
     @property
     def sort_key(self) -> tuple[float, str]:
