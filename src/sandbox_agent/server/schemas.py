@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 from .._types import Status
+from ..supervisor.ondisk import MIN_LOG_BYTES
 
 __all__ = [
     "CreateProcess",
@@ -57,6 +58,10 @@ def _number_not_text_or_bool(value: object) -> object:
 
 #: A whole number given as a JSON number (80 or 80.0), never as text or a boolean.
 _Int = Annotated[int, BeforeValidator(_number_not_text_or_bool)]
+#: A log cap: 0 (none) or at least MIN_LOG_BYTES (the engine checks; the schema says so too).
+_LogCap = Annotated[
+    _Int, Field(ge=0, json_schema_extra={"minimum": 0, "not": {"minimum": 1, "maximum": MIN_LOG_BYTES - 1}})
+]
 
 
 _DROPPED = (
@@ -152,7 +157,7 @@ class StartProcess(_Wire):
     tty: bool = Field(default=False, description="Extension: run on a new pseudo-terminal")
     interactive: bool = Field(default=False, description="Extension: stdin is a pipe that takes input")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: with tty, default 80x24")
-    max_log_bytes: _Int | None = Field(default=None, ge=0, description=_MAX_LOG_BYTES)
+    max_log_bytes: _LogCap | None = Field(default=None, description=_MAX_LOG_BYTES)
 
 
 class Logs(_Wire):
@@ -223,7 +228,7 @@ class CreateProcess(_Wire):
     tty: bool = Field(default=False, description="Run in a terminal (pty)")
     interactive: bool = Field(default=False, description="Keep stdin open for input")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: the terminal's size (80x24)")
-    max_log_bytes: _Int | None = Field(default=None, ge=0, description=_MAX_LOG_BYTES)
+    max_log_bytes: _LogCap | None = Field(default=None, description=_MAX_LOG_BYTES)
 
 
 class RunProcess(_Wire):
