@@ -107,8 +107,9 @@ class LogReading(ManagerState):
         """A terminal's output as entries (``show`` False: none, for the streams a tty
         process does not have), then ``Ended`` with the last sequence."""
         if tail is not None:
-            newest = await asyncio.to_thread(pty_logs.read_entries, record.dir, None, 1, None)
-            since = max(since, (newest[0].sequence if newest else 0) - tail)
+            # The last ``tail`` entries kept: no gap for those dropped before them.
+            first, newest = await asyncio.to_thread(pty_logs.read_bounds, record.dir)
+            since = max(since, newest - tail, first - 1)
         if self._closing:
             raise ServiceUnavailable("the server is shutting down; reconnect in a moment")
         events = self.terminals.follow(record, since=since, replay=None)
@@ -127,6 +128,10 @@ class LogReading(ManagerState):
                         yield logentries.Entries(
                             [logentries.Entry(c.sequence, "pty", c.timestamp_ms, c.data) for c in event.entries]
                         )
+                elif isinstance(event, pty_logs.PtyGap):
+                    last = event.last
+                    if show:
+                        yield logentries.Skipped(event.after, event.last)
                 elif isinstance(event, pty_logs.PtyExit):
                     yield logentries.Ended(last, event.state)
                 elif isinstance(event, logfeed.Keepalive):

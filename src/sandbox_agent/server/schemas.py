@@ -66,7 +66,8 @@ _LogCap = Annotated[
 
 _DROPPED = (
     "Extension: bytes dropped from each capped log, oldest first (keys stdout, stderr, combined, and pty "
-    "for a tty process); omitted while nothing was dropped. See maxLogBytes."
+    "for a tty process: its raw output, pty.log, whose entries go with its bytes); omitted while nothing "
+    "was dropped. See maxLogBytes."
 )
 _MAX_LOG_BYTES = (
     "Extension: cap of each of this process's logs on disk, in bytes (the newest kept: the current file and "

@@ -88,7 +88,10 @@ KILL_SIGNAL_REQUEST = signal.SIGUSR2
 #: pty.log where chunk n *ends* and the time it was read, in Unix milliseconds, both
 #: unsigned 64-bit little-endian. Chunk n starts where chunk n - 1 ends (0 for the first).
 #: The supervisor appends the data first and its record second, so every complete record
-#: names bytes already in pty.log; a reader ignores a trailing partial record.
+#: names bytes already in pty.log; a reader ignores a trailing partial record. Capped, the
+#: two rotate as a pair (``terminal.PtyRecorder``): offsets in pty.log and in pty.idx are
+#: then logical (``ROTATED_SUFFIX``), and the ``LOG_GENERATION`` of pty.idx also has
+#: ``start``, the logical offset in pty.log where its first chunk starts.
 PTY_LOG = "pty.log"
 PTY_INDEX = "pty.idx"
 PTY_INDEX_RECORD = 16

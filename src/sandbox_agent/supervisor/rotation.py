@@ -55,7 +55,7 @@ class Generations:
     until it succeeds, so that a reader is never two rotations behind the record.
     """
 
-    __slots__ = ("base", "count_lines", "info", "lines", "name", "path", "record", "unrecorded")
+    __slots__ = ("base", "count_lines", "extra", "info", "lines", "name", "path", "record", "unrecorded")
 
     def __init__(self, path: str, record: Callable[[str, dict[str, Any]], bool], count_lines: bool) -> None:
         self.path = path
@@ -67,10 +67,15 @@ class Generations:
         self.lines = 0
         self.info: dict[str, Any] | None = None
         self.unrecorded = False
+        #: More fields the record gives the current generation (see ``rotate``).
+        self.extra: dict[str, Any] = {}
 
-    def rotate(self, fd: int, size: int) -> int:
+    def rotate(self, fd: int, size: int, extra: dict[str, Any] | None = None) -> int:
         """Make the file ``fd`` (``size`` bytes) the previous generation; return the new
-        file's descriptor, or -1 if it cannot be done now (the caller writes on)."""
+        file's descriptor, or -1 if it cannot be done now (the caller writes on).
+
+        ``extra``: more fields for the new generation's record (pty.idx: ``start``), kept
+        in its ``prev`` after the next rotation."""
         if self.unrecorded:
             assert self.info is not None
             if not self.record(self.name, self.info):
@@ -98,7 +103,7 @@ class Generations:
             except OSError:
                 pass
             return -1
-        prev: dict[str, Any] = {"ino": os.fstat(fd).st_ino, "base": self.base}
+        prev: dict[str, Any] = {"ino": os.fstat(fd).st_ino, "base": self.base, **self.extra}
         if self.count_lines:
             prev["lines"] = self.lines
         self.base += size
@@ -106,6 +111,8 @@ class Generations:
         info: dict[str, Any] = {"ino": os.fstat(new).st_ino, "base": self.base}
         if self.count_lines:
             info["lines"] = lines
+        self.extra = dict(extra or {})
+        info.update(self.extra)
         info["prev"] = prev
         self.info = info
         self.unrecorded = not self.record(self.name, info)

@@ -188,7 +188,7 @@ class Supervisor:
         cols, rows = req.get("terminalSize") or DEFAULT_TERMINAL_SIZE
         master, slave_path = open_pty(cols, rows)
         self.input_fd = master
-        self.pty = PtyRecorder(self.dir)
+        self.pty = PtyRecorder(self.dir, self.max_log_bytes, self._record_log if self.max_log_bytes else None)
         os.chdir(req["cwd"])
         pid = os.posix_spawn(
             req["executable"],

@@ -30,6 +30,7 @@ __all__ = [
     "complete_end",
     "count_lines",
     "decode",
+    "generation_record",
     "read_lines",
     "read_range",
     "strip_timestamp",
@@ -208,6 +209,17 @@ def _resolve(path: str, cur: int, cur_ino: int, prev: int, lines: bool) -> list[
         previous.base, previous.lines = info[1], info[2]
     counted = previous.lines + (_count(prev) if lines else 0)
     return [previous, Part(cur, cur_ino, previous.base + previous.size, counted)]
+
+
+def generation_record(path: str, ino: int) -> dict[str, Any] | None:
+    """What the state record says of the generation of the log at ``path`` whose inode is
+    ``ino`` (the current one or the one before), or None if it names no such file."""
+    entry = _state_logs(path).get(os.path.basename(path))
+    if isinstance(entry, dict):
+        for info in (entry, entry.get("prev")):
+            if isinstance(info, dict) and info.get("ino") == ino:
+                return info
+    return None
 
 
 def _state_logs(path: str) -> dict[str, Any]:
