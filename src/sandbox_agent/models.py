@@ -33,6 +33,8 @@ __all__ = [
     "RunResult",
     "StartProcess",
     "TerminalSize",
+    "Usage",
+    "WaitFor",
 ]
 
 _M = TypeVar("_M", bound="_Wire")
@@ -128,6 +130,40 @@ class LogPaths(_Wire):
     combined: str
 
 
+#: The process object's extension fields of SPEC section 8, absent for a plain process.
+_SERVICE_STATE = ("name", "labels", "restarts", "ready", "ports", "usage")
+#: The start body's extension fields of SPEC section 8.
+_SERVICE_START = ("name", "labels", "wait_for", "restart")
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage(_Wire):
+    """CPU and memory of a running process's whole tree, sampled once a second."""
+
+    #: Over the last second; 100 is one core busy all the time.
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitFor(_Wire):
+    """What makes a process ready (SPEC section 8); every condition given must hold.
+
+    ``WaitFor(port=3000)``, ``WaitFor(log_pattern=r"ready in \\d+ ms")``,
+    ``WaitFor(http_get="http://127.0.0.1:3000/health", timeout_ms=120_000)``.
+    """
+
+    port: int | None = None
+    #: A regular expression (Python re) searched in each line of stdout and stderr.
+    log_pattern: str | None = None
+    #: An http:// or https:// URL that must answer a GET with 2xx or 3xx.
+    http_get: str | None = None
+    #: How long the start waits (None: the server's 60000; 0: it answers at once).
+    timeout_ms: int | None = None
+
+    _omit_none = ("port", "log_pattern", "http_get", "timeout_ms")
+
+
 @dataclasses.dataclass(frozen=True)
 class Process(_Wire):
     """A managed process as the API shows it."""
@@ -151,8 +187,18 @@ class Process(_Wire):
     #: Extension: bytes dropped from each capped log (``stdout``, ``stderr``, ``combined``),
     #: oldest first; None while nothing was dropped.
     log_bytes_dropped: dict[str, int] | None = None
+    #: Extension (services): as given on start; None for a plain process.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    #: Extension: 0 (restart policies are not there yet); None for a plain process.
+    restarts: int | None = None
+    #: Extension: with ``wait_for``, whether it held.
+    ready: bool | None = None
+    #: Extension, while running: TCP ports its tree listens on, and its CPU and memory.
+    ports: list[int] | None = None
+    usage: Usage | None = None
 
-    _omit_none = ("stopped_at", "log_bytes_dropped")
+    _omit_none = ("stopped_at", "log_bytes_dropped", *_SERVICE_STATE)
 
     @property
     def exited(self) -> bool:
@@ -184,8 +230,15 @@ class StartProcess(_Wire):
     interactive: bool | None = None
     #: Extension: with tty, the terminal's size (80x24 by default).
     terminal_size: TerminalSize | None = None
+    #: Extension (services): unique among running processes, usable wherever an id is.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    #: Extension: the start answers once ready (ReadinessTimeout, a 504, past its timeout).
+    wait_for: WaitFor | None = None
+    #: Extension, not supported by the server yet (a 400).
+    restart: dict[str, Any] | None = None
 
-    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size")
+    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", *_SERVICE_START)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +280,26 @@ class ProcessInfo(_Wire):
     exit_signal: int | None = None
     #: Extension: a tty process's terminal.
     terminal_size: TerminalSize | None = None
+    #: Extension: bytes dropped from each capped log; None while nothing was dropped.
+    log_bytes_dropped: dict[str, int] | None = None
+    #: Extension (services): see ``Process``.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    restarts: int | None = None
+    ready: bool | None = None
+    ports: list[int] | None = None
+    usage: Usage | None = None
 
-    _omit_none = ("cwd", "pid", "exit_code", "exited_at_ms", "exit_signal", "terminal_size")
+    _omit_none = (
+        "cwd",
+        "pid",
+        "exit_code",
+        "exited_at_ms",
+        "exit_signal",
+        "terminal_size",
+        "log_bytes_dropped",
+        *_SERVICE_STATE,
+    )
 
     @property
     def exited(self) -> bool:
@@ -251,8 +322,14 @@ class CreateProcess(_Wire):
     tty: bool = False
     interactive: bool = False
     terminal_size: TerminalSize | None = None
+    #: Extension: cap of each of its logs on disk (None: the server's default).
+    max_log_bytes: int | None = None
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    wait_for: WaitFor | None = None
+    restart: dict[str, Any] | None = None
 
-    _omit_none = ("cwd", "terminal_size")
+    _omit_none = ("cwd", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,5 +416,7 @@ _NESTED.update(
         "TerminalSize": TerminalSize,
         "ProcessInfo": ProcessInfo,
         "ProcessLogEntry": ProcessLogEntry,
+        "Usage": Usage,
+        "WaitFor": WaitFor,
     }
 )

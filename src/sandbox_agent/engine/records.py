@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._types import Status
 from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, PTY_LOG
 from .logs.entries import LineIndex
 from .logs.feed import Feed
 from .logs.watch import StateWatch
+
+if TYPE_CHECKING:
+    from .services import Service
+    from .usage import Sample
 
 #: Fields that identify a running process's supervisor and child: of no use once it
 #: exited (they stay in state.json), so an exited record does not hold them.
@@ -40,7 +44,19 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 class Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "state_watch", "waiters")
+    __slots__ = (
+        "cache",
+        "dir",
+        "feeds",
+        "id",
+        "line_index",
+        "live",
+        "pidfd",
+        "service",
+        "state",
+        "state_watch",
+        "waiters",
+    )
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -59,6 +75,18 @@ class Record:
         self.cache: dict[str, Any] = {}
         #: Where line numbers of combined.log were counted before (entry sequences).
         self.line_index = LineIndex()
+        #: Name, labels and readiness (``services.py``); None for a plain process.
+        self.service: Service | None = None
+        #: The latest sample of a running process (``usage.py``): ports and usage.
+        self.live: Sample | None = None
+
+    def snapshot(self) -> Record:
+        """A copy as the record is now, that later changes leave alone (for events)."""
+        copy = Record.__new__(Record)
+        copy.id, copy.dir, copy.state, copy.live = self.id, self.dir, self.state, self.live
+        copy.service = None if self.service is None else self.service.copy()
+        copy.cache = {}
+        return copy
 
     def update(self, state: dict[str, Any]) -> None:
         self.state = _compact(state)

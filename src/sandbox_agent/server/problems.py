@@ -52,6 +52,7 @@ _PROCESSES_KINDS = {
     413: ("invalid_request", "Payload Too Large"),
     422: ("invalid_request", "Unprocessable Entity"),
     503: ("service_unavailable", "Service Unavailable"),
+    504: ("timeout", "Gateway Timeout"),
     507: ("insufficient_storage", "Insufficient Storage"),
 }
 #: Domain errors whose status differs on /v1/processes, by class.

@@ -42,8 +42,32 @@ def process_v1(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        _service_fields(record, data)
         cached = record.cache["v1"] = _encode(data).encode()
-    return cached
+    return _with_live(record, cached)
+
+
+def _service_fields(record: Record, data: dict[str, object]) -> None:
+    """Name, labels, restarts and readiness (SPEC section 8): absent for a plain process."""
+    service = record.service
+    if service is None:
+        return
+    if service.name is not None:
+        data["name"] = service.name
+    if service.labels:
+        data["labels"] = service.labels
+    data["restarts"] = 0
+    if service.wait_for is not None:
+        data["ready"] = service.ready
+
+
+def _with_live(record: Record, rendered: bytes) -> bytes:
+    """The latest sample of a running process (ports, usage) spliced in: it changes every
+    second, the rest of the object only with the state."""
+    live = record.live
+    if live is None or record.exited:
+        return rendered
+    return rendered[:-1] + live.fragment + b"}"
 
 
 def process_list_v1(records: list[Record]) -> bytes:
@@ -97,8 +121,9 @@ def process_info(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        _service_fields(record, data)
         cached = record.cache["processes"] = _encode(data).encode()
-    return cached
+    return _with_live(record, cached)
 
 
 def process_info_list(records: Iterable[Record]) -> bytes:
