@@ -364,3 +364,146 @@ def test_plain_processes_keep_the_original_shape(c: httpx.Client) -> None:
     for key in ("name", "labels", "restarts", "ready", "ports", "usage"):
         assert key not in done
     c.delete(f"/v1/process/{process['id']}")
+
+
+# -- the SDK ---------------------------------------------------------------------------
+
+
+def _now(client: Any) -> str:
+    """The id a fresh event stream starts at (its first, bare, ``id:`` line)."""
+    http = client if isinstance(client, httpx.Client) else client._http
+    with http.stream("GET", "/v1/events") as response:
+        lines = response.iter_lines()
+        assert next(lines) == ": connected"
+        return next(lines).removeprefix("id: ")
+
+
+def test_sdk_sync(checked_shared_server: Server) -> None:
+    import sandbox_agent
+    from sandbox_agent import ReadinessTimeout, WaitFor
+
+    port = free_port()
+    with sandbox_agent.Client(checked_shared_server.url) as client:
+        events = client.events(last_event_id=_now(client))
+        web = client.start(
+            sys.executable,
+            ["-m", "http.server", str(port), "--bind", "127.0.0.1"],
+            name="sdk-web",
+            labels={"app": "sdk"},
+            wait_for=f"port:{port}",
+        )
+        assert (web.name, web.labels, web.ready, web.restarts) == ("sdk-web", {"app": "sdk"}, True, 0)
+        created = next(events)
+        assert created.kind == "created"
+        assert created.process is not None
+        assert created.process.id == web.id
+        assert next(events).kind == "ready"
+        sampled = wait_for(lambda: (p := client.get("sdk-web")).ports and p, what="a sample")
+        assert sampled.ports == [port]
+        assert sampled.usage is not None
+        assert sampled.usage.rss_bytes > 0
+        assert [p.id for p in client.list(status="running", labels={"app": "sdk"})] == [web.id]
+        assert [p.id for p in client.processes.list(labels=["app"], name="sdk-web")] == [web.id]
+
+        body = py(READY_ON_INPUT)
+        with pytest.raises(ReadinessTimeout, match="left running"):
+            client.processes.create(
+                body["command"],
+                body["args"],
+                interactive=True,
+                name="sdk-slow",
+                wait_for=WaitFor(log_pattern="ready$", timeout_ms=100),
+            )
+        with pytest.raises(TimeoutError, match="not become ready"):
+            client.processes.wait("sdk-slow", 0.05, until="ready")
+        client.processes.input("sdk-slow", "go\n")
+        assert client.wait("sdk-slow", 30, until="ready").ready is True
+        client.stop("sdk-web")
+        client.processes.kill("sdk-slow")
+        assert client.wait("sdk-web", 30).status == "stopped"
+        pruned = client.prune()
+        assert web.id in pruned
+        assert len(pruned) == 2
+        assert client.list(name="sdk-web") == []
+        with pytest.raises(ValueError, match="port:PORT"):
+            WaitFor.parse("tcp:80")
+        assert WaitFor.parse("http://127.0.0.1:1/x").http_get == "http://127.0.0.1:1/x"
+        assert WaitFor.parse("log:a:b").log_pattern == "a:b"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_sdk_async(checked_shared_server: Server) -> None:
+    import sandbox_agent
+
+    with checked_shared_server.client() as c:
+        now = _now(c)
+    async with sandbox_agent.AsyncClient(checked_shared_server.url) as client:
+        events = client.processes.events(last_event_id=now)
+        body = py("print('up and ready')\nimport sys\nsys.stdin.readline()")
+        started = await client.start(
+            body["command"], body["args"], interactive=True, name="sdk-async", wait_for="log:ready$"
+        )
+        assert started.ready is True
+        first = await anext(events)
+        assert first.kind == "created"
+        assert first.process is not None
+        assert first.process.status == "running"  # the /v1/processes shape
+        assert [p.id for p in await client.processes.list(status="running", name="sdk-async")] == [started.id]
+        await client.processes.kill("sdk-async")
+        assert (await client.processes.wait("sdk-async", 30)).status == "exited"
+        assert await client.prune() == [started.id]
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_cli_dev_server_recipe(checked_shared_server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    from sandbox_agent.cli import main
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        status = main(["--url", checked_shared_server.url, "process", *args])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    port = free_port()
+    server = ["--", sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    status, out, err = cli("start", "--name", "cli-web", "--label", "app=cli", "--wait-for", f"port:{port}", *server)
+    assert status == 0, err
+    process_id = out.strip()
+    # Ready when the id is printed: the port answers.
+    assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200
+    status, out, _ = cli("ls", "--status", "running", "--label", "app=cli", "-q")
+    assert (status, out.split()) == (0, [process_id])
+    wait_for(lambda: "PORTS" in cli("ls", "--name", "cli-web")[1], what="the ports column")
+    status, out, _ = cli("ls", "--name", "cli-web")
+    assert "cli-web" in out
+    assert str(port) in out
+    assert cli("wait", "--ready", "cli-web")[0] == 0
+
+    # Exits before it is ready: exit status 1, one line that says so.
+    status, _, err = cli("start", "--wait-for", f"port:{free_port()}", "--", sys.executable, "-c", "pass")
+    assert status == 1
+    assert "exited" in err
+    assert "before it was ready" in err
+    # Not ready in time: 124, left running.
+    waiting = ["--", sys.executable, "-c", "import time; time.sleep(60)"]
+    status, _, err = cli("start", "--name", "cli-slow", "--wait-for", "log:never", "--wait-timeout", "0.2", *waiting)
+    assert status == 124
+    assert "left running" in err
+    assert cli("kill", "cli-slow", "cli-web")[0] == 0
+    assert cli("wait", "cli-web")[0] == 128 + 9
+    status, out, _ = cli("prune")
+    assert status == 0
+    assert process_id in out.split()
+    assert cli("ls", "--status", "exited", "-q")[1] == ""
+    with pytest.raises(SystemExit) as exited:
+        cli("start", "--wait-for", "tcp:1", "--", "true")
+    assert exited.value.code == 2
+    assert "port:PORT" in capsys.readouterr().err

@@ -32,6 +32,7 @@ __all__ = [
     "ProblemError",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessList",
     "ProcessLogEntry",
@@ -46,6 +47,8 @@ __all__ = [
     "TerminalSession",
     "TerminalSize",
     "Unauthorized",
+    "Usage",
+    "WaitFor",
     "__version__",
 ]
 
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
         Logs,
         Process,
         ProcessConfig,
+        ProcessEvent,
         ProcessInfo,
         ProcessList,
         ProcessLogEntry,
@@ -79,6 +83,8 @@ if TYPE_CHECKING:
         RunResult,
         StartProcess,
         TerminalSize,
+        Usage,
+        WaitFor,
     )
 
 _CLIENT = ("Client", "AsyncClient", "TerminalSession", "AsyncTerminalSession")
@@ -88,6 +94,7 @@ _MODELS = (
     "Logs",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessList",
     "ProcessLogEntry",
@@ -95,6 +102,8 @@ _MODELS = (
     "RunResult",
     "StartProcess",
     "TerminalSize",
+    "Usage",
+    "WaitFor",
 )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._types import EXITED_STATUSES, EntryStream, LogsStream, ProcessOwner, ProcessState, Status
 
@@ -24,6 +24,7 @@ __all__ = [
     "Logs",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessInfoList",
     "ProcessList",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 _M = TypeVar("_M", bound="_Wire")
+_P = TypeVar("_P", "Process", "ProcessInfo")
 
 
 def camel(name: str) -> str:
@@ -162,6 +164,33 @@ class WaitFor(_Wire):
     timeout_ms: int | None = None
 
     _omit_none = ("port", "log_pattern", "http_get", "timeout_ms")
+
+    @classmethod
+    def parse(cls, text: str, timeout_ms: int | None = None) -> WaitFor:
+        """``port:3000``, ``log:REGEX`` or ``http:URL`` (also a bare ``http://...`` URL).
+
+        >>> WaitFor.parse("http://127.0.0.1:3000/health").http_get
+        'http://127.0.0.1:3000/health'
+        """
+        kind, sep, rest = text.partition(":")
+        if sep and kind in ("http", "https") and rest.startswith("//"):
+            return cls(http_get=text, timeout_ms=timeout_ms)
+        if sep and kind == "port" and rest.isdigit():
+            return cls(port=int(rest), timeout_ms=timeout_ms)
+        if sep and kind == "log" and rest:
+            return cls(log_pattern=rest, timeout_ms=timeout_ms)
+        if sep and kind == "http" and rest:
+            return cls(http_get=rest, timeout_ms=timeout_ms)
+        raise ValueError(f"wait for {text!r}: give port:PORT, log:REGEX or http:URL (for example port:3000)")
+
+    def __and__(self, other: WaitFor) -> WaitFor:
+        """Both conditions (the other's where both give one)."""
+        return WaitFor(
+            port=other.port if other.port is not None else self.port,
+            log_pattern=other.log_pattern if other.log_pattern is not None else self.log_pattern,
+            http_get=other.http_get if other.http_get is not None else self.http_get,
+            timeout_ms=other.timeout_ms if other.timeout_ms is not None else self.timeout_ms,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,6 +401,24 @@ class ProcessConfig(_Wire):
     max_output_bytes: int = 1048576
     max_log_bytes_per_process: int = 10485760
     max_input_bytes_per_request: int = 65536
+
+
+EventKind = Literal["created", "ready", "restarted", "exited", "deleted", "reset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessEvent(Generic[_P]):
+    """One event of ``GET /v1/events``: what happened, and the process as it was then.
+
+    ``reset``: the server no longer held the events after the last one seen (or restarted
+    since); ``processes`` is then the current list, and the events go on from there.
+    """
+
+    kind: EventKind
+    #: Resume after it with ``events(last_event_id=...)``.
+    id: str | None
+    process: _P | None = None
+    processes: list[_P] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,8 @@ router = APIRouter(prefix="/v1", tags=["events"])
 _ID = re.compile(r"[0-9]{1,19}")
 _DESCRIPTION = (
     "Extension: a text/event-stream of `created`, `ready`, `restarted`, `exited` and `deleted` events, each "
-    "with `id: <n>` and the process (as it was then) as its data, from the moment of connection. Reconnect "
+    "with `id: <n>` and the process (as it was then) as its data, from the moment of connection (a fresh stream "
+    "starts with a bare `id:` line, no event, so that a client has an id to resume from at once). Reconnect "
     f"with Last-Event-ID to resume: the server holds the last {HISTORY} events; an id it no longer holds (or "
     "one from before a restart of the server) gets an `event: reset` whose data is the current list "
     '`{"processes": [...]}`, then the events after it. A comment line every 15 s keeps the connection open.'
@@ -89,7 +90,13 @@ async def _stream(
     listing: Callable[[ProcessManager], bytes],
 ) -> AsyncIterator[bytes]:
     # Something at once: a client (and a proxy) knows the stream is open before any event.
-    yield b": connected\n\n"
+    # A fresh stream starts with an id and no data (no event is dispatched): a client that
+    # drops before the first event resumes from here all the same.
+    if after is None:
+        after = manager.events.last_id
+        yield b": connected\nid: %d\n\n" % after
+    else:
+        yield b": connected\n\n"
     subscription: Any = manager.events.subscribe(after)
     async with contextlib.aclosing(subscription):
         async for event in subscription:
