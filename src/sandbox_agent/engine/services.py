@@ -376,7 +376,9 @@ class ServiceTracking(ManagerState):
                 return
             pid = record.pid
             port = wait_for.port
-            if port is not None and pid is not None:
+            if port is not None:
+                if pid is None:
+                    return  # no process to look at: never ready
 
                 async def listening() -> bool:
                     return await asyncio.to_thread(proctree.listens_on, pid, port)

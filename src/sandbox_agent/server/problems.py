@@ -35,6 +35,10 @@ _HINTS = {
     ("query", "follow"): "follow must be true or false",
     ("query", "strip_timestamps"): "strip_timestamps must be true or false",
     ("query", "stripTimestamps"): "stripTimestamps must be true or false",
+    ("query", "status"): "status must be one of running, exited, starting, stopped or killed",
+    ("query", "until"): "until must be exit or ready",
+    ("query", "timeoutMs"): "timeoutMs must be a whole number of milliseconds, 0 to 300000",
+    ("query", "dialect"): "dialect must be process or processes",
 }
 
 

@@ -26,6 +26,7 @@ from .routes import (
     _WAIT_DOC,
     _WAIT_RESPONSES,
     MAX_WAIT_MS,
+    START_PROBLEMS,
     LabelFilter,
     NameFilter,
     StatusFilter,
@@ -100,7 +101,7 @@ async def set_config(body: ProcessConfig, request: Request) -> Response:
     return _json(render.process_config(stored))
 
 
-@router.post("", response_model=ProcessInfo, responses=_CONFLICT)
+@router.post("", response_model=ProcessInfo, responses={**START_PROBLEMS, **_CONFLICT})
 async def create_process(body: CreateProcess, request: Request) -> Response:
     """Start a process; answers once it runs. 409 past maxConcurrentProcesses running."""
     manager = _manager(request)

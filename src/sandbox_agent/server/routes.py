@@ -104,7 +104,19 @@ async def health() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.post("/process", status_code=201, response_model=Process, responses=_PROBLEMS, tags=["processes"])
+#: Extension (services): a start's name clash, and its readiness timeout.
+START_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Extension: a running process already has that name (problem+json)"},
+    504: {
+        "description": "Extension: waitFor did not hold within waitFor.timeoutMs; the process was left running "
+        "(problem+json)"
+    },
+}
+
+
+@router.post(
+    "/process", status_code=201, response_model=Process, responses={**_PROBLEMS, **START_PROBLEMS}, tags=["processes"]
+)
 async def start_process(body: StartProcess, request: Request) -> Response:
     """Start a process. Returns once it runs, with its id and log paths; extension: with
     waitFor, once it is ready (or exited), 504 past waitFor.timeoutMs (left running)."""
