@@ -508,3 +508,75 @@ def test_cli_dev_server_recipe(checked_shared_server: Server, capsys: pytest.Cap
         cli("start", "--wait-for", "tcp:1", "--", "true")
     assert exited.value.code == 2
     assert "port:PORT" in capsys.readouterr().err
+
+
+# -- the engine, in process ----------------------------------------------------------------
+
+
+def test_engine_events_and_close_with_a_watch_pending(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import os
+    import signal
+    import uuid
+
+    from conftest import MARKER, marked_pids
+    from sandbox_agent.engine import ProcessManager, SpawnRequest
+    from sandbox_agent.engine.events import Event, Reset
+    from sandbox_agent.engine.services import WaitFor
+
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv(MARKER, marker)
+
+    pending_pid: list[int] = []
+
+    async def main() -> list[str]:
+        manager = ProcessManager(tmp_path / "data")
+        await manager.start()
+        try:
+            events = manager.events.subscribe(manager.events.last_id)
+            code = "import sys\nprint('ready')\nsys.stdin.readline()"
+            ready = await manager.spawn(
+                SpawnRequest(
+                    command=sys.executable,
+                    args=["-u", "-c", code],
+                    interactive=True,
+                    name="eng",
+                    wait_for=WaitFor(log_pattern="^ready$"),
+                )
+            )
+            assert ready.service is not None
+            assert ready.service.ready
+            pending = await manager.spawn(
+                SpawnRequest(
+                    command=sys.executable,
+                    args=["-u", "-c", "import sys\nsys.stdin.readline()"],
+                    interactive=True,
+                    wait_for=WaitFor(log_pattern="never", timeout_ms=0),
+                )
+            )
+            kinds = []
+            async with asyncio.timeout(15):
+                async for event in events:
+                    assert isinstance(event, Event)
+                    kinds.append(f"{event.kind} {event.record.id}")
+                    if len(kinds) == 3:
+                        break
+            # A reset for an id the history does not hold.
+            async with asyncio.timeout(15):
+                async for event in manager.events.subscribe(1):
+                    assert isinstance(event, Reset)
+                    break
+            assert kinds == [f"created {ready.id}", f"ready {ready.id}", f"created {pending.id}"]
+            manager.kill("eng")
+            async with asyncio.timeout(15):
+                await manager.wait(ready.id)
+            assert pending.pid is not None
+            pending_pid.append(pending.pid)
+            return kinds
+        finally:
+            # The pending readiness watch ends with the manager (warnings are errors here).
+            await manager.close()
+
+    asyncio.run(main())
+    os.killpg(pending_pid[0], signal.SIGKILL)
+    wait_for(lambda: not marked_pids(marker), what="the processes to be gone")

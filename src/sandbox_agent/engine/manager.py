@@ -197,9 +197,12 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         """Stop serving; the managed processes and their supervisors keep running."""
         self.begin_shutdown()
         await self._sampler.close()
+        # Readiness watches end here; a restarted server takes them up again.
+        watches = [r.service.task for r in self._records.values() if r.service is not None and r.service.task]
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
         for record in self._records.values():
-            if record.service is not None and record.service.task is not None:
-                record.service.task.cancel()
             self._unwatch_supervisor(record)
             self._unwatch_state(record)
             for waiter in record.waiters:
