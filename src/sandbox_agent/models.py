@@ -216,6 +216,12 @@ class Process(_Wire):
     #: Extension: bytes dropped from each capped log (``stdout``, ``stderr``, ``combined``),
     #: oldest first; None while nothing was dropped.
     log_bytes_dropped: dict[str, int] | None = None
+    #: Extension: what is shown (an exit, say) is not recorded on disk yet: the disk under
+    #: the server's data directory is full. Recorded once there is room.
+    state_unsaved: bool = False
+    #: Extension: the command exited, and processes it started still run (a daemon, say);
+    #: stop, kill and delete still reach them.
+    descendants_running: bool = False
     #: Extension (services): as given on start; None for a plain process.
     name: str | None = None
     labels: dict[str, str] | None = None
@@ -259,6 +265,8 @@ class StartProcess(_Wire):
     interactive: bool | None = None
     #: Extension: with tty, the terminal's size (80x24 by default).
     terminal_size: TerminalSize | None = None
+    #: Extension: this process's log cap in bytes (0: none; None: the server's).
+    max_log_bytes: int | None = None
     #: Extension (services): unique among running processes, usable wherever an id is.
     name: str | None = None
     labels: dict[str, str] | None = None
@@ -267,7 +275,7 @@ class StartProcess(_Wire):
     #: Extension, not supported by the server yet (a 400).
     restart: dict[str, Any] | None = None
 
-    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", *_SERVICE_START)
+    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +319,10 @@ class ProcessInfo(_Wire):
     terminal_size: TerminalSize | None = None
     #: Extension: bytes dropped from each capped log; None while nothing was dropped.
     log_bytes_dropped: dict[str, int] | None = None
+    #: Extension: what is shown is not recorded on disk yet (a full disk).
+    state_unsaved: bool = False
+    #: Extension: the command exited, and processes it started still run.
+    descendants_running: bool = False
     #: Extension (services): see ``Process``.
     name: str | None = None
     labels: dict[str, str] | None = None
@@ -351,7 +363,7 @@ class CreateProcess(_Wire):
     tty: bool = False
     interactive: bool = False
     terminal_size: TerminalSize | None = None
-    #: Extension: cap of each of its logs on disk (None: the server's default).
+    #: Extension: this process's log cap in bytes (0: none; None: the server's).
     max_log_bytes: int | None = None
     name: str | None = None
     labels: dict[str, str] | None = None

@@ -43,8 +43,18 @@ def process_v1(record: Record) -> bytes:
         if dropped:
             data["logBytesDropped"] = dropped
         _service_fields(record, data)
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["v1"] = _encode(data).encode()
-    return _with_live(record, cached)
+    return _with_descendants(record, _with_live(record, cached))
+
+
+def _with_descendants(record: Record, rendered: bytes) -> bytes:
+    """``rendered`` with ``"descendantsRunning":true`` while processes the (exited)
+    command started still run: read at each request, never cached."""
+    if record.supervisor_pid is not None and record.descendants_running:
+        return rendered[:-1] + b',"descendantsRunning":true}'
+    return rendered
 
 
 def _service_fields(record: Record, data: dict[str, object]) -> None:
@@ -122,8 +132,10 @@ def process_info(record: Record) -> bytes:
         if dropped:
             data["logBytesDropped"] = dropped
         _service_fields(record, data)
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["processes"] = _encode(data).encode()
-    return _with_live(record, cached)
+    return _with_descendants(record, _with_live(record, cached))
 
 
 def process_info_list(records: Iterable[Record]) -> bytes:
