@@ -25,7 +25,7 @@ from sandbox_agent.cli import main
 
 UNKNOWN_ID = "0" * 26
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
-COMMANDS = ["start", "run", "attach", "input", "exec", "wait", "ls", "inspect", "logs", "stop", "kill", "rm"]
+COMMANDS = ["start", "run", "attach", "input", "exec", "wait", "ls", "inspect", "logs", "stop", "kill", "rm", "prune"]
 
 
 @pytest.fixture

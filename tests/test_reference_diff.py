@@ -55,6 +55,8 @@ DIFFERENCES = {
     "partial-line-newline": "pipe output that does not end in a newline (cat echoing `x`) is written to the durable "
     "line logs as a line of its own once it has waited a bounded time (SPEC 4), so its entry's data ends in a newline "
     "the process did not write; the original's entry is the read chunk as is. A terminal's (pty) entries are raw bytes",
+    "sampled-usage": "extension: a running process shows `ports` (TCP ports its tree listens on) and `usage` (CPU and "
+    "memory of its tree), sampled once a second, so present from at most a second after its start (SPEC 8)",
     "validate-first": "a command that cannot be found, or a bad cwd, is a 400 before anything starts; the original "
     "tries to spawn and answers 502",
 }
@@ -176,15 +178,19 @@ def test_config(pair: tuple[httpx.Client, httpx.Client]) -> None:
     assert_same_problem(*both(pair, "PUT", "/v1/processes/config"))  # 405, "plain-text-errors"
 
 
+#: What a running process of ours may show besides the original's keys.
+RUNNING = {"cwd": "cwd-shown", "ports": "sampled-usage", "usage": "sampled-usage"}
+
+
 def test_process_info_running_exited_stopped(pair: tuple[httpx.Client, httpx.Client]) -> None:
     running = create_both(pair, {"command": "sleep", "args": ["30"]})
-    assert_same_shape(*running, allowed_extra={"cwd": "cwd-shown"})
+    assert_same_shape(*running, allowed_extra=RUNNING)
     assert running[0]["status"] == running[1]["status"] == "running"
     ids = (running[0]["id"], running[1]["id"])
     assert_same_shape(*[r.json() for r in both(pair, "GET", lambda i: f"/v1/processes/{i}", ids)],
-                      allowed_extra={"cwd": "cwd-shown"})  # fmt: skip
+                      allowed_extra=RUNNING)  # fmt: skip
     a, b = both(pair, "GET", "/v1/processes")
-    assert_same_shape(a.json(), b.json(), allowed_extra={"cwd": "cwd-shown"})
+    assert_same_shape(a.json(), b.json(), allowed_extra=RUNNING)
     a, b = both(pair, "GET", "/v1/processes", params={"owner": "user"})
     assert len(a.json()["processes"]) == len(b.json()["processes"]) == 1
     a, b = both(pair, "GET", "/v1/processes", params={"owner": "system"})
@@ -322,7 +328,7 @@ def test_stop_wait_ms(pair: tuple[httpx.Client, httpx.Client]) -> None:
     a, b = both(pair, "POST", lambda i: f"/v1/processes/{i}/stop", ids, params={"waitMs": "200"})
     assert time.monotonic() - began >= 0.4
     assert a.json()["status"] == b.json()["status"] == "running"
-    assert_same_shape(a.json(), b.json(), allowed_extra={"cwd": "cwd-shown"})
+    assert_same_shape(a.json(), b.json(), allowed_extra=RUNNING)
     a, b = both(pair, "POST", lambda i: f"/v1/processes/{i}/kill", ids)
     assert a.json()["status"] == b.json()["status"] == "exited"
     assert_same_shape(a.json(), b.json(), allowed_extra={"cwd": "cwd-shown", "exitSignal": "exit-signal"})

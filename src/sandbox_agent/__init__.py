@@ -32,10 +32,12 @@ __all__ = [
     "ProblemError",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessList",
     "ProcessLogEntry",
     "ProcessLogs",
+    "ReadinessTimeout",
     "RunResult",
     "SandboxAgentError",
     "ServerError",
@@ -45,6 +47,8 @@ __all__ = [
     "TerminalSession",
     "TerminalSize",
     "Unauthorized",
+    "Usage",
+    "WaitFor",
     "__version__",
 ]
 
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
         InsufficientStorage,
         NotFound,
         ProblemError,
+        ReadinessTimeout,
         SandboxAgentError,
         ServerError,
         ServiceUnavailable,
@@ -70,6 +75,7 @@ if TYPE_CHECKING:
         Logs,
         Process,
         ProcessConfig,
+        ProcessEvent,
         ProcessInfo,
         ProcessList,
         ProcessLogEntry,
@@ -77,6 +83,8 @@ if TYPE_CHECKING:
         RunResult,
         StartProcess,
         TerminalSize,
+        Usage,
+        WaitFor,
     )
 
 _CLIENT = ("Client", "AsyncClient", "TerminalSession", "AsyncTerminalSession")
@@ -86,6 +94,7 @@ _MODELS = (
     "Logs",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessList",
     "ProcessLogEntry",
@@ -93,6 +102,8 @@ _MODELS = (
     "RunResult",
     "StartProcess",
     "TerminalSize",
+    "Usage",
+    "WaitFor",
 )
 
 

@@ -10,6 +10,7 @@
         ├── Conflict            409: the process is in the wrong state for this
         └── ServerError         5xx: our fault, not the caller's
             ├── ServiceUnavailable  503: not now (shutting down): retry shortly
+            ├── ReadinessTimeout    504: started, but not ready in time (it was left running)
             └── InsufficientStorage 507: the data directory's disk is full
 
 The server maps each class to its status in one place; the client maps the status back
@@ -25,6 +26,7 @@ __all__ = [
     "InsufficientStorage",
     "NotFound",
     "ProblemError",
+    "ReadinessTimeout",
     "SandboxAgentError",
     "ServerError",
     "ServiceUnavailable",
@@ -100,12 +102,21 @@ class InsufficientStorage(ServerError):
     title = "Insufficient Storage"
 
 
+class ReadinessTimeout(ServerError):
+    """A start with ``waitFor`` whose condition did not hold within its ``timeoutMs``; the
+    process was left running."""
+
+    status = 504
+    title = "Gateway Timeout"
+
+
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: BadRequest,
     401: Unauthorized,
     404: NotFound,
     409: Conflict,
     503: ServiceUnavailable,
+    504: ReadinessTimeout,
     507: InsufficientStorage,
 }
 

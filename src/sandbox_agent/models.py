@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from ._types import EXITED_STATUSES, EntryStream, LogsStream, ProcessOwner, ProcessState, Status
 
@@ -24,6 +24,7 @@ __all__ = [
     "Logs",
     "Process",
     "ProcessConfig",
+    "ProcessEvent",
     "ProcessInfo",
     "ProcessInfoList",
     "ProcessList",
@@ -33,9 +34,12 @@ __all__ = [
     "RunResult",
     "StartProcess",
     "TerminalSize",
+    "Usage",
+    "WaitFor",
 ]
 
 _M = TypeVar("_M", bound="_Wire")
+_P = TypeVar("_P", "Process", "ProcessInfo")
 
 
 def camel(name: str) -> str:
@@ -128,6 +132,67 @@ class LogPaths(_Wire):
     combined: str
 
 
+#: The process object's extension fields of SPEC section 8, absent for a plain process.
+_SERVICE_STATE = ("name", "labels", "restarts", "ready", "ports", "usage")
+#: The start body's extension fields of SPEC section 8.
+_SERVICE_START = ("name", "labels", "wait_for", "restart")
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage(_Wire):
+    """CPU and memory of a running process's whole tree, sampled once a second."""
+
+    #: Over the last second; 100 is one core busy all the time.
+    cpu_percent: float
+    rss_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitFor(_Wire):
+    """What makes a process ready (SPEC section 8); every condition given must hold.
+
+    ``WaitFor(port=3000)``, ``WaitFor(log_pattern=r"ready in \\d+ ms")``,
+    ``WaitFor(http_get="http://127.0.0.1:3000/health", timeout_ms=120_000)``.
+    """
+
+    port: int | None = None
+    #: A regular expression (Python re) searched in each line of stdout and stderr.
+    log_pattern: str | None = None
+    #: An http:// or https:// URL that must answer a GET with 2xx or 3xx.
+    http_get: str | None = None
+    #: How long the start waits (None: the server's 60000; 0: it answers at once).
+    timeout_ms: int | None = None
+
+    _omit_none = ("port", "log_pattern", "http_get", "timeout_ms")
+
+    @classmethod
+    def parse(cls, text: str, timeout_ms: int | None = None) -> WaitFor:
+        """``port:3000``, ``log:REGEX`` or ``http:URL`` (also a bare ``http://...`` URL).
+
+        >>> WaitFor.parse("http://127.0.0.1:3000/health").http_get
+        'http://127.0.0.1:3000/health'
+        """
+        kind, sep, rest = text.partition(":")
+        if sep and kind in ("http", "https") and rest.startswith("//"):
+            return cls(http_get=text, timeout_ms=timeout_ms)
+        if sep and kind == "port" and rest.isdigit():
+            return cls(port=int(rest), timeout_ms=timeout_ms)
+        if sep and kind == "log" and rest:
+            return cls(log_pattern=rest, timeout_ms=timeout_ms)
+        if sep and kind == "http" and rest:
+            return cls(http_get=rest, timeout_ms=timeout_ms)
+        raise ValueError(f"wait for {text!r}: give port:PORT, log:REGEX or http:URL (for example port:3000)")
+
+    def __and__(self, other: WaitFor) -> WaitFor:
+        """Both conditions (the other's where both give one)."""
+        return WaitFor(
+            port=other.port if other.port is not None else self.port,
+            log_pattern=other.log_pattern if other.log_pattern is not None else self.log_pattern,
+            http_get=other.http_get if other.http_get is not None else self.http_get,
+            timeout_ms=other.timeout_ms if other.timeout_ms is not None else self.timeout_ms,
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Process(_Wire):
     """A managed process as the API shows it."""
@@ -157,8 +222,18 @@ class Process(_Wire):
     #: Extension: the command exited, and processes it started still run (a daemon, say);
     #: stop, kill and delete still reach them.
     descendants_running: bool = False
+    #: Extension (services): as given on start; None for a plain process.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    #: Extension: 0 (restart policies are not there yet); None for a plain process.
+    restarts: int | None = None
+    #: Extension: with ``wait_for``, whether it held.
+    ready: bool | None = None
+    #: Extension, while running: TCP ports its tree listens on, and its CPU and memory.
+    ports: list[int] | None = None
+    usage: Usage | None = None
 
-    _omit_none = ("stopped_at", "log_bytes_dropped")
+    _omit_none = ("stopped_at", "log_bytes_dropped", *_SERVICE_STATE)
 
     @property
     def exited(self) -> bool:
@@ -192,8 +267,15 @@ class StartProcess(_Wire):
     terminal_size: TerminalSize | None = None
     #: Extension: this process's log cap in bytes (0: none; None: the server's).
     max_log_bytes: int | None = None
+    #: Extension (services): unique among running processes, usable wherever an id is.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    #: Extension: the start answers once ready (ReadinessTimeout, a 504, past its timeout).
+    wait_for: WaitFor | None = None
+    #: Extension, not supported by the server yet (a 400).
+    restart: dict[str, Any] | None = None
 
-    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", "max_log_bytes")
+    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +323,24 @@ class ProcessInfo(_Wire):
     state_unsaved: bool = False
     #: Extension: the command exited, and processes it started still run.
     descendants_running: bool = False
+    #: Extension (services): see ``Process``.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    restarts: int | None = None
+    ready: bool | None = None
+    ports: list[int] | None = None
+    usage: Usage | None = None
 
-    _omit_none = ("cwd", "pid", "exit_code", "exited_at_ms", "exit_signal", "terminal_size", "log_bytes_dropped")
+    _omit_none = (
+        "cwd",
+        "pid",
+        "exit_code",
+        "exited_at_ms",
+        "exit_signal",
+        "terminal_size",
+        "log_bytes_dropped",
+        *_SERVICE_STATE,
+    )
 
     @property
     def exited(self) -> bool:
@@ -267,8 +365,12 @@ class CreateProcess(_Wire):
     terminal_size: TerminalSize | None = None
     #: Extension: this process's log cap in bytes (0: none; None: the server's).
     max_log_bytes: int | None = None
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    wait_for: WaitFor | None = None
+    restart: dict[str, Any] | None = None
 
-    _omit_none = ("cwd", "terminal_size", "max_log_bytes")
+    _omit_none = ("cwd", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +415,24 @@ class ProcessConfig(_Wire):
     max_input_bytes_per_request: int = 65536
 
 
+EventKind = Literal["created", "ready", "restarted", "exited", "deleted", "reset"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessEvent(Generic[_P]):
+    """One event of ``GET /v1/events``: what happened, and the process as it was then.
+
+    ``reset``: the server no longer held the events after the last one seen (or restarted
+    since); ``processes`` is then the current list, and the events go on from there.
+    """
+
+    kind: EventKind
+    #: Resume after it with ``events(last_event_id=...)``.
+    id: str | None
+    process: _P | None = None
+    processes: list[_P] | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessLogEntry(_Wire):
     """One line (or, for a terminal, one chunk) of a process's output."""
@@ -355,5 +475,7 @@ _NESTED.update(
         "TerminalSize": TerminalSize,
         "ProcessInfo": ProcessInfo,
         "ProcessLogEntry": ProcessLogEntry,
+        "Usage": Usage,
+        "WaitFor": WaitFor,
     }
 )

@@ -21,6 +21,8 @@ examples:
   sandbox-agent process start --cwd /app --env PORT=3000 --env DEBUG=1 -- npm run dev
   sandbox-agent process start -it -- bash        # and attach: Ctrl-P Ctrl-Q detaches, bash keeps running
   sandbox-agent process start -t -- htop         # on a terminal, in the background: attach later
+  sandbox-agent process start --name web --wait-for port:3000 -- npm run dev   # id printed once it listens
+  sandbox-agent process start --name api --label app=shop --wait-for 'log:Listening on' -- npm start
 """,
     "run": """\
 examples:
@@ -50,11 +52,13 @@ examples:
 examples:
   sandbox-agent process wait 01m8fgr3pqe44j6c4rtxkx2gae; echo "it exited with $?"
   sandbox-agent process wait --timeout 60 01m8fgr3pqe44j6c4rtxkx2gae
+  sandbox-agent process wait --ready --timeout 120 web   # by name, until it is ready (--wait-for)
 """,
     "ls": """\
 examples:
   sandbox-agent process ls
   sandbox-agent process ls --json | jq -r '.[] | select(.status == "running") | .id'
+  sandbox-agent process ls --status running --label app=shop
 """,
     "inspect": """\
 example:
@@ -77,5 +81,9 @@ example:
 examples:
   sandbox-agent process rm 01m8fgr3pqe44j6c4rtxkx2gae
   sandbox-agent process rm --force $(sandbox-agent process ls --quiet)   # everything
+""",
+    "prune": """\
+examples:
+  sandbox-agent process prune          # every exited process, and its logs
 """,
 }

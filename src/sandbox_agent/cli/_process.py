@@ -19,11 +19,20 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .._exceptions import BadRequest, Conflict, ConnectionFailed, NotFound, SandboxAgentError, Unauthorized
+from .._exceptions import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    NotFound,
+    ReadinessTimeout,
+    SandboxAgentError,
+    Unauthorized,
+)
 from .._types import STREAMS
 from ..models import Process
 from ._attach import DEFAULT_DETACH_KEYS, parse_detach_keys, window_size
 from ._examples import EXAMPLES, PROCESS_EXAMPLES
+from ._services import add_filter_options, add_service_options, filters, not_ready, prune, service_options
 
 __all__ = ["add_parser", "main"]
 
@@ -65,8 +74,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "on a terminal, with -i its stdin takes input (process input); with -it your terminal is "
         "attached to it at once (see process attach).",
     )
-    _add_spawn_options(start, "start", "[-i] [-t] [--detach-keys KEYS] ")
+    _add_spawn_options(start, "start", "[--name NAME] [--wait-for COND] [-i] [-t] [--detach-keys KEYS] ")
     _add_terminal_options(start)
+    add_service_options(start, readiness=True)
 
     run = command(
         "run",
@@ -78,8 +88,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "stops the process (SIGTERM); a second one kills it. With -it your terminal is attached "
         "to it, as with process attach, until it exits.",
     )
-    _add_spawn_options(run, "run", "[--rm] [-i] [-t] [--detach-keys KEYS] ")
+    _add_spawn_options(run, "run", "[--rm] [--name NAME] [-i] [-t] [--detach-keys KEYS] ")
     _add_terminal_options(run)
+    add_service_options(run, readiness=False)
     run.add_argument("--rm", action="store_true", help="delete the process and its logs once it has exited")
 
     attach = command(
@@ -140,16 +151,26 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "wait",
         _wait,
         "wait until a process exits, exit with its code",
-        "Wait until the process has exited and exit with its exit status (128+N when signal N "
-        "ended it); 124 if --timeout passes first.",
+        "Wait until the process (an id or a name) has exited and exit with its exit status (128+N "
+        "when signal N ended it); 124 if --timeout passes first. With --ready: until it is ready "
+        "(it was started with --wait-for), then exit 0; 1 if it exited first.",
     )
     wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds")
+    wait.add_argument("--ready", action="store_true", help="wait until it is ready, not until it exits")
     wait.add_argument("id", metavar="ID")
 
     ls = command("ls", _ls, "list processes, newest first", "List the processes the server knows, newest first.")
     ls.add_argument("--json", action="store_true", help="print a JSON array of process objects, as the API gives them")
     ls.add_argument("-q", "--quiet", action="store_true", help="print only the ids")
     ls.add_argument("--no-trunc", action="store_true", help="do not shorten long command lines")
+    add_filter_options(ls)
+
+    command(
+        "prune",
+        prune,
+        "delete every exited process and its logs",
+        "Delete the record and logs of every process that has exited; print their ids.",
+    )
 
     inspect = command("inspect", _inspect, "print a process as JSON", "Print the process object as JSON.")
     inspect.add_argument("id", metavar="ID")
@@ -228,7 +249,15 @@ def main(args: argparse.Namespace) -> int:
 
 def _start(client: Client, args: argparse.Namespace) -> int:
     keys = _detach_keys(args)
-    process = _spawn(client, args, tty=args.tty, interactive=args.interactive)
+    try:
+        process = _spawn(client, args, tty=args.tty, interactive=args.interactive)
+    except ReadinessTimeout as exc:
+        _error(str(exc))
+        return 124
+    failed = not_ready(process)
+    if failed is not None:
+        _error(failed)
+        return 1
     if not (args.tty and args.interactive):
         print(process.id)
         return 0
@@ -302,15 +331,23 @@ def _exec(client: Client, args: argparse.Namespace) -> int:
 
 
 def _wait(client: Client, args: argparse.Namespace) -> int:
+    # By id: a name may pass to another process once this one exits.
+    process_id = client.get(args.id).id
     try:
-        return exit_status(client.wait(args.id, timeout=args.timeout))
+        if args.ready:
+            process = client.wait(process_id, timeout=args.timeout, until="ready")
+            if process.ready:
+                return 0
+            _error(not_ready(process) or f"process {process_id} is not ready")
+            return 1
+        return exit_status(client.wait(process_id, timeout=args.timeout))
     except TimeoutError as exc:
         _error(str(exc))
         return 124
 
 
 def _ls(client: Client, args: argparse.Namespace) -> int:
-    processes = client.list()
+    processes = client.list(**filters(args))  # type: ignore[arg-type]
     if args.json:
         print(json.dumps([p.to_wire() for p in processes], indent=2))
     elif args.quiet:
@@ -438,13 +475,20 @@ def command_line(process: Process, width: int | None = None) -> str:
 
 def format_table(processes: Sequence[Process], width: int | None = _COMMAND_WIDTH) -> str:
     """The ``process ls`` table: aligned columns, one process a line, a header first."""
-    rows = [("ID", "STATUS", "PID", "STARTED", "COMMAND")]
+    # NAME and PORTS only when a process has one: a plain listing keeps its columns.
+    named = any(p.name for p in processes)
+    ported = any(p.ports for p in processes)
+    head = ["ID", *(["NAME"] if named else []), "STATUS", "PID", *(["PORTS"] if ported else []), "STARTED"]
+    rows = [(*head, "COMMAND")]
     for p in processes:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.started_at))
         pid = str(p.pid) if p.pid is not None else "-"
-        rows.append((p.id, describe_status(p), pid, started, command_line(p, width)))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)), row[4]]) for row in rows]
+        name = [p.name or "-"] if named else []
+        ports = [",".join(map(str, p.ports)) if p.ports else "-"] if ported else []
+        rows.append((p.id, *name, describe_status(p), pid, *ports, started, command_line(p, width)))
+    n = len(head)
+    widths = [max(len(row[i]) for row in rows) for i in range(n)]
+    lines = ["   ".join([*(cell.ljust(w) for cell, w in zip(row[:n], widths, strict=True)), row[n]]) for row in rows]
     return "".join(line.rstrip() + "\n" for line in lines)
 
 
@@ -485,6 +529,7 @@ def _spawn(client: Client, args: argparse.Namespace, *, tty: bool, interactive: 
         tty=tty,
         interactive=interactive,
         terminal_size=size,
+        **service_options(args),  # type: ignore[arg-type]
     )
 
 

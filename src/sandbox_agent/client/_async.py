@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from .._exceptions import ConnectionFailed
+from .._exceptions import ConnectionFailed, NotFound
 from .._types import LogsStream, ProcessOwner, StreamName
 from ..models import (
     Health,
@@ -23,6 +23,7 @@ from ..models import (
     Logs,
     Process,
     ProcessConfig,
+    ProcessEvent,
     ProcessInfo,
     ProcessInfoList,
     ProcessList,
@@ -30,6 +31,7 @@ from ..models import (
     ProcessLogs,
     RunResult,
     TerminalSize,
+    WaitFor,
 )
 from . import _protocol
 from ._terminal import AsyncTerminalSession, TerminalProtocol
@@ -37,6 +39,7 @@ from ._terminal import AsyncTerminalSession, TerminalProtocol
 __all__ = ["AsyncClient", "AsyncProcesses"]
 
 _T = TypeVar("_T")
+_P = TypeVar("_P", Process, ProcessInfo)
 
 
 class AsyncClient:
@@ -107,25 +110,67 @@ class AsyncClient:
         tty: bool = False,
         interactive: bool = False,
         terminal_size: tuple[int, int] | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        wait_for: WaitFor | str | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
 
-        ``tty``, ``interactive`` and ``terminal_size`` as in ``Client.start``.
+        ``tty``, ``interactive``, ``terminal_size``, ``name``, ``labels`` and ``wait_for``
+        as in ``Client.start``.
 
         >>> (await client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"})).status
         'running'
         """
         call = _protocol.start_call(
-            command, args, cwd, env, tty=tty, interactive=interactive, terminal_size=terminal_size
+            command,
+            args,
+            cwd,
+            env,
+            tty=tty,
+            interactive=interactive,
+            terminal_size=terminal_size,
+            name=name,
+            labels=labels,
+            wait_for=wait_for,
         )
-        response = await self._send(call)
+        response = await self._send(call, timeout=_protocol.start_http_timeout(call, self.timeout))
         started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else await self.get(started)
 
-    async def list(self) -> list[Process]:
-        """Every process the server knows, newest first."""
-        response = await self._send(_protocol.Call("GET", "/v1/process"))
+    async def list(
+        self,
+        *,
+        status: _protocol.StatusFilter | None = None,
+        labels: Mapping[str, str] | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> list[Process]:
+        """Every process the server knows, newest first; or those matching every filter given."""
+        params = _protocol.filter_params(status, labels, name) or None
+        response = await self._send(_protocol.Call("GET", "/v1/process", params=params))
         return _protocol.parse(ProcessList, response).processes
+
+    async def prune(self) -> builtins.list[str]:
+        """Delete every exited process (record and logs); the ids deleted."""
+        deleted = []
+        for process in await self.list(status="exited"):
+            try:
+                await self.delete(process.id)
+            except NotFound:
+                continue  # deleted meanwhile
+            deleted.append(process.id)
+        return deleted
+
+    async def events(self, *, last_event_id: str | None = None) -> AsyncIterator[ProcessEvent[Process]]:
+        """The processes' lifecycle events (see ``Client.events``).
+
+        >>> async for event in client.events():
+        ...     print(event.kind, event.process.name)
+        """
+        state = _protocol.EventFollow(self.url, Process, last_event_id=last_event_id, attempts=self.reconnect_attempts)
+        async with contextlib.aclosing(self._follow(state, state.feed_events)) as events:
+            async for event in events:
+                yield event
 
     async def get(self, process_id: str) -> Process:
         response = await self._send(_protocol.Call("GET", _protocol.process_path(process_id)))
@@ -187,12 +232,22 @@ class AsyncClient:
                 yield line
 
     # The same signature as Client.wait; anyio.fail_after around it works as well.
-    async def wait(self, process_id: str, timeout: float | None = None) -> Process:  # noqa: ASYNC109
-        """Block until the process has exited; return it. ``TimeoutError`` after ``timeout`` s.
+    async def wait(
+        self,
+        process_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Client.wait
+        *,
+        until: _protocol.Until = "exit",
+    ) -> Process:
+        """Block until the process has exited (``until="ready"``: is ready, or exited);
+        return it. ``TimeoutError`` after ``timeout`` s.
 
         >>> (await client.wait(process.id, timeout=60)).exit_code
         0
         """
+        if until != "exit":
+            wait = _protocol.LongWait(process_id, until, timeout)
+            return await self._long_wait(wait, Process, _protocol.process_path)
         poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
         while True:
             try:
@@ -205,6 +260,13 @@ class AsyncClient:
             await anyio.sleep(poll.next_delay())
 
     # -- internals ----------------------------------------------------------------
+
+    async def _long_wait(self, wait: _protocol.LongWait, model: type[_P], path: Callable[[str, str], str]) -> _P:
+        while True:
+            call, timeout = wait.call(path(wait.process_id, "wait"), self.timeout)
+            process = _protocol.parse(model, await self._send(call, timeout=timeout))
+            if wait.done(process):
+                return process
 
     # timeout: an httpx timeout for this one request, as httpx takes it.
     async def _send(self, call: _protocol.Call, timeout: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:  # noqa: ASYNC109
@@ -270,9 +332,13 @@ class AsyncProcesses:
         tty: bool = False,
         interactive: bool = False,
         terminal_size: tuple[int, int] | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        wait_for: WaitFor | str | None = None,
     ) -> ProcessInfo:
-        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size)
-        return _protocol.parse(ProcessInfo, await self._client._send(call))
+        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for)
+        timeout = _protocol.start_http_timeout(call, self._client.timeout)
+        return _protocol.parse(ProcessInfo, await self._client._send(call, timeout=timeout))
 
     async def run(
         self,
@@ -288,8 +354,35 @@ class AsyncProcesses:
         response = await self._client._send(call, timeout=_protocol.run_http_timeout(call, self._client.timeout))
         return _protocol.parse(RunResult, response)
 
-    async def list(self, owner: ProcessOwner | None = None) -> list[ProcessInfo]:
-        return _protocol.parse(ProcessInfoList, await self._client._send(_protocol.list_call(owner))).processes
+    async def list(
+        self,
+        owner: ProcessOwner | None = None,
+        *,
+        status: _protocol.StatusFilter | None = None,
+        labels: Mapping[str, str] | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> list[ProcessInfo]:
+        call = _protocol.list_call(owner, _protocol.filter_params(status, labels, name))
+        return _protocol.parse(ProcessInfoList, await self._client._send(call)).processes
+
+    async def wait(
+        self,
+        process_id: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - the same signature as Client.wait
+        *,
+        until: _protocol.Until = "exit",
+    ) -> ProcessInfo:
+        wait = _protocol.LongWait(process_id, until, timeout)
+        return await self._client._long_wait(wait, ProcessInfo, _protocol.processes_path)
+
+    async def events(self, *, last_event_id: str | None = None) -> AsyncIterator[ProcessEvent[ProcessInfo]]:
+        client = self._client
+        state = _protocol.EventFollow(
+            client.url, ProcessInfo, last_event_id=last_event_id, attempts=client.reconnect_attempts
+        )
+        async with contextlib.aclosing(client._follow(state, state.feed_events)) as events:
+            async for event in events:
+                yield event
 
     async def get(self, process_id: str) -> ProcessInfo:
         response = await self._client._send(_protocol.Call("GET", _protocol.processes_path(process_id)))

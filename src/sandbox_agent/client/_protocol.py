@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -22,12 +22,16 @@ from .._exceptions import ConnectionFailed, ProblemError, ServerError, error_for
 from .._types import LogsStream, ProcessOwner, StreamName
 from ..models import (
     CreateProcess,
+    EventKind,
     Process,
     ProcessConfig,
+    ProcessEvent,
+    ProcessInfo,
     ProcessLogEntry,
     RunProcess,
     StartProcess,
     TerminalSize,
+    WaitFor,
     _Wire,
 )
 
@@ -83,7 +87,7 @@ class Call:
 
     method: str
     path: str
-    params: dict[str, str] | None = None
+    params: dict[str, Any] | None = None
     json: dict[str, Any] | None = None
 
 
@@ -94,6 +98,7 @@ def process_path(process_id: str, action: str = "") -> str:
 
 
 _M = TypeVar("_M", bound=_Wire)
+_P = TypeVar("_P", Process, ProcessInfo)
 
 
 def parse(model: type[_M], response: httpx.Response) -> _M:
@@ -140,6 +145,9 @@ def start_call(
     tty: bool = False,
     interactive: bool = False,
     terminal_size: tuple[int, int] | None = None,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    wait_for: WaitFor | str | None = None,
 ) -> Call:
     body = StartProcess(
         command=command,
@@ -150,8 +158,82 @@ def start_call(
         tty=tty or None,
         interactive=interactive or None,
         terminal_size=_size(terminal_size),
+        name=name,
+        labels=None if labels is None else dict(labels),
+        wait_for=_wait_for(wait_for),
     )
     return Call("POST", "/v1/process", json=body.to_wire())
+
+
+# -- services (SPEC section 8) ----------------------------------------------------------
+
+#: The server's waitFor.timeoutMs when a start gives none.
+DEFAULT_READY_TIMEOUT_MS = 60_000
+#: The longest one wait request asks the server to hold (a longer wait asks again).
+_WAIT_CHUNK = 30.0
+Until = Literal["exit", "ready"]
+#: A status a list may be filtered by: running (also starting), exited, or a status.
+StatusFilter = Literal["running", "exited", "starting", "stopped", "killed"]
+
+
+def _wait_for(wait_for: WaitFor | str | None) -> WaitFor | None:
+    return WaitFor.parse(wait_for) if isinstance(wait_for, str) else wait_for
+
+
+def start_http_timeout(call: Call, timeout: float | None) -> float | None:
+    """The HTTP timeout of a start: the client's, stretched to outlast its waitFor."""
+    wait_for = (call.json or {}).get("waitFor")
+    if timeout is None or not isinstance(wait_for, dict):
+        return timeout
+    ready_ms = wait_for.get("timeoutMs", DEFAULT_READY_TIMEOUT_MS)
+    return (ready_ms if isinstance(ready_ms, int) else DEFAULT_READY_TIMEOUT_MS) / 1000 + timeout
+
+
+def filter_params(
+    status: StatusFilter | None, labels: Mapping[str, str] | Sequence[str] | None, name: str | None
+) -> dict[str, Any]:
+    """``labels``: ``{"k": "v"}``, or ``["k=v", "k"]`` (``k``: has the label)."""
+    params: dict[str, Any] = {}
+    if status is not None:
+        params["status"] = status
+    if labels:
+        if isinstance(labels, str):
+            raise TypeError("labels must be a mapping or a sequence of 'key=value' strings, not a string")
+        params["label"] = (
+            [f"{k}={v}" for k, v in labels.items()] if isinstance(labels, Mapping) else [str(x) for x in labels]
+        )
+    if name is not None:
+        params["name"] = name
+    return params
+
+
+class LongWait:
+    """A wait for the exit or readiness through ``GET .../wait``, asked again until the deadline."""
+
+    def __init__(self, process_id: str, until: Until, timeout: float | None) -> None:
+        if until not in ("exit", "ready"):
+            raise ValueError(f"until must be 'exit' or 'ready', not {until!r}")
+        self.process_id = process_id
+        self.until = until
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def call(self, path: str, client_timeout: float | None) -> tuple[Call, float | None]:
+        """The next request and its HTTP timeout."""
+        chunk = _WAIT_CHUNK
+        if self.deadline is not None:
+            chunk = max(0.0, min(chunk, self.deadline - time.monotonic()))
+        params = {"until": self.until, "timeoutMs": str(round(chunk * 1000))}
+        return Call("GET", path, params=params), None if client_timeout is None else chunk + client_timeout
+
+    def done(self, process: Process | ProcessInfo) -> bool:
+        """Whether the wait is over; TimeoutError once past the deadline."""
+        if process.exited or (self.until == "ready" and process.ready):
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            state = "become ready" if self.until == "ready" else "exited"
+            raise TimeoutError(f"process {self.process_id} had not {state} after {self.timeout} s")
+        return False
 
 
 # -- /v1/processes (the current dialect) ------------------------------------------------
@@ -170,6 +252,9 @@ def create_call(
     tty: bool,
     interactive: bool,
     terminal_size: tuple[int, int] | None,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    wait_for: WaitFor | str | None = None,
 ) -> Call:
     body = CreateProcess(
         command=command,
@@ -179,6 +264,9 @@ def create_call(
         tty=tty,
         interactive=interactive,
         terminal_size=_size(terminal_size),
+        name=name,
+        labels=None if labels is None else dict(labels),
+        wait_for=_wait_for(wait_for),
     )
     return Call("POST", "/v1/processes", json=body.to_wire())
 
@@ -216,8 +304,11 @@ def run_http_timeout(call: Call, timeout: float | None) -> float | None:
     return run_ms / 1000 + timeout
 
 
-def list_call(owner: ProcessOwner | None) -> Call:
-    return Call("GET", "/v1/processes", params=None if owner is None else {"owner": owner})
+def list_call(owner: ProcessOwner | None, filters: dict[str, Any] | None = None) -> Call:
+    params = dict(filters or {})
+    if owner is not None:
+        params["owner"] = owner
+    return Call("GET", "/v1/processes", params=params or None)
 
 
 def signal_call(process_id: str, action: str, wait: float | None) -> Call:
@@ -540,6 +631,38 @@ class EntryFollow(Follow):
         if event.event != "log":
             return []
         return [ProcessLogEntry.from_wire(json.loads(event.data))]
+
+
+class EventFollow(Follow, Generic[_P]):
+    """A follow of ``GET /v1/events``: it never ends by itself; after a drop (a restart of
+    the server), it resumes after the last event seen, or gets a ``reset``."""
+
+    _KINDS = ("created", "ready", "restarted", "exited", "deleted")
+
+    def __init__(self, url: str, model: type[_P], *, last_event_id: str | None, attempts: int) -> None:
+        super().__init__(url, "", stream="combined", tail=None, strip_timestamps=False, attempts=attempts)
+        self.model: type[_P] = model
+        self.path = "/v1/events"
+        self.params = {"dialect": "process" if model is Process else "processes"}
+        self.last_id = last_event_id
+
+    def feed_events(self, line: str) -> list[ProcessEvent[_P]]:
+        if not self._heard:
+            self._heard = True
+            self.received()
+        event = self._decoder.feed(line)
+        if event is None:
+            return []
+        if event.id is not None:
+            self.last_id = event.id
+        kind: EventKind
+        if event.event == "reset":
+            listed = json.loads(event.data)["processes"]
+            return [ProcessEvent("reset", event.id, processes=[self.model.from_wire(p) for p in listed])]
+        if event.event not in self._KINDS:
+            return []  # a kind this client does not know
+        kind = event.event  # type: ignore[assignment]
+        return [ProcessEvent(kind, event.id, process=self.model.from_wire(json.loads(event.data)))]
 
 
 # -- waiting --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._exceptions import ConnectionFailed
+from .._exceptions import ConnectionFailed, NotFound
 from .._types import LogsStream, ProcessOwner, StreamName
 from ..models import (
     Health,
@@ -18,6 +18,7 @@ from ..models import (
     Logs,
     Process,
     ProcessConfig,
+    ProcessEvent,
     ProcessInfo,
     ProcessInfoList,
     ProcessList,
@@ -25,6 +26,7 @@ from ..models import (
     ProcessLogs,
     RunResult,
     TerminalSize,
+    WaitFor,
 )
 from . import _protocol
 from ._terminal import TerminalProtocol, TerminalSession
@@ -32,6 +34,7 @@ from ._terminal import TerminalProtocol, TerminalSession
 __all__ = ["Client", "Processes"]
 
 _T = TypeVar("_T")
+_P = TypeVar("_P", Process, ProcessInfo)
 
 
 class Client:
@@ -98,6 +101,9 @@ class Client:
         tty: bool = False,
         interactive: bool = False,
         terminal_size: tuple[int, int] | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        wait_for: WaitFor | str | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
 
@@ -105,19 +111,68 @@ class Client:
         default), driven with ``processes.terminal``; ``interactive``: stdin is a pipe that
         ``processes.input`` writes to. Otherwise stdin is /dev/null.
 
+        ``name`` (unique among running processes) works wherever an id does; ``labels``
+        filter ``list``. ``wait_for`` (``WaitFor`` or ``"port:3000"``, ``"log:REGEX"``,
+        ``"http:URL"``): return once it holds (or the process exited: check ``ready``);
+        ``ReadinessTimeout`` past its ``timeout_ms``, the process left running.
+
         >>> client.start("sh", ["-c", "echo $GREETING"], env={"GREETING": "hi"}).status
         'running'
+        >>> client.start("npm", ["run", "dev"], name="web", wait_for="port:3000").ports
+        [3000]
         """
         call = _protocol.start_call(
-            command, args, cwd, env, tty=tty, interactive=interactive, terminal_size=terminal_size
+            command,
+            args,
+            cwd,
+            env,
+            tty=tty,
+            interactive=interactive,
+            terminal_size=terminal_size,
+            name=name,
+            labels=labels,
+            wait_for=wait_for,
         )
-        response = self._send(call)
+        response = self._send(call, timeout=_protocol.start_http_timeout(call, self.timeout))
         started = _protocol.parse_started(response.content)
         return started if isinstance(started, Process) else self.get(started)
 
-    def list(self) -> list[Process]:
-        """Every process the server knows, newest first."""
-        return _protocol.parse(ProcessList, self._send(_protocol.Call("GET", "/v1/process"))).processes
+    def list(
+        self,
+        *,
+        status: _protocol.StatusFilter | None = None,
+        labels: Mapping[str, str] | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> list[Process]:
+        """Every process the server knows, newest first; or those matching every filter given.
+
+        >>> client.list(status="running", labels={"app": "shop"})
+        """
+        params = _protocol.filter_params(status, labels, name) or None
+        return _protocol.parse(ProcessList, self._send(_protocol.Call("GET", "/v1/process", params=params))).processes
+
+    def prune(self) -> builtins.list[str]:
+        """Delete every exited process (record and logs); the ids deleted."""
+        deleted = []
+        for process in self.list(status="exited"):
+            try:
+                self.delete(process.id)
+            except NotFound:
+                continue  # deleted meanwhile
+            deleted.append(process.id)
+        return deleted
+
+    def events(self, *, last_event_id: str | None = None) -> Iterator[ProcessEvent[Process]]:
+        """Yield the processes' lifecycle events from now on (or after ``last_event_id``):
+        ``created``, ``ready``, ``exited``, ``deleted``; never ends by itself. A dropped
+        connection resumes after the last event yielded (a ``reset`` event with the current
+        list when the server no longer holds those).
+
+        >>> for event in client.events():
+        ...     print(event.kind, event.process.name)
+        """
+        state = _protocol.EventFollow(self.url, Process, last_event_id=last_event_id, attempts=self.reconnect_attempts)
+        return self._follow(state, state.feed_events)
 
     def get(self, process_id: str) -> Process:
         response = self._send(_protocol.Call("GET", _protocol.process_path(process_id)))
@@ -176,12 +231,17 @@ class Client:
         )
         return self._follow(state, state.feed)
 
-    def wait(self, process_id: str, timeout: float | None = None) -> Process:
-        """Block until the process has exited; return it. ``TimeoutError`` after ``timeout`` s.
+    def wait(self, process_id: str, timeout: float | None = None, *, until: _protocol.Until = "exit") -> Process:
+        """Block until the process has exited (``until="ready"``: is ready, or exited);
+        return it. ``TimeoutError`` after ``timeout`` s.
 
         >>> client.wait(process.id, timeout=60).exit_code
         0
+        >>> client.wait("web", until="ready").ready
+        True
         """
+        if until != "exit":
+            return self._long_wait(_protocol.LongWait(process_id, until, timeout), Process, _protocol.process_path)
         poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
         while True:
             try:
@@ -194,6 +254,13 @@ class Client:
             time.sleep(poll.next_delay())
 
     # -- internals ----------------------------------------------------------------
+
+    def _long_wait(self, wait: _protocol.LongWait, model: type[_P], path: Callable[[str, str], str]) -> _P:
+        while True:
+            call, timeout = wait.call(path(wait.process_id, "wait"), self.timeout)
+            process = _protocol.parse(model, self._send(call, timeout=timeout))
+            if wait.done(process):
+                return process
 
     def _send(self, call: _protocol.Call, timeout: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
         try:
@@ -264,10 +331,16 @@ class Processes:
         tty: bool = False,
         interactive: bool = False,
         terminal_size: tuple[int, int] | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        wait_for: WaitFor | str | None = None,
     ) -> ProcessInfo:
         """Start a process (see ``Client.start``); ``Conflict`` past ``maxConcurrentProcesses``."""
-        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size)
-        return _protocol.parse(ProcessInfo, self._client._send(call))
+        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for)
+        client = self._client
+        return _protocol.parse(
+            ProcessInfo, client._send(call, timeout=_protocol.start_http_timeout(call, client.timeout))
+        )
 
     def run(
         self,
@@ -292,9 +365,30 @@ class Processes:
         response = self._client._send(call, timeout=_protocol.run_http_timeout(call, self._client.timeout))
         return _protocol.parse(RunResult, response)
 
-    def list(self, owner: ProcessOwner | None = None) -> list[ProcessInfo]:
-        """Every process, oldest first."""
-        return _protocol.parse(ProcessInfoList, self._client._send(_protocol.list_call(owner))).processes
+    def list(
+        self,
+        owner: ProcessOwner | None = None,
+        *,
+        status: _protocol.StatusFilter | None = None,
+        labels: Mapping[str, str] | Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> list[ProcessInfo]:
+        """Every process, oldest first; or those matching every filter given (see ``Client.list``)."""
+        call = _protocol.list_call(owner, _protocol.filter_params(status, labels, name))
+        return _protocol.parse(ProcessInfoList, self._client._send(call)).processes
+
+    def wait(self, process_id: str, timeout: float | None = None, *, until: _protocol.Until = "exit") -> ProcessInfo:
+        """Block until the process has exited, or is ready (see ``Client.wait``)."""
+        wait = _protocol.LongWait(process_id, until, timeout)
+        return self._client._long_wait(wait, ProcessInfo, _protocol.processes_path)
+
+    def events(self, *, last_event_id: str | None = None) -> Iterator[ProcessEvent[ProcessInfo]]:
+        """``Client.events`` with the processes in this dialect's shape."""
+        client = self._client
+        state = _protocol.EventFollow(
+            client.url, ProcessInfo, last_event_id=last_event_id, attempts=client.reconnect_attempts
+        )
+        return client._follow(state, state.feed_events)
 
     def get(self, process_id: str) -> ProcessInfo:
         return _protocol.parse(

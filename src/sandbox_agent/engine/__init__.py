@@ -6,6 +6,10 @@ No HTTP in here: the server (``sandbox_agent.server``) and embedding application
     manager     ProcessManager: spawn, stop, kill, delete, wait, runs, config
     watching    its watch over supervisors: adoption at start-up, exits, orphans, retention
     reading     its log reads: lines, entries, follows, a terminal's output
+    services    its names, labels, readiness (waitFor), list filters; service.json
+    events      lifecycle events (created, ready, exited, deleted) with a bounded history
+    usage       the once-a-second sample of running processes: ports, CPU, memory
+    proctree    /proc reads: process trees, CPU and memory, listening TCP ports
     state       the manager attributes its two mixins may use, declared once
     records     Record: one process's directory and state record, as typed properties
     launcher    the server's client of the supervisor launcher (spawn requests)

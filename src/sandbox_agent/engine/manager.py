@@ -56,7 +56,9 @@ from .launcher import LauncherClient
 from .logs.watch import LogWatcher
 from .reading import LogReading
 from .records import Record
+from .services import Service, ServiceTracking, WaitFor
 from .terminal import Terminals
+from .usage import Sampler
 from .watching import SupervisorWatching
 
 logger = logging.getLogger("sandbox_agent.engine")
@@ -107,9 +109,16 @@ class SpawnRequest:
     terminal_size: tuple[int, int] | None = None
     #: The cap of each of its logs on disk (0: none); the manager's when None.
     max_log_bytes: int | None = None
+    #: Services (SPEC section 8): unique among running processes, usable as an id.
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    #: What makes it ready; ``spawn`` answers once it is (or raises ReadinessTimeout).
+    wait_for: WaitFor | None = None
+    #: Restart policies are not there yet: refused when given.
+    restart: dict[str, Any] | None = None
 
 
-class ProcessManager(SupervisorWatching, LogReading):
+class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
     """Registry and lifecycle of the processes under one data directory."""
 
     def __init__(
@@ -162,6 +171,9 @@ class ProcessManager(SupervisorWatching, LogReading):
         self.config = ProcessConfig()
         #: One-shot runs under way: their children are ours to reap (asyncio's), not orphans.
         self._runs = 0
+        self._init_services()
+        #: Ports, CPU and memory of the running processes, sampled in the background.
+        self._sampler = Sampler(lambda: self._maybe_running)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -173,6 +185,8 @@ class ProcessManager(SupervisorWatching, LogReading):
         system.raise_fd_limit()
         self._watcher.start()
         self._load_records()
+        self._load_services()
+        self._sampler.start()
         if self.subreaper:
             system.become_subreaper()
         # A poll, not a SIGCHLD handler: event loops (uvloop) keep SIGCHLD for their own
@@ -184,6 +198,12 @@ class ProcessManager(SupervisorWatching, LogReading):
     async def close(self) -> None:
         """Stop serving; the managed processes and their supervisors keep running."""
         self.begin_shutdown()
+        await self._sampler.close()
+        # Readiness watches end here; a restarted server takes them up again.
+        watches = [r.service.task for r in self._records.values() if r.service is not None and r.service.task]
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
         for record in self._records.values():
             self._unwatch_supervisor(record)
             self._unwatch_state(record)
@@ -203,6 +223,7 @@ class ProcessManager(SupervisorWatching, LogReading):
     def begin_shutdown(self) -> None:
         """End every follow stream so that open connections can close."""
         self._closing = True
+        self.events.close()
         self.terminals.close_all()
         for record in self._records.values():
             for stream in list(record.feeds):
@@ -239,12 +260,15 @@ class ProcessManager(SupervisorWatching, LogReading):
         return len(self._maybe_running)
 
     async def spawn(self, request: SpawnRequest, *, max_running: int | None = None) -> Record:
-        """Start ``request.command`` under a new supervisor; return once it runs.
+        """Start ``request.command`` under a new supervisor; return once it runs, and with
+        ``wait_for`` once it is ready (or exited; ReadinessTimeout past its timeout).
 
         ``max_running``: refuse (TooManyProcesses) when that many already run.
         """
         if not request.command.strip():
             raise BadRequest("command is empty; give a program name such as 'python3' or a path")
+        if request.restart is not None:
+            raise BadRequest("restart policies are not supported by this server yet; start without restart")
         if max_running is not None and self.running_count() >= max_running:
             raise TooManyProcesses(
                 f"max concurrent process limit reached ({max_running}); stop or kill a running process, "
@@ -261,11 +285,32 @@ class ProcessManager(SupervisorWatching, LogReading):
         max_log_bytes = validate.check_max_log_bytes(
             self.max_log_bytes if request.max_log_bytes is None else request.max_log_bytes
         )
+        service = self._prepare_service(request.name, request.labels, request.wait_for)
+        try:
+            record = await self._spawn(request, service, cwd, env, terminal_size, executable, max_log_bytes)
+        finally:
+            self._release_name(service)
+        await self._start_ready(record)
+        return record
+
+    async def _spawn(
+        self,
+        request: SpawnRequest,
+        service: Service | None,
+        cwd: str,
+        env: dict[str, str],
+        terminal_size: list[int] | None,
+        executable: str,
+        max_log_bytes: int,
+    ) -> Record:
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
         try:
             pid_dir.mkdir(mode=0o700)
+            if service is not None:
+                self._write_service(str(pid_dir), service)
         except OSError as exc:
+            shutil.rmtree(pid_dir, ignore_errors=True)
             raise (_storage_error(exc, self.data_dir) or exc) from None
         message = {
             "op": "spawn",
@@ -285,9 +330,11 @@ class ProcessManager(SupervisorWatching, LogReading):
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.
-        return await asyncio.shield(self._launch(request, pid_dir, message))
+        return await asyncio.shield(self._launch(request, pid_dir, message, service))
 
-    async def _launch(self, request: SpawnRequest, pid_dir: Path, message: dict[str, Any]) -> Record:
+    async def _launch(
+        self, request: SpawnRequest, pid_dir: Path, message: dict[str, Any], service: Service | None
+    ) -> Record:
         process_id = message["id"]
         try:
             reply = await self._launcher.request(message)
@@ -305,6 +352,7 @@ class ProcessManager(SupervisorWatching, LogReading):
         self._records[process_id] = record
         self._maybe_running.add(record)
         self._ordered = None
+        self._service_created(record, service)
         if self._watch_supervisor(record):
             self._watch_state(record)
         else:
@@ -326,6 +374,25 @@ class ProcessManager(SupervisorWatching, LogReading):
             waiter = asyncio.get_running_loop().create_future()
             record.waiters.append(waiter)
             await waiter
+        return record
+
+    async def wait_until(self, process_id: str, until: str, timeout_ms: int) -> Record:
+        """Wait up to ``timeout_ms`` for the process to exit (``until="exit"``) or to be
+        ready (``"ready"``: it had ``wait_for``; an exit ends the wait too); return it as
+        it is then, whether that held or not.
+
+        ``await manager.wait_until("web", "ready", 30_000)``
+        """
+        record = self._record(process_id)
+        if until == "ready":
+            await self._wait_ready(record, timeout_ms)
+        elif until == "exit":
+            if not record.exited:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_ms / 1000):
+                        await self.wait(record.id)
+        else:
+            raise BadRequest(f"until {until[:40]!r} is not one of exit, ready")
         return record
 
     def stop(self, process_id: str) -> None:
@@ -393,7 +460,7 @@ class ProcessManager(SupervisorWatching, LogReading):
 
     # -- internals ---------------------------------------------------------------
     def _record(self, process_id: str) -> Record:
-        record = self._records.get(process_id)
+        record = self._records.get(process_id) or self._by_name(process_id)
         if record is None:
             # Any string that names no process is unknown, whatever its shape (SPEC section 3).
             raise NotFound(unknown_id_detail(process_id))

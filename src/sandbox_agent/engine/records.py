@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._types import Status
 from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, PTY_LOG, read_small
 from .logs.entries import LineIndex
 from .logs.feed import Feed
 from .logs.watch import StateWatch
+
+if TYPE_CHECKING:
+    from .services import Service
+    from .usage import Sample
 
 #: Fields that identify a running process's supervisor and child: of no use once it
 #: exited (they stay in state.json), so an exited record does not hold them.
@@ -46,7 +50,9 @@ class Record:
         "feeds",
         "id",
         "line_index",
+        "live",
         "pidfd",
+        "service",
         "state",
         "state_watch",
         "supervisor_pid",
@@ -76,6 +82,21 @@ class Record:
         self.cache: dict[str, Any] = {}
         #: Where line numbers of combined.log were counted before (entry sequences).
         self.line_index = LineIndex()
+        #: Name, labels and readiness (``services.py``); None for a plain process.
+        self.service: Service | None = None
+        #: The latest sample of a running process (``usage.py``): ports and usage.
+        self.live: Sample | None = None
+
+    def snapshot(self) -> Record:
+        """A copy as the record is now, that later changes leave alone (for events)."""
+        copy = Record.__new__(Record)
+        copy.id, copy.dir, copy.state, copy.live = self.id, self.dir, self.state, self.live
+        copy.service = None if self.service is None else self.service.copy()
+        copy.cache = {}
+        copy.unsaved = self.unsaved
+        # Descendants still running are read from /proc when shown: not part of a copy.
+        copy.supervisor_pid = None
+        return copy
 
     def update(self, state: dict[str, Any]) -> None:
         self.state = _compact(state)

@@ -49,6 +49,10 @@ class SupervisorWatching(ManagerState):
 
         def _drop_feed(self, record: Record, stream: str) -> None: ...
 
+        def _service_exited(self, record: Record) -> None: ...
+
+        def _service_forgotten(self, record: Record) -> None: ...
+
     def _load_records(self) -> None:
         our_boot = boot_id()
         for entry in os.scandir(self.processes_dir):
@@ -200,6 +204,7 @@ class SupervisorWatching(ManagerState):
                 waiter.set_result(None)
         record.waiters.clear()
         self._unwatch_state(record)
+        self._service_exited(record)
         if self.retain_exited is not None:
             self._prune()
 
@@ -262,6 +267,7 @@ class SupervisorWatching(ManagerState):
         self.terminals.forget(record.id)
         self._records.pop(record.id, None)
         self._ordered = None
+        self._service_forgotten(record)
 
     def _settle_lost(self, record: Record) -> None:
         """The supervisor is gone with no exit recorded: the process ended unseen."""

@@ -16,6 +16,7 @@ from .._version import __version__
 from ..engine import ProcessManager
 from . import openapi, problems
 from .auth import BrowserGuard, TokenAuth
+from .events import router as events_router
 from .limits import MAX_BODY_BYTES, BodyLimit
 from .processes import router as processes_router
 from .routes import router
@@ -84,6 +85,7 @@ def create_app(
     app.include_router(router)
     app.include_router(processes_router)
     app.include_router(terminal_router)
+    app.include_router(events_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

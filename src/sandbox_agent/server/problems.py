@@ -35,6 +35,10 @@ _HINTS = {
     ("query", "follow"): "follow must be true or false",
     ("query", "strip_timestamps"): "strip_timestamps must be true or false",
     ("query", "stripTimestamps"): "stripTimestamps must be true or false",
+    ("query", "status"): "status must be one of running, exited, starting, stopped or killed",
+    ("query", "until"): "until must be exit or ready",
+    ("query", "timeoutMs"): "timeoutMs must be a whole number of milliseconds, 0 to 300000",
+    ("query", "dialect"): "dialect must be process or processes",
 }
 
 
@@ -52,6 +56,7 @@ _PROCESSES_KINDS = {
     413: ("invalid_request", "Payload Too Large"),
     422: ("invalid_request", "Unprocessable Entity"),
     503: ("service_unavailable", "Service Unavailable"),
+    504: ("timeout", "Gateway Timeout"),
     507: ("insufficient_storage", "Insufficient Storage"),
 }
 #: Domain errors whose status differs on /v1/processes, by class.

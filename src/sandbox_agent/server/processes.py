@@ -16,14 +16,25 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from .._exceptions import BadRequest, NotFound
+from .._exceptions import BadRequest
 from ..engine import ProcessManager, Record, SpawnRequest
 from ..engine.config import ProcessConfig as EngineConfig
-from ..engine.ids import ID_PATTERN
 from ..engine.logs import entries as logentries
 from ..engine.run import RunRequest
 from . import render, sse
-from .routes import _JSONBodyRoute
+from .routes import (
+    _WAIT_DOC,
+    _WAIT_RESPONSES,
+    MAX_WAIT_MS,
+    START_PROBLEMS,
+    LabelFilter,
+    NameFilter,
+    StatusFilter,
+    Until,
+    WaitTimeout,
+    _JSONBodyRoute,
+    service_fields,
+)
 from .schemas import (
     CreateProcess,
     LogsStream,
@@ -58,9 +69,7 @@ def _manager(request: Request) -> ProcessManager:
 
 def _record(manager: ProcessManager, process_id: str) -> Record:
     # Any id that names no process is unknown here, whatever its shape (the original's
-    # ids are proc_N; ours are 26 characters).
-    if not ID_PATTERN.fullmatch(process_id):
-        raise NotFound(f"no process with id {process_id}; list the processes to see the ids there are")
+    # ids are proc_N; ours are 26 characters; a name works too).
     return manager.get(process_id)
 
 
@@ -92,7 +101,7 @@ async def set_config(body: ProcessConfig, request: Request) -> Response:
     return _json(render.process_config(stored))
 
 
-@router.post("", response_model=ProcessInfo, responses=_CONFLICT)
+@router.post("", response_model=ProcessInfo, responses={**START_PROBLEMS, **_CONFLICT})
 async def create_process(body: CreateProcess, request: Request) -> Response:
     """Start a process; answers once it runs. 409 past maxConcurrentProcesses running."""
     manager = _manager(request)
@@ -107,6 +116,7 @@ async def create_process(body: CreateProcess, request: Request) -> Response:
             interactive=body.interactive,
             terminal_size=None if size is None else (size.cols, size.rows),
             max_log_bytes=body.max_log_bytes,
+            **service_fields(body),
         ),
         max_running=manager.config.max_concurrent_processes,
     )
@@ -132,11 +142,18 @@ async def run_process(body: RunProcess, request: Request) -> Response:
 async def list_processes(
     request: Request,
     owner: Annotated[ProcessOwner | None, Query(description="Only the processes of this owner")] = None,
+    status: StatusFilter = None,
+    label: LabelFilter = None,
+    name: NameFilter = None,
 ) -> Response:
-    """Every process, oldest first (the original sorts by id; ours sort by creation)."""
+    """Every process, oldest first (the original sorts by id; ours sort by creation);
+    extension: only those matching every filter given."""
     if owner is not None and owner != "user":
         return _json(b'{"processes":[]}')
-    return _json(render.process_info_list(reversed(_manager(request).processes())))
+    manager = _manager(request)
+    if status is None and not label and name is None:
+        return _json(render.process_info_list(reversed(manager.processes())))
+    return _json(render.process_info_list(reversed(manager.select(status=status, labels=label or (), name=name))))
 
 
 async def _wait_exit(manager: ProcessManager, process_id: str, wait_ms: int) -> Record:
@@ -147,8 +164,7 @@ async def _wait_exit(manager: ProcessManager, process_id: str, wait_ms: int) -> 
 
 
 _WAIT_MS = "Wait up to this long for the exit before answering"
-#: The longest blocking wait a GET may ask for (a client waits longer by asking again).
-_MAX_WAIT_MS = 300_000
+_MAX_WAIT_MS = MAX_WAIT_MS
 
 
 @router.get("/{process_id}", response_model=ProcessInfo, responses=_PROBLEMS)
@@ -171,6 +187,13 @@ async def get_process(
     if wait_ms and not record.exited:
         record = await _wait_exit(manager, process_id, wait_ms)
     return _json(render.process_info(record))
+
+
+@router.get("/{process_id}/wait", response_model=ProcessInfo, responses=_WAIT_RESPONSES, description=_WAIT_DOC)
+async def wait_process(
+    process_id: str, request: Request, until: Until = "exit", timeout_ms: WaitTimeout = 30_000
+) -> Response:
+    return _json(render.process_info(await _manager(request).wait_until(process_id, until, timeout_ms)))
 
 
 @router.delete("/{process_id}", status_code=204, responses=_CONFLICT)

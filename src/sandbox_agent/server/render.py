@@ -42,10 +42,11 @@ def process_v1(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        _service_fields(record, data)
         if record.state_unsaved:
             data["stateUnsaved"] = True
         cached = record.cache["v1"] = _encode(data).encode()
-    return _with_descendants(record, cached)
+    return _with_descendants(record, _with_live(record, cached))
 
 
 def _with_descendants(record: Record, rendered: bytes) -> bytes:
@@ -54,6 +55,29 @@ def _with_descendants(record: Record, rendered: bytes) -> bytes:
     if record.supervisor_pid is not None and record.descendants_running:
         return rendered[:-1] + b',"descendantsRunning":true}'
     return rendered
+
+
+def _service_fields(record: Record, data: dict[str, object]) -> None:
+    """Name, labels, restarts and readiness (SPEC section 8): absent for a plain process."""
+    service = record.service
+    if service is None:
+        return
+    if service.name is not None:
+        data["name"] = service.name
+    if service.labels:
+        data["labels"] = service.labels
+    data["restarts"] = 0
+    if service.wait_for is not None:
+        data["ready"] = service.ready
+
+
+def _with_live(record: Record, rendered: bytes) -> bytes:
+    """The latest sample of a running process (ports, usage) spliced in: it changes every
+    second, the rest of the object only with the state."""
+    live = record.live
+    if live is None or record.exited:
+        return rendered
+    return rendered[:-1] + live.fragment + b"}"
 
 
 def process_list_v1(records: list[Record]) -> bytes:
@@ -107,10 +131,11 @@ def process_info(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        _service_fields(record, data)
         if record.state_unsaved:
             data["stateUnsaved"] = True
         cached = record.cache["processes"] = _encode(data).encode()
-    return _with_descendants(record, cached)
+    return _with_descendants(record, _with_live(record, cached))
 
 
 def process_info_list(records: Iterable[Record]) -> bytes:

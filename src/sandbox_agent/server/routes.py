@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.routing import APIRoute
@@ -15,8 +15,9 @@ from .._types import StreamName
 from .._version import __version__
 from ..engine import ProcessManager, SpawnRequest
 from ..engine.logs.store import PIECE_BYTES
+from ..engine.services import WaitFor
 from . import render, sse
-from .schemas import Health, Logs, Process, ProcessList, StartProcess
+from .schemas import Health, Logs, Process, ProcessList, StartProcess, _Service
 
 
 class _JSONBodyRoute(APIRoute):
@@ -58,14 +59,67 @@ def _manager(request: Request) -> ProcessManager:
     return manager
 
 
+def service_fields(body: _Service) -> dict[str, Any]:
+    """The ``SpawnRequest`` fields of a start body's services extension (SPEC section 8)."""
+    wait_for = body.wait_for
+    return {
+        "name": body.name,
+        "labels": body.labels,
+        "wait_for": None
+        if wait_for is None
+        else WaitFor(wait_for.port, wait_for.log_pattern, wait_for.http_get, wait_for.timeout_ms),
+        "restart": body.restart,
+    }
+
+
+#: The longest blocking wait a GET may ask for (a client waits longer by asking again).
+MAX_WAIT_MS = 300_000
+_WAIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "until=ready for a process started without waitFor (problem+json)"},
+    401: {"description": "Missing or wrong bearer token (problem+json)"},
+    404: {"description": "No such process (problem+json)"},
+}
+_WAIT_DOC = (
+    "Extension: answers with the process once it has exited (until=exit) or is ready (until=ready: it was "
+    "started with waitFor; an exit ends that wait too), or with the process as it is when timeoutMs has passed: "
+    "check status and ready. Same as GET /v1/processes/{id}?waitMs= for until=exit."
+)
+Until = Annotated[Literal["exit", "ready"], Query(description="exit (the default) or ready")]
+WaitTimeout = Annotated[
+    int, Query(alias="timeoutMs", ge=0, le=MAX_WAIT_MS, description="Give up after this long (default 30000)")
+]
+#: A list filter on status: running (also starting), exited, or a status of either dialect.
+StatusFilter = Annotated[
+    Literal["running", "exited", "starting", "stopped", "killed"] | None,
+    Query(description="Extension: running, exited (or stopped, killed)"),
+]
+LabelFilter = Annotated[
+    list[str] | None, Query(description="Extension: key=value (or key: has the label); repeat for all of them")
+]
+NameFilter = Annotated[str | None, Query(description="Extension: every process that has this name")]
+
+
 @router.get("/health", response_model=Health, tags=["server"])
 async def health() -> Health:
     return Health(status="ok", version=__version__)
 
 
-@router.post("/process", status_code=201, response_model=Process, responses=_PROBLEMS, tags=["processes"])
+#: Extension (services): a start's name clash, and its readiness timeout.
+START_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Extension: a running process already has that name (problem+json)"},
+    504: {
+        "description": "Extension: waitFor did not hold within waitFor.timeoutMs; the process was left running "
+        "(problem+json)"
+    },
+}
+
+
+@router.post(
+    "/process", status_code=201, response_model=Process, responses={**_PROBLEMS, **START_PROBLEMS}, tags=["processes"]
+)
 async def start_process(body: StartProcess, request: Request) -> Response:
-    """Start a process. Returns once it runs, with its id and log paths."""
+    """Start a process. Returns once it runs, with its id and log paths; extension: with
+    waitFor, once it is ready (or exited), 504 past waitFor.timeoutMs (left running)."""
     process = await _manager(request).spawn(
         SpawnRequest(
             command=body.command,
@@ -77,6 +131,7 @@ async def start_process(body: StartProcess, request: Request) -> Response:
             interactive=body.interactive,
             terminal_size=None if body.terminal_size is None else (body.terminal_size.cols, body.terminal_size.rows),
             max_log_bytes=body.max_log_bytes,
+            **service_fields(body),
         )
     )
     return Response(
@@ -88,14 +143,35 @@ async def start_process(body: StartProcess, request: Request) -> Response:
 
 
 @router.get("/process", response_model=ProcessList, responses=_PROBLEMS, tags=["processes"])
-async def list_processes(request: Request) -> Response:
-    """Every process, newest first."""
-    return Response(render.process_list_v1(_manager(request).processes()), media_type=_JSON)
+async def list_processes(
+    request: Request, status: StatusFilter = None, label: LabelFilter = None, name: NameFilter = None
+) -> Response:
+    """Every process, newest first; extension: only those matching every filter given."""
+    manager = _manager(request)
+    if status is None and not label and name is None:
+        return Response(render.process_list_v1(manager.processes()), media_type=_JSON)
+    records = manager.select(status=status, labels=label or (), name=name)
+    return Response(render.process_list_v1(records), media_type=_JSON)
 
 
 @router.get("/process/{process_id}", response_model=Process, responses=_PROBLEMS, tags=["processes"])
 async def get_process(process_id: str, request: Request) -> Response:
     return Response(render.process_v1(_manager(request).get(process_id)), media_type=_JSON)
+
+
+@router.get(
+    "/process/{process_id}/wait",
+    response_model=Process,
+    responses=_WAIT_RESPONSES,
+    tags=["processes"],
+    description=_WAIT_DOC,
+)
+async def wait_process(
+    process_id: str, request: Request, until: Until = "exit", timeout_ms: WaitTimeout = 30_000
+) -> Response:
+    return Response(
+        render.process_v1(await _manager(request).wait_until(process_id, until, timeout_ms)), media_type=_JSON
+    )
 
 
 @router.post("/process/{process_id}/stop", status_code=204, responses=_PROBLEMS, tags=["processes"])

@@ -36,6 +36,8 @@ __all__ = [
     "StartProcess",
     "TerminalResize",
     "TerminalSize",
+    "Usage",
+    "WaitFor",
 ]
 
 
@@ -79,6 +81,71 @@ class _Wire(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+# -- services (SPEC section 8): documented here, checked by engine/services.py (400s) --
+
+_NAME = (
+    "Extension: unique among running processes, usable wherever an id is (a name resolves to the running "
+    "process of that name, else to the newest that had it); 1 to 64 of a-z 0-9 - _ . starting with a letter "
+    "or digit; not config or run. 409 while a running process has it."
+)
+_LABELS = "Extension: string to string; filter the list with ?label=key=value"
+
+
+class WaitFor(_Wire):
+    """What makes a process ready; every condition given must hold."""
+
+    port: int | None = Field(
+        default=None,
+        json_schema_extra={"minimum": 1, "maximum": 65535},
+        description="A TCP port the process or one of its descendants listens on",
+    )
+    log_pattern: str | None = Field(
+        default=None,
+        json_schema_extra={"maxLength": 512},
+        description="A regular expression (Python re) searched in each line of stdout and stderr, from the first",
+    )
+    http_get: str | None = Field(
+        default=None, description="An http:// or https:// URL that answers a GET with 2xx or 3xx"
+    )
+    timeout_ms: _Int = Field(
+        default=60000,
+        json_schema_extra={"minimum": 0, "maximum": 300000},
+        description="How long the start waits before answering 504 (the process is left running and watched "
+        "on); 0: the start answers at once, wait with GET .../wait?until=ready",
+    )
+
+
+class Usage(_Wire):
+    cpu_percent: float = Field(description="CPU of the whole process tree over the last second; 100 = one core")
+    rss_bytes: int = Field(description="Resident memory of the whole process tree")
+
+
+class _Service(_Wire):
+    """The start request's extension fields of SPEC section 8."""
+
+    name: str | None = Field(default=None, json_schema_extra={"maxLength": 64}, description=_NAME)
+    labels: dict[str, str] | None = Field(default=None, description=_LABELS)
+    wait_for: WaitFor | None = Field(
+        default=None, description="Extension: answer once ready (504 past timeoutMs, the process left running)"
+    )
+    restart: dict[str, JsonValue] | None = Field(
+        default=None, description="Extension, not supported yet: a start that gives it is a 400"
+    )
+
+
+class _ServiceState(_Wire):
+    """The process object's extension fields of SPEC section 8 (absent for a plain process)."""
+
+    name: str | None = Field(default=None, description="Extension: as given on start")
+    labels: dict[str, str] | None = Field(default=None, description="Extension: as given on start")
+    restarts: int | None = Field(default=None, description="Extension: 0 (restart policies are not there yet)")
+    ready: bool | None = Field(default=None, description="Extension: with waitFor, whether it held")
+    ports: list[int] | None = Field(
+        default=None, description="Extension, while running: TCP ports the process tree listens on, sorted"
+    )
+    usage: Usage | None = Field(default=None, description="Extension, while running: sampled once a second")
+
+
 class LogPaths(_Wire):
     stdout: str
     stderr: str
@@ -100,7 +167,7 @@ _DESCENDANTS_RUNNING = (
 )
 
 
-class Process(_Wire):
+class Process(_ServiceState):
     """A managed process as the API shows it."""
 
     id: str
@@ -125,7 +192,7 @@ class ProcessList(_Wire):
     processes: list[Process]
 
 
-class StartProcess(_Wire):
+class StartProcess(_Service):
     """Body of ``POST /v1/process``."""
 
     command: str = Field(
@@ -215,7 +282,7 @@ class ProcessConfig(_Wire):
     )
 
 
-class CreateProcess(_Wire):
+class CreateProcess(_Service):
     """Body of ``POST /v1/processes``."""
 
     command: str = Field(
@@ -257,7 +324,7 @@ class RunResult(_Wire):
     duration_ms: int
 
 
-class ProcessInfo(_Wire):
+class ProcessInfo(_ServiceState):
     """A process as ``/v1/processes`` shows it; optional fields are left out, not null."""
 
     id: str
