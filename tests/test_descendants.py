@@ -36,6 +36,23 @@ def child_lines(client: httpx.Client, process_id: str) -> int:
     return sum(1 for line in content(client, process_id).splitlines() if line.startswith("child "))
 
 
+def without_descendants(process: dict[str, Any]) -> dict[str, Any]:
+    """``process`` as shown once no descendant of it runs any more."""
+    assert process["descendantsRunning"] is True
+    return {key: value for key, value in process.items() if key != "descendantsRunning"}
+
+
+def settled(client: httpx.Client, process_id: str) -> dict[str, Any]:
+    """The process once no descendant of it runs any more (its supervisor is gone)."""
+
+    def shown() -> dict[str, Any] | None:
+        process: dict[str, Any] = client.get(f"/v1/process/{process_id}").json()
+        return None if "descendantsRunning" in process else process
+
+    result: dict[str, Any] = wait_for(shown, 10, f"no descendant of {process_id} to run")
+    return result
+
+
 def test_a_descendant_keeps_logging_after_the_command_exited(client: httpx.Client, tmp_path: Path) -> None:
     stop = tmp_path / "stop"
     script = WRITER.format(stop=stop) + " echo parent exiting"
@@ -54,7 +71,7 @@ def test_a_descendant_keeps_logging_after_the_command_exited(client: httpx.Clien
         assert list(stream) == []
     assert json.loads(events[-1].data)["exitCode"] == 0
     exited = client.get(f"/v1/process/{process['id']}").json()
-    assert (exited["status"], exited["exitCode"]) == ("stopped", 0)
+    assert (exited["status"], exited["exitCode"], exited["descendantsRunning"]) == ("stopped", 0, True)
     assert "parent exiting" in "\n".join(e.data for e in events)
     # Lines keep coming after the exit, and reach the log.
     seen = child_lines(client, process["id"])
@@ -62,7 +79,7 @@ def test_a_descendant_keeps_logging_after_the_command_exited(client: httpx.Clien
     stop.touch()
     wait_log(client, process["id"], "child done")
     # The record stays the command's exit.
-    assert client.get(f"/v1/process/{process['id']}").json() == exited
+    assert settled(client, process["id"]) == without_descendants(exited)
     # A follow of the exited process ends too.
     with client.stream("GET", f"/v1/process/{process['id']}/logs", params={"follow": "true"}) as response:
         assert [e.event for e in sse_events(response)][-1] == "exit"
@@ -102,13 +119,40 @@ def test_kill_reaches_descendants_left_after_the_command_exited(client: httpx.Cl
     exited = wait_exited(client, process["id"])
     assert (exited["status"], exited["exitCode"]) == ("stopped", 0)
     assert not gone(daemon)
+    act_on_exited(client, process["id"], action, exited, daemon)
+
+
+def act_on_exited(client: httpx.Client, process_id: str, action: str, exited: dict[str, Any], daemon: int) -> None:
+    """Stop, kill or delete an exited process whose ``daemon`` still runs: it is gone after."""
+    shown = client.get(f"/v1/processes/{process_id}").json()
+    assert (shown["status"], shown["descendantsRunning"]) == ("exited", True)
     if action == "delete":
-        assert client.delete(f"/v1/process/{process['id']}").status_code == 204
+        assert client.delete(f"/v1/process/{process_id}").status_code == 204
+        assert client.get(f"/v1/process/{process_id}").status_code == 404
     else:
-        assert client.post(f"/v1/process/{process['id']}/{action}").status_code == 204
+        assert client.post(f"/v1/process/{process_id}/{action}").status_code == 204
         # The record stays the command's exit.
-        assert client.get(f"/v1/process/{process['id']}").json() == exited
+        assert settled(client, process_id) == without_descendants(exited)
+        assert "descendantsRunning" not in client.get(f"/v1/processes/{process_id}").json()
     wait_for(lambda: gone(daemon), 10, f"descendant {daemon} to be gone after {action}")
+
+
+# The command exits at once; its daemon left its group, its session and its output.
+CLOSED = "setsid sh -c 'echo daemon $$; exec sleep 1000 </dev/null >/dev/null 2>&1' & echo parent exiting"
+
+
+@pytest.mark.parametrize("action", ["kill", "stop", "delete"])
+def test_a_daemon_that_closed_its_output_is_shown_and_still_reached(client: httpx.Client, action: str) -> None:
+    process = start(client, {"command": "bash", "args": ["-c", CLOSED], "stopTimeout": 0.5})
+    daemon = daemon_pid(client, process["id"])
+    exited = wait_exited(client, process["id"])
+    assert (exited["status"], exited["exitCode"]) == ("stopped", 0)
+    # Every pipe is closed, the command is gone: its supervisor stays for the daemon.
+    wait_log(client, process["id"], "parent exiting")
+    assert not gone(daemon)
+    exited = client.get(f"/v1/process/{process['id']}").json()
+    assert exited["descendantsRunning"] is True
+    act_on_exited(client, process["id"], action, exited, daemon)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "crash"])
@@ -124,6 +168,7 @@ def test_a_restart_while_a_descendant_writes_keeps_capturing(
     server.restart(how)
     with server.client() as client:
         assert client.get(f"/v1/process/{process['id']}").json() == exited
+        assert exited["descendantsRunning"] is True
         seen = child_lines(client, process["id"])
         wait_for(lambda: child_lines(client, process["id"]) > seen + 3, 10, "lines written after the restart")
         stop.touch()
@@ -131,4 +176,4 @@ def test_a_restart_while_a_descendant_writes_keeps_capturing(
         lines = content(client, process["id"]).splitlines()
         counted = [int(line.split()[1]) for line in lines if line.startswith("child ") and line != "child done"]
         assert counted == list(range(1, len(counted) + 1))  # none lost across the restart
-        assert client.get(f"/v1/process/{process['id']}").json() == exited
+        assert settled(client, process["id"]) == without_descendants(exited)

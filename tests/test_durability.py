@@ -237,18 +237,22 @@ def parent_and_state(pid: int) -> tuple[int, str]:
 
 def test_orphans_left_by_a_process_are_adopted_and_reaped(server: Server, client: httpx.Client) -> None:
     # bash starts a background sleep that does not hold its output, and exits: the sleep
-    # is orphaned, and the supervisor, with no output left to pump, exits too.
+    # stays under the supervisor (their subreaper, which waits for it); when the
+    # supervisor itself dies, the server adopts the sleep.
     process = start(client, {"command": "bash", "args": ["-c", "sleep 600 >/dev/null 2>&1 & echo $!"]})
     wait_exited(client, process["id"])
-    orphan = int(
-        client.get(f"/v1/process/{process['id']}/logs", params={"strip_timestamps": "true"})
-        .json()["content"]
-        .split()[-1]
-    )
+    orphan = int(wait_log(client, process["id"], "\n", stream="stdout").split()[-1])
+    supervisor = supervisor_of(server, process["id"])
+    assert parent_and_state(orphan)[0] == supervisor
+    os.kill(supervisor, signal.SIGKILL)
     assert server.proc is not None
     pid = server.proc.pid
-    # Adopted by the server (from the supervisor, a subreaper while it ran), not init.
+    # Adopted by the server (a subreaper), not init.
     wait_for(lambda: parent_and_state(orphan)[0] == pid, 10, "the orphan to be adopted by the server")
+    # Out of the supervisor's reach now: no longer shown as its process's descendant.
+    wait_for(
+        lambda: "descendantsRunning" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the flag to go"
+    )
     os.kill(orphan, signal.SIGKILL)
     # Reaped, not left a zombie.
     wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 10, "the orphan to be reaped")

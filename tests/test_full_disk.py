@@ -5,14 +5,17 @@ A real full filesystem: a small tmpfs mounted for the test (needs root, as CI ru
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from conftest import Server, py, start, wait_exited, wait_for
+from conftest import Server, py, sse_events, start, wait_exited, wait_for, wait_log
 from sandbox_agent.supervisor.capture import LogFile
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small filesystem needs root (CI runs as root)")
@@ -83,25 +86,135 @@ def test_a_start_on_a_full_disk_is_a_507_and_leaves_nothing_running(
             assert response.headers["content-type"] == "application/problem+json"
             assert "full" in response.json()["detail"]
         assert client.get("/v1/process").json()["processes"] == []
-        assert server.leftovers() == {}  # nothing runs that no record shows
+        # Nothing runs that no record shows (a supervisor that answered may take a moment to exit).
+        server.assert_no_leftovers()
         filler.unlink()
         process = start(client, py("print('room again')"))
         wait_exited(client, process["id"])
         wait_for(lambda: "room again" in client.get(f"/v1/process/{process['id']}/logs").text, 10, "its output")
 
 
-def test_an_exit_on_a_full_disk_is_never_shown_as_running(
+#: Waits for a file to appear, then exits with 3.
+WAITER = "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)\nos._exit(3)"
+#: The same, after starting a daemon that closed its output (its supervisor outlives the exit).
+WAITER_WITH_DAEMON = (
+    "import os, subprocess, sys, time\n"
+    "d = subprocess.Popen(['sleep', '1000'], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,"
+    " stderr=subprocess.DEVNULL, start_new_session=True)\n"
+    "print('daemon', d.pid)\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+    "os._exit(3)"
+)
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie (one no server reaps may stay a while)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def start_waiter(client: httpx.Client, code: str, go: Path) -> dict[str, Any]:
+    body = py(code)
+    body["args"].append(str(go))
+    return start(client, body)
+
+
+def on_disk(server: Server, process_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
+    return state
+
+
+def check_exit_shown(client: httpx.Client, process_id: str, *, unsaved: bool) -> dict[str, Any]:
+    """The exit (code 3) in both dialects, and whether they say it is not recorded yet."""
+    v1 = client.get(f"/v1/process/{process_id}").json()
+    assert (v1["status"], v1["exitCode"], v1["exitSignal"]) == ("stopped", 3, None)
+    assert "stoppedAt" in v1
+    current = client.get(f"/v1/processes/{process_id}").json()
+    assert (current["status"], current["exitCode"]) == ("exited", 3)
+    assert "exitedAtMs" in current
+    for shown in (v1, current):
+        assert shown.get("stateUnsaved", False) is unsaved, shown
+    return dict(v1)
+
+
+def test_an_exit_on_a_full_disk_keeps_its_code_and_is_recorded_once_there_is_room(
     server_factory: Callable[..., Server], small_fs: Path
 ) -> None:
     server = server_factory(data_dir=small_fs / "data")
-    stop = small_fs / "go"
+    go = small_fs / "go"
     with server.client() as client:
-        process = start(client, py(f"import os, time\nwhile not os.path.exists({str(stop)!r}): time.sleep(0.01)"))
+        process = start_waiter(client, WAITER, go)
         filler = fill(small_fs)
-        stop.touch()  # a directory entry fits where a page does not
         try:
-            done = wait_exited(client, process["id"])
-            assert done["status"] == "stopped"  # the exit code could not be recorded: unknown, never "running"
-            assert client.delete(f"/v1/process/{process['id']}").status_code == 204
+            with client.stream("GET", f"/v1/process/{process['id']}/logs", params={"follow": "true"}) as response:
+                events = sse_events(response)
+                next(events)  # the snapshot: the follow runs
+                go.touch()  # a directory entry fits where a page does not
+                exit_event = next(e for e in events if e.event == "exit")
+            assert json.loads(exit_event.data) == {"status": "stopped", "exitCode": 3, "exitSignal": None}
+            shown = check_exit_shown(client, process["id"], unsaved=True)
+            assert on_disk(server, process["id"])["status"] == "running"  # no room for it there
         finally:
             filler.unlink()
+        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
+        recorded = on_disk(server, process["id"])
+        assert (recorded["status"], recorded["exitCode"]) == ("stopped", 3)
+        del shown["stateUnsaved"]
+        assert client.get(f"/v1/process/{process['id']}").json() == shown
+    server.restart()
+    with server.client() as client:
+        assert client.get(f"/v1/process/{process['id']}").json() == shown
+        assert client.delete(f"/v1/process/{process['id']}").status_code == 204
+
+
+def test_an_exit_on_a_full_disk_while_no_server_runs_survives_restarts_on_the_full_disk(
+    server_factory: Callable[..., Server], small_fs: Path
+) -> None:
+    server = server_factory(data_dir=small_fs / "data")
+    go = small_fs / "go"
+    with server.client() as client:
+        process = start_waiter(client, WAITER, go)
+    supervisor = on_disk(server, process["id"])["supervisorPid"]
+    server.crash()
+    filler = fill(small_fs)
+    try:
+        go.touch()
+        wait_for(lambda: not alive(supervisor), 10, "the supervisor to be gone")
+        server.start()
+        with server.client() as client:
+            shown = check_exit_shown(client, process["id"], unsaved=True)
+            server.restart()  # the disk still full: the exit record still holds it
+            assert client.get(f"/v1/process/{process['id']}").json() == shown
+    finally:
+        filler.unlink()
+    with server.client() as client:
+        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
+        assert on_disk(server, process["id"])["exitCode"] == 3
+        assert client.delete(f"/v1/process/{process['id']}").status_code == 204
+
+
+def test_an_exit_on_a_full_disk_is_seen_while_a_daemon_keeps_its_supervisor(
+    server_factory: Callable[..., Server], small_fs: Path
+) -> None:
+    server = server_factory(data_dir=small_fs / "data")
+    go = small_fs / "go"
+    with server.client() as client:
+        process = start_waiter(client, WAITER_WITH_DAEMON, go)
+        text = wait_log(client, process["id"], "daemon ")
+        daemon = int(text.split("daemon ")[1].split()[0])
+        filler = fill(small_fs)
+        try:
+            go.touch()
+            wait_exited(client, process["id"])
+            check_exit_shown(client, process["id"], unsaved=True)
+            assert client.get(f"/v1/process/{process['id']}").json()["descendantsRunning"] is True
+            assert client.post(f"/v1/process/{process['id']}/kill").status_code == 204
+            wait_for(lambda: not Path(f"/proc/{daemon}").exists(), 10, "the daemon to be killed")
+        finally:
+            filler.unlink()
+        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
+        assert on_disk(server, process["id"])["exitCode"] == 3
+        check_exit_shown(client, process["id"], unsaved=False)

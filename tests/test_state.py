@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 
 from conftest import wait_for
-from sandbox_agent.supervisor.ondisk import read_json, write_json_atomic
+from sandbox_agent.supervisor.ondisk import (
+    EXIT_FILE,
+    EXIT_RECORD_SIZE,
+    encode_exit_record,
+    fill_exit_record,
+    make_exit_record,
+    read_exit_record,
+    read_json,
+    read_state_with_exit,
+    write_json_atomic,
+)
 
 WRITER = """
 import sys
@@ -52,3 +62,28 @@ def test_a_writer_killed_at_any_instant_leaves_a_whole_file(tmp_path: Path) -> N
         assert data["pad"] == "x" * (data["i"] * 37 % 20000)
         for leftover in tmp_path.glob("*.tmp"):
             leftover.unlink()  # a crash may leave the temporary file: the server sweeps those
+
+
+def test_an_exit_record_reads_as_the_exit_or_as_none_never_as_another(tmp_path: Path) -> None:
+    directory = str(tmp_path)
+    make_exit_record(directory)
+    size = (tmp_path / EXIT_FILE).stat().st_size
+    assert size == EXIT_RECORD_SIZE
+    assert read_exit_record(directory) is None  # blank: no exit yet
+    exit_fields = {"status": "killed", "exitCode": None, "exitSignal": 9, "stoppedAt": 1795817035.25}
+    full = encode_exit_record(exit_fields)
+    assert len(full) == EXIT_RECORD_SIZE
+    # A write torn at any byte leaves the JSON's start and blanks after: never valid.
+    blank = (tmp_path / EXIT_FILE).read_bytes()
+    for cut in range(len(full.rstrip())):
+        (tmp_path / EXIT_FILE).write_bytes(full[:cut] + blank[cut:])
+        assert read_exit_record(directory) is None
+    fill_exit_record(directory, {**exit_fields, "pid": 4242})
+    assert (tmp_path / EXIT_FILE).stat().st_size == size  # in place, not a byte more
+    assert read_exit_record(directory) == exit_fields
+    # Over a running state record, the exit record wins; over an exited one, it is moot.
+    running = {"id": "x", "command": "c", "args": [], "status": "running", "startedAt": 1.0}
+    write_json_atomic(str(tmp_path / "state.json"), running)
+    assert read_state_with_exit(directory) == ({**running, **exit_fields}, True)
+    write_json_atomic(str(tmp_path / "state.json"), {**running, **exit_fields, "exitSignal": 15})
+    assert read_state_with_exit(directory) == ({**running, **exit_fields, "exitSignal": 15}, False)

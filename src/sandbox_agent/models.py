@@ -151,6 +151,12 @@ class Process(_Wire):
     #: Extension: bytes dropped from each capped log (``stdout``, ``stderr``, ``combined``),
     #: oldest first; None while nothing was dropped.
     log_bytes_dropped: dict[str, int] | None = None
+    #: Extension: what is shown (an exit, say) is not recorded on disk yet: the disk under
+    #: the server's data directory is full. Recorded once there is room.
+    state_unsaved: bool = False
+    #: Extension: the command exited, and processes it started still run (a daemon, say);
+    #: stop, kill and delete still reach them.
+    descendants_running: bool = False
 
     _omit_none = ("stopped_at", "log_bytes_dropped")
 
@@ -227,8 +233,14 @@ class ProcessInfo(_Wire):
     exit_signal: int | None = None
     #: Extension: a tty process's terminal.
     terminal_size: TerminalSize | None = None
+    #: Extension: bytes dropped from each capped log; None while nothing was dropped.
+    log_bytes_dropped: dict[str, int] | None = None
+    #: Extension: what is shown is not recorded on disk yet (a full disk).
+    state_unsaved: bool = False
+    #: Extension: the command exited, and processes it started still run.
+    descendants_running: bool = False
 
-    _omit_none = ("cwd", "pid", "exit_code", "exited_at_ms", "exit_signal", "terminal_size")
+    _omit_none = ("cwd", "pid", "exit_code", "exited_at_ms", "exit_signal", "terminal_size", "log_bytes_dropped")
 
     @property
     def exited(self) -> bool:

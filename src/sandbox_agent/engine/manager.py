@@ -155,6 +155,8 @@ class ProcessManager(SupervisorWatching, LogReading):
         #: Every record that ran when it was made or loaded; ``running_count`` drops the
         #: exited ones as it counts.
         self._maybe_running: set[Record] = set()
+        #: Records whose state.json is behind what the engine knows (a full disk).
+        self._unsaved: set[Record] = set()
         self._closing = False
         #: The limits of the ``/v1/processes`` dialect, loaded by ``start``.
         self.config = ProcessConfig()

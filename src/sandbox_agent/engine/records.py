@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from .._types import Status
-from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, PTY_LOG
+from ..supervisor.ondisk import EXITED_STATUSES, LOG_FILES, PTY_LOG, read_small
 from .logs.entries import LineIndex
 from .logs.feed import Feed
 from .logs.watch import StateWatch
@@ -40,7 +40,19 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
 class Record:
     """One process: its directory, its last known state, and how we watch it."""
 
-    __slots__ = ("cache", "dir", "feeds", "id", "line_index", "pidfd", "state", "state_watch", "waiters")
+    __slots__ = (
+        "cache",
+        "dir",
+        "feeds",
+        "id",
+        "line_index",
+        "pidfd",
+        "state",
+        "state_watch",
+        "supervisor_pid",
+        "unsaved",
+        "waiters",
+    )
 
     def __init__(self, pid_dir: str, state: dict[str, Any]) -> None:
         self.id: str = state["id"]
@@ -49,6 +61,11 @@ class Record:
         #: The supervisor, watched for its exit; it may outlive the command (descendants
         #: that still write), so an exited record may still have one.
         self.pidfd: int | None = None
+        #: The supervisor's pid while it is watched (by pidfd or by polling); None after.
+        self.supervisor_pid: int | None = None
+        #: The full state record as the engine knows it but state.json does not hold yet
+        #: (an exit on a full disk, taken from the exit record): written once there is room.
+        self.unsaved: dict[str, Any] | None = None
         #: The directory, watched for the state record the supervisor replaces (the
         #: command's exit) while the command runs.
         self.state_watch: StateWatch | None = None
@@ -67,6 +84,27 @@ class Record:
     @property
     def exited(self) -> bool:
         return self.state["status"] in EXITED_STATUSES
+
+    @property
+    def state_unsaved(self) -> bool:
+        """What the API shows is not in state.json yet (a full disk); it is kept in memory
+        (and an exit in the exit record) and written once there is room."""
+        return self.unsaved is not None
+
+    @property
+    def descendants_running(self) -> bool:
+        """The command exited, and processes it started still run under its supervisor.
+
+        Read from /proc on each call (never cached): the supervisor, their subreaper, has
+        children exactly while some descendant of the command lives. One that is already
+        a zombie, or has a SIGKILL pending (a kill reaches them all at once: the command's
+        exit may be seen before theirs), is not counted.
+        """
+        pid = self.supervisor_pid
+        if pid is None or not self.exited:
+            return False
+        children = read_small(f"/proc/{pid}/task/{pid}/children")
+        return children is not None and any(_alive(int(child)) for child in children.split())
 
     @property
     def sort_key(self) -> tuple[float, str]:
@@ -157,3 +195,19 @@ class Record:
     @property
     def log_paths(self) -> dict[str, str]:
         return {name: self.log_path(name) for name in LOG_FILES}
+
+
+_SIGKILL_BIT = 1 << (9 - 1)
+
+
+def _alive(pid: int) -> bool:
+    """Neither a zombie nor dying of a SIGKILL already sent (nor gone)."""
+    status = read_small(f"/proc/{pid}/status")
+    if not status:
+        return False
+    for line in status.splitlines():
+        if line.startswith(b"State:") and line.split()[1:2] in ([b"Z"], [b"X"]):
+            return False
+        if line.startswith((b"SigPnd:", b"ShdPnd:")) and int(line.split()[1], 16) & _SIGKILL_BIT:
+            return False
+    return True

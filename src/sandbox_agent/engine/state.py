@@ -27,5 +27,6 @@ class ManagerState:
     _launcher: LauncherClient
     _polled: set[Record]
     _maybe_running: set[Record]
+    _unsaved: set[Record]
     _closing: bool
     _runs: int

@@ -3,7 +3,13 @@
 A mixin of the manager (``manager.py``). A supervisor is watched through a pidfd (or, with
 no descriptor to be had, by polling its pid and start time) and its state record through
 inotify, so the engine learns of a command's exit even while its supervisor still pumps
-what descendants write.
+what descendants write or waits for them to end.
+
+On a full disk the supervisor cannot replace state.json at the exit: it writes the exit
+into the exit record it made at the start (``ondisk.EXIT_FILE``) instead, and never
+touches state.json again. The engine reads the exit from there (``read_state_with_exit``),
+keeps the full record in memory (``Record.unsaved``, shown in the API) and writes
+state.json itself as soon as there is room, trying again every second.
 """
 
 import asyncio
@@ -22,7 +28,7 @@ from ..supervisor.ondisk import (
     STATE_FILE,
     boot_id,
     process_start_ticks,
-    read_state,
+    read_state_with_exit,
     write_json_atomic,
 )
 from . import system
@@ -51,7 +57,7 @@ class SupervisorWatching(ManagerState):
             for leftover in Path(entry.path).glob(f"{STATE_FILE}.*.tmp"):
                 leftover.unlink(missing_ok=True)
             try:
-                state = read_state(entry.path)
+                state, unsaved = read_state_with_exit(entry.path)
             except FileNotFoundError:
                 continue  # a spawn that never started: nothing to show
             except (OSError, ValueError) as exc:
@@ -65,6 +71,8 @@ class SupervisorWatching(ManagerState):
             record = Record(entry.path, state)
             self._records[record.id] = record
             self._maybe_running.add(record)
+            if unsaved:
+                self._keep_unsaved(record, state)
             if record.exited:
                 if state.get("bootId") == our_boot:
                     # Its supervisor may still pump what descendants write: watched, so
@@ -100,6 +108,7 @@ class SupervisorWatching(ManagerState):
                 return False
             logger.warning("process %s: no file descriptor for a pidfd (%s); polling its supervisor", record.id, exc)
             self._polled.add(record)
+            record.supervisor_pid = pid
             return True
         # Checked after the pidfd is open, so the pid cannot be reused in between.
         if process_start_ticks(pid) != state.get("supervisorStart"):
@@ -107,6 +116,7 @@ class SupervisorWatching(ManagerState):
             return False
         self._polled.discard(record)
         record.pidfd = pidfd
+        record.supervisor_pid = pid
         asyncio.get_running_loop().add_reader(pidfd, self._on_supervisor_exit, record)
         return True
 
@@ -121,6 +131,7 @@ class SupervisorWatching(ManagerState):
 
     def _unwatch_supervisor(self, record: Record) -> None:
         self._polled.discard(record)
+        record.supervisor_pid = None
         if record.pidfd is not None:
             asyncio.get_running_loop().remove_reader(record.pidfd)
             os.close(record.pidfd)
@@ -142,11 +153,13 @@ class SupervisorWatching(ManagerState):
         if record.exited or record.state_watch is None:
             return
         try:
-            state = read_state(record.dir)
+            state, unsaved = read_state_with_exit(record.dir)
         except (OSError, ValueError):
             return  # the supervisor's exit settles it
         if state != record.state:
             record.update(state)
+            if unsaved:
+                self._keep_unsaved(record, state)
             if record.exited:
                 self._on_exit(record)
 
@@ -155,20 +168,23 @@ class SupervisorWatching(ManagerState):
         if record.exited:
             # Descendants may have written on (and rotated logs) after the exit: the final
             # record says how much was dropped.
-            with contextlib.suppress(OSError, ValueError):
-                state = read_state(record.dir)
-                if state["status"] in EXITED_STATUSES:
-                    record.update(state)
+            if record.unsaved is None:  # else the engine's copy is the newer one
+                with contextlib.suppress(OSError, ValueError):
+                    state, _unsaved = read_state_with_exit(record.dir)
+                    if state["status"] in EXITED_STATUSES:
+                        record.update(state)
             # The exit of the command was seen when recorded; now it may be pruned.
             if self.retain_exited is not None:
                 self._prune()
             return
         try:
-            state = read_state(record.dir)
+            state, unsaved = read_state_with_exit(record.dir)
         except (OSError, ValueError) as exc:
             logger.error("cannot read the state of %s after its supervisor exited: %s", record.id, exc)
-            state = record.state
+            state, unsaved = record.state, False
         record.update(state)
+        if unsaved:
+            self._keep_unsaved(record, state)
         if not record.exited:
             self._settle_lost(record)
         self._on_exit(record)
@@ -207,7 +223,38 @@ class SupervisorWatching(ManagerState):
         if doomed:
             logger.info("retention: forgot %d exited processes", len(doomed))
 
+    def _keep_unsaved(self, record: Record, state: dict[str, Any]) -> None:
+        """``state`` is what state.json should hold and does not: keep it, and write it
+        now or as soon as there is room."""
+        record.unsaved = state
+        record.cache.clear()
+        if not self._save_unsaved(record):
+            self._unsaved.add(record)
+            logger.warning(
+                "process %s: its record cannot be written (is the disk under %s full?); "
+                "kept in memory, and written once there is room",
+                record.id,
+                self.data_dir,
+            )
+
+    def _save_unsaved(self, record: Record) -> bool:
+        """Write the record that state.json lacks; True once it is there."""
+        state = record.unsaved
+        if state is not None:
+            try:
+                write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
+            except OSError:
+                return False
+        record.unsaved = None
+        record.cache.clear()
+        if record in self._unsaved:
+            self._unsaved.discard(record)
+            logger.info("process %s: its record is written now", record.id)
+        return True
+
     def _forget(self, record: Record) -> None:
+        self._unsaved.discard(record)
+        record.unsaved = None
         self._unwatch_supervisor(record)
         self._unwatch_state(record)
         for stream in list(record.feeds):
@@ -220,7 +267,10 @@ class SupervisorWatching(ManagerState):
         """The supervisor is gone with no exit recorded: the process ended unseen."""
         # Read once more: it may have recorded the exit just before it went.
         with contextlib.suppress(OSError, ValueError):
-            record.update(read_state(record.dir))
+            state, unsaved = read_state_with_exit(record.dir)
+            record.update(state)
+            if unsaved:
+                self._keep_unsaved(record, state)
         if record.exited:
             return
         logger.warning("process %s: its supervisor is gone and no exit was recorded", record.id)
@@ -228,10 +278,7 @@ class SupervisorWatching(ManagerState):
         state = dict(record.state, status="stopped", exitCode=None, exitSignal=None, stoppedAt=time.time())
         # Known in memory whatever the disk does: the API must not show it running forever.
         record.update(state)
-        try:
-            write_json_atomic(os.path.join(record.dir, STATE_FILE), state)
-        except OSError as exc:
-            logger.error("process %s: cannot record its end (%s); the next start-up settles it again", record.id, exc)
+        self._keep_unsaved(record, state)
 
     @staticmethod
     def _kill_orphan(record: Record) -> None:
@@ -255,6 +302,8 @@ class SupervisorWatching(ManagerState):
             if self.subreaper:
                 self._reap_orphans()
             self._poll_unwatched()
+            for record in list(self._unsaved):
+                self._save_unsaved(record)
             if self.retain_seconds is not None:
                 self._prune()
 

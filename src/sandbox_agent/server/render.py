@@ -42,8 +42,18 @@ def process_v1(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["v1"] = _encode(data).encode()
-    return cached
+    return _with_descendants(record, cached)
+
+
+def _with_descendants(record: Record, rendered: bytes) -> bytes:
+    """``rendered`` with ``"descendantsRunning":true`` while processes the (exited)
+    command started still run: read at each request, never cached."""
+    if record.supervisor_pid is not None and record.descendants_running:
+        return rendered[:-1] + b',"descendantsRunning":true}'
+    return rendered
 
 
 def process_list_v1(records: list[Record]) -> bytes:
@@ -97,8 +107,10 @@ def process_info(record: Record) -> bytes:
         dropped = record.log_bytes_dropped
         if dropped:
             data["logBytesDropped"] = dropped
+        if record.state_unsaved:
+            data["stateUnsaved"] = True
         cached = record.cache["processes"] = _encode(data).encode()
-    return cached
+    return _with_descendants(record, cached)
 
 
 def process_info_list(records: Iterable[Record]) -> bytes:

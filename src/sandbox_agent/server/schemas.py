@@ -84,6 +84,16 @@ class TerminalSize(_Wire):
     rows: int = Field(ge=1, le=1000)
 
 
+_STATE_UNSAVED = (
+    "Extension, present (true) only while the data directory's disk is too full to record what is shown "
+    "(an exit, say): it is kept in memory and recorded once there is room"
+)
+_DESCENDANTS_RUNNING = (
+    "Extension, present (true) only once the command exited while processes it started still run (a daemon, "
+    "say): stop, kill and delete still reach them"
+)
+
+
 class Process(_Wire):
     """A managed process as the API shows it."""
 
@@ -101,6 +111,8 @@ class Process(_Wire):
     cwd: str | None = None
     pid: int | None = Field(default=None, description="Extension: the process id of the command")
     log_bytes_dropped: dict[str, int] | None = Field(default=None, description=_DROPPED)
+    state_unsaved: bool = Field(default=False, description=_STATE_UNSAVED)
+    descendants_running: bool = Field(default=False, description=_DESCENDANTS_RUNNING)
 
 
 class ProcessList(_Wire):
@@ -257,6 +269,8 @@ class ProcessInfo(_Wire):
     exit_signal: int | None = Field(default=None, description="Extension: the signal that ended it")
     terminal_size: TerminalSize | None = Field(default=None, description="Extension: a tty process's terminal")
     log_bytes_dropped: dict[str, int] | None = Field(default=None, description=_DROPPED)
+    state_unsaved: bool = Field(default=False, description=_STATE_UNSAVED)
+    descendants_running: bool = Field(default=False, description=_DESCENDANTS_RUNNING)
 
 
 class ProcessInfoList(_Wire):

@@ -3,6 +3,7 @@
 One process's directory, ``<data dir>/processes/<id>/``, holds:
 
     state.json     the state record (``STATE_SCHEMA``), only ever replaced atomically
+    exit.rec       the command's exit, when state.json could not take it (see ``EXIT_FILE``)
     stdout.log     ``[<ts>] <line>\\n``
     stderr.log     ``[<ts>] <line>\\n``
     combined.log   ``[<ts>] [stdout] <line>\\n`` or ``[<ts>] [stderr] <line>\\n``
@@ -48,6 +49,18 @@ MIN_LOG_BYTES = 256 * 1024
 #: The default cap of each log (current + previous generation), for a server without one.
 DEFAULT_MAX_LOG_BYTES = 64 * 1024 * 1024
 
+#: The command's exit, for when state.json cannot be written (a full disk): the
+#: supervisor makes this file at the start, ``EXIT_RECORD_SIZE`` bytes of blanks, while the
+#: start writes state.json anyway (so there is room); at the exit, if the atomic replace of
+#: state.json fails, it overwrites the blanks in place with ``EXIT_FIELDS`` as JSON, padded
+#: with blanks (``encode_exit_record``). An overwrite of blocks the file already has needs
+#: no free space. The blanks are never valid JSON and a torn write leaves the start of
+#: the JSON and blanks after it, never valid either: a reader sees the exit or none. The
+#: supervisor never writes state.json after that; whoever reads the exit from here writes
+#: it there (``read_state_with_exit``).
+EXIT_FILE = "exit.rec"
+EXIT_RECORD_SIZE = 256
+EXIT_FIELDS = ("status", "exitCode", "exitSignal", "stoppedAt")
 #: A supervisor that failed writes its traceback here.
 ERROR_FILE = "supervisor-error.log"
 
@@ -229,14 +242,77 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        payload = encode_json(data).encode()
-        view = memoryview(payload)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        try:
+            payload = encode_json(data).encode()
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        # A full disk leaves a partial temporary file: not one more for every attempt.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def make_exit_record(directory: str) -> None:
+    """Create ``EXIT_FILE`` in ``directory``, blank, taking the blocks its exit will need."""
+    fd = os.open(f"{directory}/{EXIT_FILE}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        if os.write(fd, b" " * (EXIT_RECORD_SIZE - 1) + b"\n") != EXIT_RECORD_SIZE:
+            raise OSError(28, "No space left on device")  # ENOSPC: a short write
     finally:
         os.close(fd)
-    os.rename(tmp, path)
+
+
+def encode_exit_record(state: dict[str, Any]) -> bytes:
+    payload = encode_json({name: state.get(name) for name in EXIT_FIELDS}).encode()
+    return payload.ljust(EXIT_RECORD_SIZE - 1) + b"\n"
+
+
+def fill_exit_record(directory: str, state: dict[str, Any]) -> None:
+    """Write the exit of ``state`` over the blanks of ``EXIT_FILE``, in place, and sync it."""
+    fd = os.open(f"{directory}/{EXIT_FILE}", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, encode_exit_record(state), 0)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_exit_record(directory: str) -> dict[str, Any] | None:
+    """The exit fields ``EXIT_FILE`` holds, or None (blank, missing, torn or invalid)."""
+    data = read_small(os.path.join(directory, EXIT_FILE))
+    if not data or not data.strip():
+        return None
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or set(fields) != set(EXIT_FIELDS):
+        return None
+    for name in EXIT_FIELDS:
+        types = STATE_SCHEMA[name][0]
+        value = fields[name]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            return None
+    return fields if fields["status"] in EXITED_STATUSES else None
+
+
+def read_state_with_exit(directory: str) -> tuple[dict[str, Any], bool]:
+    """The state record with the exit of ``EXIT_FILE`` over it if state.json lacks one;
+    and whether it did (then state.json is behind: the caller should write it)."""
+    state = read_state(directory)
+    if state["status"] not in EXITED_STATUSES:
+        fields = read_exit_record(directory)
+        if fields is not None:
+            return {**state, **fields}, True
+    return state, False
 
 
 def read_json(path: str) -> dict[str, Any]:

@@ -4,10 +4,13 @@ Forked from the launcher, a supervisor leaves the launcher's session, becomes a 
 subreaper (orphans below it come to it, and it reaps them), spawns the user's command in
 a session and process group of its own, pumps the command's stdout and stderr into the
 three log files (``capture``) and writes the state record by atomic replace. It records
-the command's exit as soon as it sees it, then keeps pumping while descendants the
-command left behind still hold its pipes (or its terminal), and exits at their end of
-file. The server signals it with ``STOP_SIGNAL_REQUEST`` (SIGTERM to every descendant,
-SIGKILL after the grace period) or ``KILL_SIGNAL_REQUEST`` (SIGKILL to every descendant).
+the command's exit as soon as it sees it (in ``ondisk.EXIT_FILE`` when the disk is too
+full for state.json), then keeps pumping while descendants the command left behind still
+hold its pipes (or its terminal), and exits once the last descendant is gone: as their
+subreaper it outlives even those that closed their output, so that stop and kill still
+reach them. The server signals it with ``STOP_SIGNAL_REQUEST`` (SIGTERM to every
+descendant, SIGKILL after the grace period) or ``KILL_SIGNAL_REQUEST`` (SIGKILL to every
+descendant).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from .ondisk import (
     Clock,
     boot_id,
     encode_json,
+    fill_exit_record,
+    make_exit_record,
     process_start_ticks,
     read_small,
     write_json_atomic,
@@ -83,6 +88,8 @@ class Supervisor:
         self.max_log_bytes = int(request.get("maxLogBytes") or 0)
         #: State writes come from the loop and from the combined.log writer's thread (a rotation).
         self.state_lock = _thread.allocate_lock()
+        #: The exit went to the exit record (a full disk): state.json is the server's now.
+        self.state_frozen = False
         self.clock = Clock()
         self.state: dict[str, Any] = {}
         self.stop_requested = False
@@ -165,6 +172,8 @@ class Supervisor:
     def _record_log(self, name: str, info: dict[str, Any]) -> bool:
         """A rotation of log ``name``, into the state record; False if it cannot be written."""
         with self.state_lock:
+            if self.state_frozen:
+                return False
             self.state.setdefault("logs", {})[name] = info
             try:
                 write_json_atomic(self.state_path, self.state)
@@ -228,6 +237,8 @@ class Supervisor:
             if not self.tty:
                 self.state["inputClosed"] = False
         try:
+            # The exit record first: its blocks are taken now, while there is room.
+            make_exit_record(self.dir)
             self.write_state()
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
@@ -294,14 +305,27 @@ class Supervisor:
             self._signal_all(_SIGTERM)
             self.kill_deadline = now + self.stop_timeout
 
-    def _reap_orphans(self) -> None:
-        """Reap the children that are not the command: orphans handed to us as subreaper."""
+    def _reap_orphans(self) -> bool:
+        """Reap the children that are not the command: orphans handed to us as subreaper.
+
+        Once the command is reaped, True when no child is left: every descendant is gone
+        (an orphan's children come to us when it exits, before we can reap it).
+        """
+        if not self.pid:
+            while True:
+                try:
+                    pid, _status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    return True
+                if not pid:
+                    return False
         for pid in children(os.getpid()):
             if pid != self.pid:
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     pass
+        return False
 
     # -- the loop ----------------------------------------------------------
 
@@ -380,13 +404,10 @@ class Supervisor:
             for stream in self.streams.values():
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)
-            # The command is gone and so is every writer of its output (a stop still in
-            # its grace period waits for the descendants that closed their output).
-            if (
-                not self.pid
-                and all(stream.fd < 0 for stream in self.streams.values())
-                and (self.kill_deadline is None or not _close_all(descendants()))
-            ):
+            # The command is gone, so is every writer of its output, and so is every
+            # descendant: one that closed its output (a daemon) still runs under us, where
+            # stop and kill reach it. Each that exits wakes us (SIGCHLD) to check again.
+            if not self.pid and all(stream.fd < 0 for stream in self.streams.values()) and self._reap_orphans():
                 break
         now = time.time()
         for stream in self.streams.values():
@@ -477,7 +498,7 @@ class Supervisor:
                     continue
                 with self.state_lock:
                     self.state["terminalSize"] = [cols, rows]
-                self.write_state()
+                self._save_state()
             elif kind == CONTROL_EOF and self.input_fd >= 0:
                 if self.tty:
                     self.backlog += b"\x04"  # the terminal's end-of-file character
@@ -511,7 +532,15 @@ class Supervisor:
             self.eof_pending = False
             with self.state_lock:
                 self.state["inputClosed"] = True
+            self._save_state()
+
+    def _save_state(self) -> None:
+        """Write the state record while the command runs; on a full disk the change waits
+        in memory for the next write (the exit's)."""
+        try:
             self.write_state()
+        except OSError:
+            pass
 
     def _record_exit(self, status: int, now: float) -> None:
         state = self.state
@@ -522,7 +551,18 @@ class Supervisor:
                 state["exitSignal"] = os.WTERMSIG(status)
             state["status"] = "killed" if self.killed else "stopped"
             state["stoppedAt"] = now
-        self.write_state()
+            try:
+                write_json_atomic(self.state_path, state)
+            except OSError:
+                # A full disk: the exit goes over the blanks of the exit record, which
+                # needs no new space; the server takes it from there and writes
+                # state.json once it can. This supervisor never writes state.json again
+                # (a rotation after this is not begun: its record would fail).
+                self.state_frozen = True
+                try:
+                    fill_exit_record(self.dir, state)
+                except OSError:
+                    pass  # nothing left to try: the server settles the exit as unknown
 
 
 def children(pid: int) -> list[int]:
@@ -584,13 +624,6 @@ def descendants() -> list[tuple[int, int, int]]:
             else:
                 os.close(pidfd)
     return found
-
-
-def _close_all(found: list[tuple[int, int, int]]) -> int:
-    """Close the pidfds of ``descendants()``; return how many there were."""
-    for _pid, pidfd, _pgid in found:
-        os.close(pidfd)
-    return len(found)
 
 
 def prepare() -> None:

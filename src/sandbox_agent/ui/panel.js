@@ -25,6 +25,13 @@ function element(tag, attributes = {}, ...children) {
 }
 
 function exitText(process) {
+  let text = exitOnly(process);
+  if (process.descendantsRunning) text += "; processes it started still run (Delete kills them)";
+  if (process.stateUnsaved) text += "; not yet recorded on disk (the disk is full)";
+  return text;
+}
+
+function exitOnly(process) {
   const at = process.stoppedAt ? `, ${formatStartLong(process.stoppedAt)}` : "";
   if (process.status === "killed") return `killed (SIGKILL)${at}`;
   if (process.exitCode !== null && process.exitCode !== undefined) return `exit code ${process.exitCode}${at}`;

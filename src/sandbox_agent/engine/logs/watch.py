@@ -12,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
-from .inotify import IN_ATTRIB, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
+from .inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -34,7 +34,8 @@ class Feed(Protocol):
 
 
 class StateWatch:
-    """A process directory, watched for a state record renamed into place (atomic replace)."""
+    """A process directory, watched for a state record renamed into place (atomic replace),
+    or for an exit record written in place (closed after writing)."""
 
     __slots__ = ("catch_up", "path", "rewatch", "watch")
 
@@ -80,9 +81,13 @@ class LogWatcher:
 
     def watch(self, feed: Feed) -> None:
         if self._inotify is not None:
-            # A log's link count changes when it is rotated (IN_ATTRIB), so the feed
-            # learns that it must read on in a new file.
-            mask = IN_MOVED_TO if isinstance(feed, StateWatch) else IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF
+            # A state record is renamed into place, an exit record closed after writing; a
+            # log's link count changes when it is rotated (IN_ATTRIB), so the feed learns
+            # that it must read on in a new file.
+            if isinstance(feed, StateWatch):
+                mask = IN_MOVED_TO | IN_CLOSE_WRITE
+            else:
+                mask = IN_MODIFY | IN_ATTRIB | IN_MOVE_SELF
             try:
                 feed.watch = self._add_watch(feed.path, mask)
             except OSError as exc:
