@@ -190,8 +190,10 @@ class StartProcess(_Wire):
     interactive: bool | None = None
     #: Extension: with tty, the terminal's size (80x24 by default).
     terminal_size: TerminalSize | None = None
+    #: Extension: this process's log cap in bytes (0: none; None: the server's).
+    max_log_bytes: int | None = None
 
-    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size")
+    _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", "max_log_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,8 +265,10 @@ class CreateProcess(_Wire):
     tty: bool = False
     interactive: bool = False
     terminal_size: TerminalSize | None = None
+    #: Extension: this process's log cap in bytes (0: none; None: the server's).
+    max_log_bytes: int | None = None
 
-    _omit_none = ("cwd", "terminal_size")
+    _omit_none = ("cwd", "terminal_size", "max_log_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
