@@ -4,8 +4,10 @@ Run by path, so that every system under test (ours, the floor, supervisord, pm2)
 the very same program::
 
     python bench/_gen.py bulk 2000000           # 100-byte lines, written in 1 MB blocks
+    python bench/_gen.py bulk 2000000 DONE_FILE # the same; DONE_FILE gets "START END" (monotonic)
     python bench/_gen.py lines 1000000          # the same lines, one write(2) per line
     python bench/_gen.py clock 5 0.01           # time.time() every 10 ms for 5 s
+    python bench/_gen.py clock 5 0.01 GO_FILE   # the same, once GO_FILE exists
     python bench/_gen.py rate 5000 10 GO_FILE   # 5,000 numbered lines/s for 10 s, once GO_FILE exists
 
 Line ``i`` of ``bulk``/``lines`` is ``%010d`` of ``i``, a space and 88 filler bytes that
@@ -55,9 +57,17 @@ def _write_all(data: bytes | memoryview) -> None:
         view = view[os.write(1, view) :]
 
 
-def bulk(count: int) -> None:
+def bulk(count: int, done_file: str | None = None) -> None:
+    start = time.monotonic()
     for data in blocks(count):
         _write_all(data)
+    if done_file is not None:
+        # Before the first block and when the last write returned (CLOCK_MONOTONIC is
+        # system-wide: the benchmark compares it with its own time.monotonic()).
+        done = b"%.6f %.6f" % (start, time.monotonic())
+        with open(done_file + ".tmp", "wb") as f:
+            f.write(done)
+        os.rename(done_file + ".tmp", done_file)
 
 
 def lines(count: int) -> None:
@@ -67,7 +77,13 @@ def lines(count: int) -> None:
             write(1, line)  # one flushed write per line: a chatty program
 
 
-def clock(seconds: float, interval: float) -> None:
+def _wait_for(go_file: str | None) -> None:
+    while go_file is not None and not os.path.exists(go_file):
+        time.sleep(0.005)
+
+
+def clock(seconds: float, interval: float, go_file: str | None = None) -> None:
+    _wait_for(go_file)
     end = time.monotonic() + seconds
     next_at = time.monotonic()
     while next_at < end:
@@ -81,8 +97,7 @@ def clock(seconds: float, interval: float) -> None:
 def rate(per_second: int, seconds: float, go_file: str) -> None:
     # Evenly paced, one write per line: the steady chatty producer, and the worst case
     # for a reader that wakes per write (no two lines arrive in the same read).
-    while not os.path.exists(go_file):
-        time.sleep(0.005)
+    _wait_for(go_file)
     total = int(per_second * seconds)
     interval = 1 / per_second
     pad = b"x" * 50
@@ -97,11 +112,11 @@ def rate(per_second: int, seconds: float, go_file: str) -> None:
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "bulk":
-        bulk(int(argv[1]))
+        bulk(int(argv[1]), argv[2] if len(argv) > 2 else None)
     elif mode == "lines":
         lines(int(argv[1]))
     elif mode == "clock":
-        clock(float(argv[1]), float(argv[2]))
+        clock(float(argv[1]), float(argv[2]), argv[3] if len(argv) > 3 else None)
     elif mode == "rate":
         rate(int(argv[1]), float(argv[2]), argv[3])
     else:

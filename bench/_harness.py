@@ -50,6 +50,11 @@ class Sizes:
     #: and rounds of follow_seconds of the 10 ms clock per server.
     hot_rounds: int = 150
     hot_follow_rounds: int = 3
+    #: Followers of the same 10 ms clock (follow-many), each round follow_seconds long.
+    hot_followers: int = 100
+    #: The big writer beside the original: 100-byte lines (2,000,000 = 200 MB), rounds.
+    writer_lines: int = 2_000_000
+    writer_rounds: int = 3
     #: Pause before memory is read, for pages touched at start-up to settle.
     settle: float = 0.5
 
@@ -72,6 +77,9 @@ QUICK = Sizes(
     churn=60,
     hot_rounds=10,
     hot_follow_rounds=1,
+    hot_followers=4,
+    writer_lines=20_000,
+    writer_rounds=1,
     settle=0.1,
 )
 

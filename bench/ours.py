@@ -22,8 +22,11 @@ EXITED = ("stopped", "killed")
 class OurServer:
     """``with OurServer() as server:`` starts it; leaving kills what it runs and stops it."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, python: str = h.PYTHON, env: dict[str, str] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ours-", dir=scratch))
+        #: The interpreter that runs the server (and so its launcher and supervisors).
+        self.python = python
+        self.env = env
         self.data_dir = self.dir / "data"
         self.port = h.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -33,10 +36,11 @@ class OurServer:
         self.http = httpx.Client(base_url=self.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
 
     def __enter__(self) -> OurServer:
-        args = [h.PYTHON, "-m", "sandbox_agent", "server", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        args = [self.python, "-m", "sandbox_agent", "server", "--port", str(self.port)]
+        args += ["--data-dir", str(self.data_dir)]
         with open(self.dir / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [*args, "--log-level", "warning"], env=h.marked_env(), stdout=log, stderr=subprocess.STDOUT
+                [*args, "--log-level", "warning"], env=h.marked_env(self.env), stdout=log, stderr=subprocess.STDOUT
             )
         h.wait_until(self._healthy, 30, 0.02, f"our server on port {self.port} (log {self.dir / 'server.log'})")
         return self

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / ".peers"
 SCENARIOS = ["spawn", "ingest-bulk", "ingest-lines", "fidelity", "follow-latency", "fan-out", "memory"]
 SCENARIOS += ["list", "stop", "churn", "exit-visible", "run-echo", "follow-delay"]
+SCENARIOS += ["follow-many", "big-writer", "memory-pythons"]
 #: What marks each peer installed in bench/.peers/.
 PEER_FILES = {
     "supervisord": PEERS / "supervisor" / "bin" / "supervisord",
@@ -54,7 +55,8 @@ def test_every_scenario_reports_ours_and_the_floor(run: dict[str, Any]) -> None:
     for row in run["rows"]:
         assert not str(row["metric"]).startswith("ERROR"), row
         assert row["ours"] is not None, row
-    floors = [row["floor"] for row in run["rows"] if row["scenario"] in ("spawn", "ingest-bulk", "ingest-lines")]
+    with_floor = ("spawn", "ingest-bulk", "ingest-lines", "big-writer")
+    floors = [row["floor"] for row in run["rows"] if row["scenario"] in with_floor]
     assert all(isinstance(value, float) for value in floors), floors
     assert "| scenario" in run["stdout"]
     assert run["left_behind"] == []
@@ -78,8 +80,17 @@ def test_original(run: dict[str, Any]) -> None:
     if "original" not in installed_peers():
         pytest.skip("the original server is not in bench/.peers (`python -m bench --install-only` installs it)")
     hot = [row for row in run["rows"] if row["scenario"] in ("exit-visible", "run-echo", "follow-delay")]
-    assert len(hot) == 10, hot
+    assert len(hot) == 12, hot
     assert all(isinstance(row["original"], float) for row in hot), hot
     idle = next(row for row in run["rows"] if row["metric"].startswith("idle server"))
     assert isinstance(idle["original"], float), idle
+    scale = [row for row in run["rows"] if row["scenario"] in ("follow-many", "big-writer")]
+    assert len(scale) == 6, scale
+    assert all(isinstance(row["original"], float) for row in scale), scale
+    # This Python at least has a row, beside the original.
+    pythons = [row for row in run["rows"] if row["scenario"] == "memory-pythons"]
+    here = f"Python {sys.version_info[0]}.{sys.version_info[1]}."
+    mine = [row for row in pythons if row["metric"].startswith(here)]
+    assert len(mine) == 2, pythons
+    assert all(isinstance(row["original"], float) and isinstance(row["ours"], float) for row in mine), mine
     assert "ours/orig" in run["stdout"]

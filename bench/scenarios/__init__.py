@@ -13,6 +13,7 @@ from ._context import Context
 from .fleet import run_memory, run_stop
 from .follow import run_fanout, run_latency
 from .hotpath import run_exit_visible, run_follow_delay, run_run_echo
+from .hotscale import run_big_writer, run_follow_many, run_memory_pythons
 from .ingest import run_bulk, run_lines
 from .records import run_churn, run_list
 from .spawn import run_spawn
@@ -32,12 +33,15 @@ SCENARIOS: dict[str, Scenario] = {
     "exit-visible": run_exit_visible,
     "run-echo": run_run_echo,
     "follow-delay": run_follow_delay,
+    "follow-many": run_follow_many,
+    "big-writer": run_big_writer,
+    "memory-pythons": run_memory_pythons,
 }
 #: Names that select other scenarios: fidelity is checked in every ingest run.
 ALIASES = {
     "fidelity": ["ingest-bulk", "ingest-lines"],
     # What a coding agent waits for, beside the original server (issue 11).
-    "hot-path": ["exit-visible", "run-echo", "follow-delay", "memory"],
+    "hot-path": ["exit-visible", "run-echo", "follow-delay", "follow-many", "big-writer", "memory", "memory-pythons"],
 }
 
 __all__ = ["ALIASES", "SCENARIOS", "Context", "Scenario"]

@@ -32,8 +32,11 @@ def _ours_fleet(server: OurServer, count: int) -> set[str]:
 # -- memory -------------------------------------------------------------------------
 
 
-def _ours_memory(ctx: Context, count: int) -> dict[str, float]:
-    with OurServer(ctx.scratch) as server:
+def ours_memory(
+    ctx: Context, count: int, python: str = h.PYTHON, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """PSS (MB) of our idle server and launcher, then of its parts with ``count`` idle `sleep`."""
+    with OurServer(ctx.scratch, python, env) as server:
         server.start(TRUE)  # the first spawn's imports and the launcher are part of idle
         time.sleep(ctx.sizes.settle)
         idle = h.pss_mb({server.pid} | server.launcher_pids())
@@ -70,7 +73,7 @@ def _pm2_memory(ctx: Context, count: int) -> dict[str, float]:
     return {"idle": idle, "total": total}
 
 
-def _original_memory(ctx: Context, count: int) -> dict[str, float]:
+def original_memory(ctx: Context, count: int) -> dict[str, float]:
     with Original(ctx.scratch) as original:
         original.start(TRUE)  # as for ours: a first spawn is part of idle
         time.sleep(ctx.sizes.settle)
@@ -93,9 +96,9 @@ def _peer(ctx: Context, name: str, measure: Callable[[Context, int], dict[str, f
 
 def run_memory(ctx: Context) -> h.Outcome:
     n = ctx.sizes.fleet
-    ours = _ours_memory(ctx, n)
+    ours = ours_memory(ctx, n)
     peers = {"supervisord": _peer(ctx, "supervisord", _sd_memory), "pm2": _peer(ctx, "pm2", _pm2_memory)}
-    peers["original"] = _peer(ctx, "original", _original_memory)
+    peers["original"] = _peer(ctx, "original", original_memory)
 
     def cell(name: str, key: str, per: bool) -> h.Value:
         got = peers[name]

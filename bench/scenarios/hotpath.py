@@ -313,60 +313,84 @@ class _Chunked:
         return b"".join(out)
 
 
+class SseDelays:
+    """receive time - printed time of each clock line in the ``log`` events of a
+    ``/v1/processes/{id}/logs?follow=true`` body (base64 entries), fed as it was received.
+    Only lines printed at or after ``subscribed`` (time.time()) count."""
+
+    def __init__(self, head: bytes, subscribed: float) -> None:
+        self.subscribed = subscribed
+        self.decoder = _Chunked() if b"transfer-encoding: chunked" in head.lower() else None
+        self.text = b""
+        self.event = b"message"
+        self.delays: list[float] = []
+        self.exited = False
+
+    @property
+    def done(self) -> bool:
+        return self.exited or (self.decoder is not None and self.decoder.done)
+
+    def feed(self, now: float, chunk: bytes) -> None:
+        self.text += self.decoder.feed(chunk) if self.decoder is not None else chunk
+        cut = self.text.rfind(b"\n") + 1
+        complete, self.text = self.text[:cut], self.text[cut:]
+        for line in complete.split(b"\n"):
+            line = line.rstrip(b"\r")
+            if line.startswith(b"event:"):
+                self.event = line[6:].strip()
+                if self.event == b"exit":
+                    self.exited = True
+            elif not line:
+                self.event = b"message"
+            elif line.startswith(b"data:") and self.event == b"log":
+                entry = json.loads(line[5:])
+                for printed in base64.b64decode(entry["data"]).split():
+                    stamp = float(printed)
+                    if stamp >= self.subscribed:
+                        self.delays.append(now - stamp)
+
+
+def read_head(sock: socket.socket, what: str) -> tuple[bytes, bytes]:
+    """The response head of a follow request sent on ``sock`` (200 or RuntimeError), and what
+    came after it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the follow connection")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
+        raise RuntimeError(f"follow {what}: {head[:200]!r}")
+    return head, rest
+
+
+def follow_request(process_id: str) -> bytes:
+    return f"GET /v1/processes/{process_id}/logs?follow=true HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
 def follow_entries(port: int, process_id: str, seconds: float) -> list[float]:
     """receive time - printed time of every line printed after the follower was in place,
     read from ``/v1/processes/{id}/logs?follow=true`` with a raw socket."""
-    path = f"/v1/processes/{process_id}/logs?follow=true"
-    delays: list[float] = []
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server closed the follow connection")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0] + b" ":
-            raise RuntimeError(f"follow {process_id}: {head[:200]!r}")
-        subscribed = time.time()
-        chunked = b"transfer-encoding: chunked" in head.lower()
-        decoder = _Chunked()
+        sock.sendall(follow_request(process_id))
+        head, rest = read_head(sock, process_id)
+        parser = SseDelays(head, time.time())
+        if rest:
+            parser.feed(time.time(), rest)
         sock.settimeout(0.1)
         deadline = time.monotonic() + seconds + 1.0
-        text = b""
-        event = b"message"
-        while time.monotonic() < deadline and not decoder.done:
+        while time.monotonic() < deadline and not parser.done:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
             now = time.time()
-            if rest:
-                chunk, rest = rest, b""
-            else:
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                now = time.time()
-                if not chunk:
-                    break
-            text += decoder.feed(chunk) if chunked else chunk
-            cut = text.rfind(b"\n") + 1
-            complete, text = text[:cut], text[cut:]
-            for line in complete.split(b"\n"):
-                line = line.rstrip(b"\r")
-                if line.startswith(b"event:"):
-                    event = line[6:].strip()
-                    if event == b"exit":
-                        deadline = 0.0
-                elif not line:
-                    event = b"message"
-                elif line.startswith(b"data:") and event == b"log":
-                    entry = json.loads(line[5:])
-                    for printed in base64.b64decode(entry["data"]).split():
-                        stamp = float(printed)
-                        if stamp >= subscribed:
-                            delays.append(now - stamp)
-    return delays
+            if not chunk:
+                break
+            parser.feed(now, chunk)
+    return parser.delays
 
 
 def _follow_sampler(api: _Api, seconds: float) -> Callable[[], list[float]]:
