@@ -68,6 +68,14 @@ def marked_pids(marker: str) -> dict[int, str]:
     return found
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 class Server:
     """A ``sandbox-agent server`` subprocess, restartable on the same data dir and port."""
 
@@ -149,15 +157,21 @@ class Server:
         return self.start()
 
     def own_pids(self) -> set[int]:
-        """The server and its launcher: the only marked processes allowed to stay."""
+        """The server, its launcher and the launcher's spare supervisor (named sa-spare):
+        the only marked processes allowed to stay."""
         if self.proc is None:
             return set()
         pids = {self.proc.pid}
-        try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                pids.update(int(p) for p in f.read().split())
-        except OSError:
-            pass
+        children = _children(self.proc.pid)
+        pids.update(children)
+        for launcher in children:
+            for pid in _children(launcher):
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        if f.read().strip() == "sa-spare":
+                            pids.add(pid)
+                except OSError:
+                    pass
         return pids
 
     def leftovers(self) -> dict[int, str]:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,20 +56,94 @@ class RunResult:
 
 
 class _Collector:
-    """One output stream: keeps the first ``cap`` bytes, reads and drops the rest."""
+    """One output pipe, read as it becomes readable: keeps the first ``cap`` bytes, reads
+    and drops the rest, and resolves ``done`` at its end of file."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, fd: int, cap: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.fd = fd
         self.cap = cap
         self.kept = bytearray()
         self.truncated = False
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._loop = loop
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_readable)
 
-    async def read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(_READ_SIZE):
-            room = self.cap - len(self.kept)
-            if len(chunk) > room:
-                self.truncated = True
-                chunk = chunk[: max(room, 0)]
-            self.kept += chunk
+    def _on_readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        room = self.cap - len(self.kept)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.kept += chunk
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            self._loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start ``argv`` in a session of its own: the process, its stdout and stderr read ends.
+
+    ``subprocess.Popen`` (vfork and exec, in C) rather than the loop's subprocess
+    machinery: uvloop's spawn costs about twice as much, and the pipes and the exit are
+    watched here with ``add_reader`` and a pidfd anyway.
+    """
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return process, out_r, err_r
+
+
+async def _exited(process: subprocess.Popen[bytes]) -> int:
+    """Wait for ``process`` to exit (a pidfd on the loop); its return code."""
+    if process.returncode is not None:
+        return process.returncode  # reaped already: its pid may be another's by now
+    loop = asyncio.get_running_loop()
+    pidfd = os.pidfd_open(process.pid)
+    try:
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(pidfd)
+    finally:
+        os.close(pidfd)
+    return process.wait()
 
 
 async def run(request: RunRequest) -> RunResult:
@@ -91,52 +166,39 @@ async def run(request: RunRequest) -> RunResult:
     if _SETPRIV is not None:
         # Not preexec_fn (unsafe with threads): setpriv sets the death signal, then execs.
         argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    out, err = _Collector(request.max_output_bytes), _Collector(request.max_output_bytes)
-    readers = asyncio.gather(out.read(process.stdout), err.read(process.stderr))
+    process, out_fd, err_fd = _spawn(argv, cwd, env)
+    out = _Collector(out_fd, request.max_output_bytes, loop)
+    err = _Collector(err_fd, request.max_output_bytes, loop)
+    readers = asyncio.gather(out.done, err.done)
     timeout = request.timeout_ms / 1000
     timed_out = False
     try:
         try:
             async with asyncio.timeout(timeout):
-                await process.wait()
+                await _exited(process)
         except TimeoutError:
             timed_out = True
             _kill_group(process.pid)
-            await process.wait()
+            await _exited(process)
         # Children left in the group may still hold the pipes: read until the deadline,
         # then kill what is left of the group and give the pipes a moment to close.
         remaining = max(0.0, timeout - (time.monotonic() - started))
         if not await _drained(readers, _DRAIN_AFTER_KILL if timed_out else remaining):
             _kill_group(process.pid)
-            if not await _drained(readers, _DRAIN_AFTER_KILL):
-                # Held by something outside the group (it made its own session).
-                readers.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await readers
+            await _drained(readers, _DRAIN_AFTER_KILL)
+            # Whatever still holds them is outside the group (it made its own session).
     except BaseException:
         # The caller went away (or the server is closing): leave nothing running.
         _kill_group(process.pid)
-        readers.cancel()
         with contextlib.suppress(BaseException):
-            await process.wait()
+            await asyncio.shield(_exited(process))
         raise
     finally:
-        # Closes the pipes even when a reader was cancelled (no leaked descriptors).
-        transport = getattr(process, "_transport", None)
-        if transport is not None:
-            transport.close()
+        # No leaked descriptors, whatever happened.
+        out.close()
+        err.close()
     returncode = process.returncode
     return RunResult(
         exit_code=None if timed_out or returncode is None or returncode < 0 else returncode,

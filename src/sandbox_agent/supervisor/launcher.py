@@ -1,16 +1,18 @@
-"""The launcher: a warm interpreter that forks one supervisor per spawn request.
+"""The launcher: a warm interpreter that keeps one supervisor forked in advance.
 
 Started by the server (``engine.launcher``) as ``python -I -S <this folder> <fd>``, it
-imports what a supervisor needs once, freezes the heap, and then forks a supervisor for
-each spawn request it reads from the server's socket. Forking from a warm launcher keeps
-a start to a couple of milliseconds and lets every supervisor share the interpreter's
-pages copy-on-write. It exits when the server's end of the socket closes; the
-supervisors it forked carry on in sessions of their own.
+imports what a supervisor needs once, freezes the heap, and forks a *spare*: a
+supervisor-to-be that has already set itself up (session, subreaper, signals) and waits
+on the server's socket. The spare that reads a spawn request tells the launcher it was
+taken and becomes that process's supervisor, while the launcher forks the next spare. So
+the fork and the first copy-on-write faults happen before a request, not while a caller
+waits, and every supervisor shares the interpreter's pages copy-on-write. The launcher
+exits when a spare reads the end of the server's socket; the supervisors carry on in
+sessions of their own.
 """
 
 from __future__ import annotations
 
-import errno
 import gc
 import json
 import os
@@ -19,7 +21,13 @@ import time
 
 from .capture import CombinedWriter, LogFile, Stream
 from .ondisk import LAUNCHER_MAX_MESSAGE, Clock, boot_id, encode_json, process_start_ticks
-from .supervisor import prepare, reply, supervise
+from .supervisor import SPARE_NAME, become_supervisor, prepare, reply, set_name, supervise
+
+#: What a spare tells the launcher on its pipe, and what the SIGCHLD handler adds.
+_TAKEN, _END, _DIED = b"t", b"e", b"d"
+#: Children reaped since the last spare was forked, and the pipe the handler wakes the loop on.
+_dead: set[int] = set()
+_notify_w = -1
 
 
 def _reap(signum: int, frame: object) -> None:
@@ -30,6 +38,11 @@ def _reap(signum: int, frame: object) -> None:
             return
         if pid == 0:
             return
+        _dead.add(pid)
+        try:
+            os.write(_notify_w, _DIED)
+        except OSError:
+            pass
 
 
 def _warm_up() -> None:
@@ -53,32 +66,67 @@ def _warm_up() -> None:
 
 
 def launcher_main(fd: int) -> None:
-    """Serve spawn requests from the server until it closes the socket."""
+    """Keep a spare supervisor waiting on the server's socket until the server closes it."""
+    global _notify_w
     # A SOCK_SEQPACKET socket: one read is one message, one write sends one. Plain os
     # calls on it spare the launcher (and every supervisor) the socket module.
     sock = fd
     os.set_inheritable(sock, False)
+    notify_r, _notify_w = os.pipe2(os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prepare()
     _warm_up()
     gc.collect()
     gc.freeze()
+    spare = _fork_spare(sock, notify_r)
     while True:
-        try:
-            data = os.read(sock, LAUNCHER_MAX_MESSAGE)
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
+        news = os.read(notify_r, 64)
+        if not news or _END in news:
+            # The spare that read the end exits at once: wait for it, so that nothing
+            # of ours outlives the launcher unreaped.
+            try:
+                os.waitpid(spare, 0)
+            except ChildProcessError:
+                pass  # reaped already by the SIGCHLD handler
+            return
+        if _TAKEN in news or spare in _dead:
+            spare = _fork_spare(sock, notify_r)
+
+
+def _fork_spare(sock: int, notify_r: int) -> int:
+    _dead.clear()
+    pid = os.fork()
+    if pid == 0:
+        _spare(sock, notify_r)
+    return pid
+
+
+def _spare(sock: int, notify_r: int) -> None:
+    """A supervisor-to-be: answer pings, and become the supervisor of the first spawn
+    request read; never returns."""
+    try:
+        os.close(notify_r)
+        set_name(SPARE_NAME)
+        become_supervisor()
+        while True:
+            try:
+                data = os.read(sock, LAUNCHER_MAX_MESSAGE)
+            except OSError:
+                data = b""  # the socket is unusable: as good as closed
+            if not data:
+                os.write(_notify_w, _END)
+                break
+            try:
+                message = json.loads(data)
+            except ValueError:
                 continue
-            return
-        if not data:
-            return
-        try:
-            message = json.loads(data)
-        except ValueError:
-            continue
-        if message.get("op") == "ping":
-            reply(sock, {"req": message.get("req"), "ok": True})
-            continue
-        if os.fork() == 0:
+            if message.get("op") == "ping":
+                reply(sock, {"req": message.get("req"), "ok": True})
+                continue
+            os.write(_notify_w, _TAKEN)
+            os.close(_notify_w)
             supervise(sock, message)
+    except BaseException:
+        pass
+    os._exit(0)

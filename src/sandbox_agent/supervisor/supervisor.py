@@ -62,6 +62,9 @@ _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_NAME = 15
+#: The names ``ps -o comm``, top and /proc/<pid>/comm show: a spare, or a process's supervisor.
+SPARE_NAME, SUPERVISOR_NAME = b"sa-spare", b"sa-supervisor"
 #: Rounds of a kill sweep: each signals the descendants the previous ones had not seen
 #: yet (forked meanwhile); a sweep ends at the first round that finds none new.
 _KILL_ROUNDS = 50
@@ -636,23 +639,35 @@ def prepare() -> None:
     _libc = libc
 
 
+def set_name(name: bytes) -> None:
+    """This process's name (comm), at most 15 bytes."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_NAME, name, 0, 0, 0)
+
+
 def become_subreaper() -> None:
     """Orphans below us come to us (and we reap them): stop and kill find every descendant."""
     if _libc is not None:
         _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def become_supervisor() -> None:
+    """In a fresh fork of the launcher, before any request: a session of its own, the
+    subreaper of what it will start, and its signal dispositions."""
+    os.setsid()
+    become_subreaper()
+    _set_handler(_SIGCHLD, _SIG_DFL)
+    # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
+    # in the child across exec, handled ones are reset to their default there.
+    _set_handler(_SIGHUP, _ignore)
+    _set_handler(_SIGINT, _ignore)
+
+
 def supervise(sock: int, message: dict[str, Any]) -> None:
-    """Body of a forked supervisor; never returns."""
+    """Body of a supervisor (``become_supervisor`` done) once it has its request; never returns."""
     code = 0
     try:
-        os.setsid()
-        become_subreaper()
-        _set_handler(_SIGCHLD, _SIG_DFL)
-        # A Python-level no-op rather than SIG_IGN: ignored signals would stay ignored
-        # in the child across exec, handled ones are reset to their default there.
-        _set_handler(_SIGHUP, _ignore)
-        _set_handler(_SIGINT, _ignore)
+        set_name(SUPERVISOR_NAME)
         supervisor = Supervisor(message)
         supervisor.listen()
         try:

@@ -49,9 +49,10 @@ class Inotify:
     def rm_watch(self, wd: int) -> None:
         self._libc.inotify_rm_watch(self.fd, wd)
 
-    def read(self) -> list[tuple[int, int]]:
-        """(watch descriptor, mask) of every queued event; empty when none."""
-        events: list[tuple[int, int]] = []
+    def read(self) -> list[tuple[int, int, bytes]]:
+        """(watch descriptor, mask, name) of every queued event; empty when none. The
+        name is that of the file in a watched directory, empty for a watched file."""
+        events: list[tuple[int, int, bytes]] = []
         while True:
             try:
                 buf = os.read(self.fd, 64 * 1024)
@@ -60,8 +61,9 @@ class Inotify:
             pos = 0
             while pos < len(buf):
                 wd, mask, _cookie, length = _EVENT.unpack_from(buf, pos)
-                events.append((wd, mask))
-                pos += _EVENT.size + length
+                start = pos + _EVENT.size
+                events.append((wd, mask, buf[start : start + length].rstrip(b"\0")))
+                pos = start + length
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
+from ...supervisor.ondisk import EXIT_FILE, STATE_FILE
 from .inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
+
+#: The files of a process directory whose change a ``StateWatch`` reports.
+_STATE_NAMES = frozenset(name.encode() for name in (STATE_FILE, EXIT_FILE))
 
 logger = logging.getLogger("sandbox_agent.engine")
 
@@ -125,7 +129,9 @@ class LogWatcher:
     def _on_inotify(self) -> None:
         assert self._inotify is not None
         seen = set()
-        for wd, _mask in self._inotify.read():
+        for wd, _mask, name in self._inotify.read():
+            if name and name not in _STATE_NAMES:
+                continue  # a state record's temporary file, the control FIFO: not news
             if wd not in seen:
                 seen.add(wd)
                 feed = self._watches.get(wd)
