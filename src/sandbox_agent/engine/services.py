@@ -183,9 +183,7 @@ def split_url(url: str) -> tuple[str, str, int, str]:
 def parse_label_filter(text: str) -> tuple[str, str | None]:
     """``k=v`` (label k is v) or ``k`` (label k is set)."""
     key, sep, value = text.partition("=")
-    if not key:
-        raise BadRequest(f"label filter {text[:80]!r} has no label name; give key=value or key")
-    return key, value if sep else None
+    return key, value if sep else None  # "=v": no label has an empty key, so it matches none
 
 
 # -- readiness probes ----------------------------------------------------------------
@@ -271,8 +269,9 @@ class ServiceTracking(ManagerState):
         """
         if status is not None and status not in STATUS_FILTERS:
             raise BadRequest(f"status {status[:40]!r} is not one of {', '.join(STATUS_FILTERS)}")
-        wanted = [parse_label_filter(text) for text in labels]
-        if name is not None:
+        # An empty filter (a cleared form field) filters nothing.
+        wanted = [parse_label_filter(text) for text in labels if text]
+        if name:
             records = sorted(
                 (r for r in self._names.get(name, ()) if self._records.get(r.id) is r),
                 key=lambda r: r.sort_key,

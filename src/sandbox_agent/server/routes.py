@@ -94,9 +94,12 @@ StatusFilter = Annotated[
     Query(description="Extension: running, exited (or stopped, killed)"),
 ]
 LabelFilter = Annotated[
-    list[str] | None, Query(description="Extension: key=value (or key: has the label); repeat for all of them")
+    list[str] | None,
+    Query(
+        description="Extension: key=value (or key: has the label); repeat for all of them. Empty: no filter",
+    ),
 ]
-NameFilter = Annotated[str | None, Query(description="Extension: every process that has this name")]
+NameFilter = Annotated[str | None, Query(description="Extension: every process that has this name. Empty: no filter")]
 
 
 @router.get("/health", response_model=Health, tags=["server"])
