@@ -514,6 +514,7 @@ _NESTED.update(
         "TerminalSize": TerminalSize,
         "ProcessInfo": ProcessInfo,
         "ProcessLogEntry": ProcessLogEntry,
+        "Restart": Restart,
         "Usage": Usage,
         "WaitFor": WaitFor,
     }
