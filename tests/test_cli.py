@@ -19,13 +19,28 @@ from typing import IO
 
 import pytest
 
-from conftest import Server, free_port
+from conftest import Server, free_port, wait_for
 from sandbox_agent import Client, NotFound
 from sandbox_agent.cli import main
 
 UNKNOWN_ID = "0" * 26
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
-COMMANDS = ["start", "run", "attach", "input", "exec", "wait", "ls", "inspect", "logs", "stop", "kill", "rm", "prune"]
+COMMANDS = [
+    "start",
+    "run",
+    "attach",
+    "input",
+    "exec",
+    "wait",
+    "ls",
+    "inspect",
+    "logs",
+    "stop",
+    "kill",
+    "restart",
+    "rm",
+    "prune",
+]
 
 
 @pytest.fixture
@@ -120,6 +135,35 @@ def test_start_prints_the_id(cli: Cli, sdk: Client, tmp_path: Path) -> None:
     process_id = out.strip()
     assert sdk.wait(process_id, timeout=10).exit_code == 0
     assert sdk.logs(process_id, stream="stdout", strip_timestamps=True).content == f"{tmp_path} 1 x=y\n"
+
+
+def test_restart_option_and_command(cli: Cli, sdk: Client, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    code = (
+        f"import os, signal, sys\np = {str(counter)!r}\nn = int(open(p).read()) if os.path.exists(p) else 0\n"
+        "open(p, 'w').write(str(n + 1))\nprint('run', n)\nsys.exit(2) if n == 0 else signal.pause()"
+    )
+    status, out, err = cli(
+        "process", "start", "--name", "cli-restart", "--restart", "on-failure:3", "--restart-backoff", "10",
+        *python(code),
+    )  # fmt: skip
+    assert (status, err) == (0, "")
+    process_id = out.strip()
+    wait_for(lambda: sdk.get(process_id).restarts == 1 and "run 1" in sdk.logs(process_id).content, what="run 1")
+    process = sdk.get(process_id)
+    assert process.restart is not None
+    assert (process.restart.policy, process.restart.max_restarts, process.restart.backoff_ms) == ("on-failure", 3, 10)
+    status, out, err = cli("process", "restart", "cli-restart")
+    assert (status, out, err) == (0, "cli-restart\n", "")
+    assert sdk.get(process_id).restarts == 2
+    assert "restart 2 on request" in sdk.logs(process_id).content
+    assert cli("process", "kill", "cli-restart")[0] == 0
+    status, out, err = cli("process", "restart", "cli-restart")
+    assert status == 1
+    assert "exited" in one_error_line(err)
+    with pytest.raises(SystemExit) as usage:
+        cli("process", "start", "--restart", "sometimes", *python("pass"))
+    assert usage.value.code == 2
 
 
 def test_start_without_double_dash(cli: Cli, sdk: Client) -> None:

@@ -220,10 +220,22 @@ def test_bad_names_are_a_400(c: httpx.Client, name: str) -> None:
         assert "name" in response.json()["detail"]
 
 
-def test_restart_policies_are_refused_for_now(c: httpx.Client) -> None:
-    response = c.post("/v1/process", json={**py("pass"), "restart": {"policy": "always"}})
+@pytest.mark.parametrize(
+    "restart",
+    [{"policy": "sometimes"}, {"policy": "always", "backoffMs": 1}, {"policy": "always", "maxRestarts": -1}],
+)
+def test_bad_restart_policies_are_a_400(c: httpx.Client, restart: dict[str, Any]) -> None:
+    for dialect in DIALECTS:
+        response = c.post(dialect, json={**py("pass"), "restart": restart})
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "restart" in response.json()["detail"]
+
+
+def test_restart_policy_with_a_terminal_is_a_400(c: httpx.Client) -> None:
+    response = c.post("/v1/processes", json={**py("pass"), "tty": True, "restart": {"policy": "always"}})
     assert response.status_code == 400
-    assert "restart" in response.json()["detail"]
+    assert "tty" in response.json()["detail"]
 
 
 def test_bad_labels_are_a_400(c: httpx.Client) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "ProcessList",
     "ProcessLogEntry",
     "ProcessLogs",
+    "Restart",
     "RunProcess",
     "RunResult",
     "StartProcess",
@@ -133,7 +134,7 @@ class LogPaths(_Wire):
 
 
 #: The process object's extension fields of SPEC section 8, absent for a plain process.
-_SERVICE_STATE = ("name", "labels", "restarts", "ready", "ports", "usage")
+_SERVICE_STATE = ("name", "labels", "restarts", "restart", "restarting", "ready", "ports", "usage")
 #: The start body's extension fields of SPEC section 8.
 _SERVICE_START = ("name", "labels", "wait_for", "restart")
 
@@ -145,6 +146,37 @@ class Usage(_Wire):
     #: Over the last second; 100 is one core busy all the time.
     cpu_percent: float
     rss_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Restart(_Wire):
+    """When the server's supervisor starts the command again after it exits (SPEC section 8).
+
+    ``Restart("on-failure", max_restarts=5)``, ``Restart.parse("always")``; a stop or kill
+    ends it. ``max_restarts`` bounds the restarts in a row (a run up 60 s starts a new
+    row); the wait starts at ``backoff_ms`` (the server's 1000 when None) and doubles, up to 30 s.
+    """
+
+    policy: Literal["never", "on-failure", "always"]
+    max_restarts: int | None = None
+    backoff_ms: int | None = None
+
+    _omit_none = ("max_restarts", "backoff_ms")
+
+    @classmethod
+    def parse(cls, text: str, backoff_ms: int | None = None) -> Restart:
+        """``never``, ``on-failure``, ``always``, with ``:N`` for at most N restarts in a row.
+
+        >>> Restart.parse("on-failure:3").max_restarts
+        3
+        """
+        policy, sep, limit = text.partition(":")
+        if policy in ("never", "on-failure", "always") and (not sep or limit.isdigit()):
+            return cls(policy, int(limit) if sep else None, backoff_ms)  # type: ignore[arg-type]
+        raise ValueError(
+            f"restart {text!r}: give never, on-failure or always, with :N for at most N restarts in a row "
+            "(for example on-failure:5)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,8 +257,13 @@ class Process(_Wire):
     #: Extension (services): as given on start; None for a plain process.
     name: str | None = None
     labels: dict[str, str] | None = None
-    #: Extension: 0 (restart policies are not there yet); None for a plain process.
+    #: Extension: how many times the command was started again (policy or request); None
+    #: for a plain process never restarted.
     restarts: int | None = None
+    #: Extension: the restart policy, as given on start.
+    restart: Restart | None = None
+    #: Extension: True while a restart waits out its backoff (still running, no pid).
+    restarting: bool | None = None
     #: Extension: with ``wait_for``, whether it held.
     ready: bool | None = None
     #: Extension, while running: TCP ports its tree listens on, and its CPU and memory.
@@ -272,8 +309,8 @@ class StartProcess(_Wire):
     labels: dict[str, str] | None = None
     #: Extension: the start answers once ready (ReadinessTimeout, a 504, past its timeout).
     wait_for: WaitFor | None = None
-    #: Extension, not supported by the server yet (a 400).
-    restart: dict[str, Any] | None = None
+    #: Extension: start it again when it exits (not with tty or interactive).
+    restart: Restart | None = None
 
     _omit_none = ("cwd", "env", "tty", "interactive", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
@@ -327,6 +364,8 @@ class ProcessInfo(_Wire):
     name: str | None = None
     labels: dict[str, str] | None = None
     restarts: int | None = None
+    restart: Restart | None = None
+    restarting: bool | None = None
     ready: bool | None = None
     ports: list[int] | None = None
     usage: Usage | None = None
@@ -368,7 +407,7 @@ class CreateProcess(_Wire):
     name: str | None = None
     labels: dict[str, str] | None = None
     wait_for: WaitFor | None = None
-    restart: dict[str, Any] | None = None
+    restart: Restart | None = None
 
     _omit_none = ("cwd", "terminal_size", "max_log_bytes", *_SERVICE_START)
 
@@ -475,6 +514,7 @@ _NESTED.update(
         "TerminalSize": TerminalSize,
         "ProcessInfo": ProcessInfo,
         "ProcessLogEntry": ProcessLogEntry,
+        "Restart": Restart,
         "Usage": Usage,
         "WaitFor": WaitFor,
     }

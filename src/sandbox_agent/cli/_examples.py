@@ -23,6 +23,12 @@ examples:
   sandbox-agent process start -t -- htop         # on a terminal, in the background: attach later
   sandbox-agent process start --name web --wait-for port:3000 -- npm run dev   # id printed once it listens
   sandbox-agent process start --name api --label app=shop --wait-for 'log:Listening on' -- npm start
+  sandbox-agent process start --name worker --restart on-failure:5 -- python worker.py   # back after a crash
+""",
+    "restart": """\
+examples:
+  sandbox-agent process restart web            # by name: stopped, started again, same id and logs
+  sandbox-agent process restart web api
 """,
     "run": """\
 examples:

@@ -202,6 +202,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--timeout", type=float, default=30.0, metavar="S", help="wait at most S seconds (30)")
         parser.add_argument("ids", nargs="+", metavar="ID")
 
+    restart = command(
+        "restart",
+        _restart,
+        "restart running processes now",
+        "End the current run of each process as stop does (SIGTERM, SIGKILL after the stop timeout) and start "
+        "its command again at once, under the same id, logs and restart policy (policy or not); print its id "
+        "once the new run started. An exited process is refused: start it again.",
+    )
+    restart.add_argument("ids", nargs="+", metavar="ID")
+
     rm = command(
         "rm",
         _rm,
@@ -391,6 +401,10 @@ def _kill(client: Client, args: argparse.Namespace) -> int:
         client.wait(process_id, timeout=args.timeout)
 
     return _each(args.ids, kill)
+
+
+def _restart(client: Client, args: argparse.Namespace) -> int:
+    return _each(args.ids, client.restart)
 
 
 def _rm(client: Client, args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 ``process start --name web --wait-for port:3000 -- npm run dev`` prints the id once the
 server says the process is ready; ``process ls --status running --label app=shop``
-filters; ``process prune`` deletes every exited process.
+filters; ``process prune`` deletes every exited process. ``--restart on-failure:5`` gives
+a restart policy (Docker's syntax), ``process restart NAME`` restarts now.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import argparse
 import functools
 from typing import TYPE_CHECKING
 
-from ..models import Process, WaitFor
+from ..models import Process, Restart, WaitFor
 
 if TYPE_CHECKING:
     from ..client import Client
 
-__all__ = ["add_filter_options", "add_service_options", "filters", "not_ready", "prune", "service_options"]
+__all__ = [
+    "add_filter_options",
+    "add_service_options",
+    "filters",
+    "not_ready",
+    "prune",
+    "service_options",
+]
 
 _STATUSES = ("running", "exited", "starting", "stopped", "killed")
 
@@ -24,6 +32,13 @@ _STATUSES = ("running", "exited", "starting", "stopped", "killed")
 def _wait_for(text: str) -> WaitFor:
     try:
         return WaitFor.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _restart(text: str) -> Restart:
+    try:
+        return Restart.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -52,6 +67,19 @@ def add_service_options(parser: argparse.ArgumentParser, *, readiness: bool) -> 
         parser.add_argument(
             "--wait-timeout", type=float, metavar="S", help="give up waiting for --wait-for after S seconds (60)"
         )
+        parser.add_argument(
+            "--restart",
+            type=_restart,
+            metavar="never|on-failure[:N]|always[:N]",
+            help="start it again when it exits (on-failure: not after exit code 0), at most N times in a row; "
+            "done by the server's supervisor, even while no server is up; stop and kill end it",
+        )
+        parser.add_argument(
+            "--restart-backoff",
+            type=int,
+            metavar="MS",
+            help="wait MS before the first restart of a row, doubling up to 30 s (1000)",
+        )
 
 
 def service_options(args: argparse.Namespace) -> dict[str, object]:
@@ -63,7 +91,22 @@ def service_options(args: argparse.Namespace) -> dict[str, object]:
             wait_for = WaitFor(
                 wait_for.port, wait_for.log_pattern, wait_for.http_get, max(0, round(args.wait_timeout * 1000))
             )
-    return {"name": args.name, "labels": dict(args.label) if args.label else None, "wait_for": wait_for}
+    options: dict[str, object] = {
+        "name": args.name,
+        "labels": dict(args.label) if args.label else None,
+        "wait_for": wait_for,
+    }
+    restart_policy: Restart | None = getattr(args, "restart", None)
+    backoff = getattr(args, "restart_backoff", None)
+    if backoff is not None:
+        restart_policy = Restart(
+            restart_policy.policy if restart_policy else "on-failure",
+            restart_policy.max_restarts if restart_policy else None,
+            backoff,
+        )
+    if restart_policy is not None:
+        options["restart"] = restart_policy
+    return options
 
 
 def not_ready(process: Process) -> str | None:

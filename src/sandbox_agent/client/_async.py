@@ -29,6 +29,7 @@ from ..models import (
     ProcessList,
     ProcessLogEntry,
     ProcessLogs,
+    Restart,
     RunResult,
     TerminalSize,
     WaitFor,
@@ -113,6 +114,7 @@ class AsyncClient:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         wait_for: WaitFor | str | None = None,
+        restart: Restart | str | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
 
@@ -133,6 +135,7 @@ class AsyncClient:
             name=name,
             labels=labels,
             wait_for=wait_for,
+            restart=restart,
         )
         response = await self._send(call, timeout=_protocol.start_http_timeout(call, self.timeout))
         started = _protocol.parse_started(response.content)
@@ -183,6 +186,18 @@ class AsyncClient:
     async def kill(self, process_id: str) -> None:
         """Send SIGKILL; the status becomes ``killed``. Returns at once, see ``wait``."""
         await self._send(_protocol.Call("POST", _protocol.process_path(process_id, "kill")))
+
+    async def restart(self, process_id: str) -> Process:
+        """End the current run as ``stop`` would and start the command again at once, under
+        the same process (``restarts`` + 1), policy or not; the process once the new run
+        started. ``Conflict`` once exited, or with tty or interactive.
+
+        >>> client.restart("web").restarts
+        1
+        """
+        call = _protocol.Call("POST", _protocol.process_path(process_id, "restart"))
+        response = await self._send(call, timeout=_protocol.restart_http_timeout(self.timeout))
+        return _protocol.parse(Process, response)
 
     async def delete(self, process_id: str) -> None:
         """Forget an exited process and remove its logs (``BadRequest`` while it runs)."""
@@ -335,8 +350,11 @@ class AsyncProcesses:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         wait_for: WaitFor | str | None = None,
+        restart: Restart | str | None = None,
     ) -> ProcessInfo:
-        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for)
+        call = _protocol.create_call(
+            command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for, restart
+        )
         timeout = _protocol.start_http_timeout(call, self._client.timeout)
         return _protocol.parse(ProcessInfo, await self._client._send(call, timeout=timeout))
 

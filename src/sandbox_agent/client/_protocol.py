@@ -28,6 +28,7 @@ from ..models import (
     ProcessEvent,
     ProcessInfo,
     ProcessLogEntry,
+    Restart,
     RunProcess,
     StartProcess,
     TerminalSize,
@@ -148,6 +149,7 @@ def start_call(
     name: str | None = None,
     labels: Mapping[str, str] | None = None,
     wait_for: WaitFor | str | None = None,
+    restart: Restart | str | None = None,
 ) -> Call:
     body = StartProcess(
         command=command,
@@ -161,6 +163,7 @@ def start_call(
         name=name,
         labels=None if labels is None else dict(labels),
         wait_for=_wait_for(wait_for),
+        restart=_restart(restart),
     )
     return Call("POST", "/v1/process", json=body.to_wire())
 
@@ -178,6 +181,15 @@ StatusFilter = Literal["running", "exited", "starting", "stopped", "killed"]
 
 def _wait_for(wait_for: WaitFor | str | None) -> WaitFor | None:
     return WaitFor.parse(wait_for) if isinstance(wait_for, str) else wait_for
+
+
+def _restart(restart: Restart | str | None) -> Restart | None:
+    return Restart.parse(restart) if isinstance(restart, str) else restart
+
+
+def restart_http_timeout(timeout: float | None) -> float | None:
+    """The HTTP timeout of a restart: the client's, and the server's wait for the run to end."""
+    return None if timeout is None else timeout + 60.0
 
 
 def start_http_timeout(call: Call, timeout: float | None) -> float | None:
@@ -255,6 +267,7 @@ def create_call(
     name: str | None = None,
     labels: Mapping[str, str] | None = None,
     wait_for: WaitFor | str | None = None,
+    restart: Restart | str | None = None,
 ) -> Call:
     body = CreateProcess(
         command=command,
@@ -267,6 +280,7 @@ def create_call(
         name=name,
         labels=None if labels is None else dict(labels),
         wait_for=_wait_for(wait_for),
+        restart=_restart(restart),
     )
     return Call("POST", "/v1/processes", json=body.to_wire())
 

@@ -24,6 +24,7 @@ from ..models import (
     ProcessList,
     ProcessLogEntry,
     ProcessLogs,
+    Restart,
     RunResult,
     TerminalSize,
     WaitFor,
@@ -104,6 +105,7 @@ class Client:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         wait_for: WaitFor | str | None = None,
+        restart: Restart | str | None = None,
     ) -> Process:
         """Start ``command`` with ``args``; ``env`` is added over the server's environment.
 
@@ -132,6 +134,7 @@ class Client:
             name=name,
             labels=labels,
             wait_for=wait_for,
+            restart=restart,
         )
         response = self._send(call, timeout=_protocol.start_http_timeout(call, self.timeout))
         started = _protocol.parse_started(response.content)
@@ -185,6 +188,18 @@ class Client:
     def kill(self, process_id: str) -> None:
         """Send SIGKILL; the status becomes ``killed``. Returns at once, see ``wait``."""
         self._send(_protocol.Call("POST", _protocol.process_path(process_id, "kill")))
+
+    def restart(self, process_id: str) -> Process:
+        """End the current run as ``stop`` would and start the command again at once, under
+        the same process (``restarts`` + 1), policy or not; the process once the new run
+        started. ``Conflict`` once exited, or with tty or interactive.
+
+        >>> client.restart("web").restarts
+        1
+        """
+        call = _protocol.Call("POST", _protocol.process_path(process_id, "restart"))
+        response = self._send(call, timeout=_protocol.restart_http_timeout(self.timeout))
+        return _protocol.parse(Process, response)
 
     def delete(self, process_id: str) -> None:
         """Forget an exited process and remove its logs (``BadRequest`` while it runs)."""
@@ -334,9 +349,12 @@ class Processes:
         name: str | None = None,
         labels: Mapping[str, str] | None = None,
         wait_for: WaitFor | str | None = None,
+        restart: Restart | str | None = None,
     ) -> ProcessInfo:
         """Start a process (see ``Client.start``); ``Conflict`` past ``maxConcurrentProcesses``."""
-        call = _protocol.create_call(command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for)
+        call = _protocol.create_call(
+            command, args, cwd, env, tty, interactive, terminal_size, name, labels, wait_for, restart
+        )
         client = self._client
         return _protocol.parse(
             ProcessInfo, client._send(call, timeout=_protocol.start_http_timeout(call, client.timeout))

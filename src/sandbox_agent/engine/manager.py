@@ -44,6 +44,8 @@ from ..supervisor.ondisk import (
     DEFAULT_MAX_LOG_BYTES,
     DEFAULT_TERM,
     KILL_SIGNAL_REQUEST,
+    RESTART_RESET_AFTER,
+    RESTART_SIGNAL_REQUEST,
     STOP_SIGNAL_REQUEST,
     process_start_ticks,
 )
@@ -56,7 +58,7 @@ from .launcher import LauncherClient
 from .logs.watch import LogWatcher
 from .reading import LogReading
 from .records import Record
-from .services import Service, ServiceTracking, WaitFor
+from .services import RestartPolicy, Service, ServiceTracking, WaitFor
 from .terminal import Terminals
 from .usage import Sampler
 from .watching import SupervisorWatching
@@ -114,8 +116,8 @@ class SpawnRequest:
     labels: dict[str, str] | None = None
     #: What makes it ready; ``spawn`` answers once it is (or raises ReadinessTimeout).
     wait_for: WaitFor | None = None
-    #: Restart policies are not there yet: refused when given.
-    restart: dict[str, Any] | None = None
+    #: When the supervisor starts the command again after it exits (not with tty or interactive).
+    restart: RestartPolicy | None = None
 
 
 class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
@@ -132,6 +134,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         retain_exited: int | None = None,
         retain_seconds: float | None = None,
         max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+        restart_reset: float = RESTART_RESET_AFTER,
     ) -> None:
         """``subreaper``: adopt and reap orphans below this process (the server does;
         an application embedding the engine may not want its process to).
@@ -143,7 +146,11 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         ``max_log_bytes``: the cap of each log of a process on disk, unless its request
         gives one; the newest half of it at least is kept (``supervisor/rotation.py``). 0:
         no cap.
+
+        ``restart_reset``: seconds a run must stay up for the next restart to start a new
+        row (backoff and ``maxRestarts`` count afresh).
         """
+        self.restart_reset = restart_reset
         self.max_log_bytes = validate.check_max_log_bytes(max_log_bytes)
         self.subreaper = subreaper
         self.retain_exited = retain_exited
@@ -267,8 +274,11 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         """
         if not request.command.strip():
             raise BadRequest("command is empty; give a program name such as 'python3' or a path")
-        if request.restart is not None:
-            raise BadRequest("restart policies are not supported by this server yet; start without restart")
+        if request.restart is not None and request.restart.policy != "never" and (request.tty or request.interactive):
+            raise BadRequest(
+                "a restart policy is for processes without a terminal or stdin (tty, interactive): a new run would "
+                "get a new terminal; start it without tty and interactive, or without restart"
+            )
         if max_running is not None and self.running_count() >= max_running:
             raise TooManyProcesses(
                 f"max concurrent process limit reached ({max_running}); stop or kill a running process, "
@@ -285,7 +295,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         max_log_bytes = validate.check_max_log_bytes(
             self.max_log_bytes if request.max_log_bytes is None else request.max_log_bytes
         )
-        service = self._prepare_service(request.name, request.labels, request.wait_for)
+        service = self._prepare_service(request.name, request.labels, request.wait_for, request.restart)
         try:
             record = await self._spawn(request, service, cwd, env, terminal_size, executable, max_log_bytes)
         finally:
@@ -327,6 +337,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             "interactive": request.interactive,
             "terminalSize": terminal_size,
             "maxLogBytes": max_log_bytes,
+            "restart": None if request.restart is None else request.restart.to_json(),
+            "restartResetAfter": self.restart_reset,
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.
@@ -403,6 +415,40 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
     def kill(self, process_id: str) -> None:
         """SIGKILL to every descendant; the status becomes ``killed`` (unchanged once exited)."""
         self._signal(self._record(process_id), KILL_SIGNAL_REQUEST)
+
+    async def restart(self, process_id: str) -> Record:
+        """End the current run as a stop would (SIGTERM to every descendant, SIGKILL after
+        the stop timeout) and start the command again at once, under the same record and
+        restart policy, whether it has a policy or not; return once the new run started
+        (or the process exited, or the stop timeout and 5 s more passed).
+
+        ``await manager.restart("web")``
+        """
+        record = self._record(process_id)
+        if record.exited:
+            raise Conflict(
+                f"process {record.id} has exited ({record.status}): there is no run to restart; start it again "
+                "(a new process), or give it a restart policy on start"
+            )
+        if record.tty or record.interactive:
+            raise Conflict(
+                f"process {record.id} has a terminal or stdin (tty, interactive), which a new run would not get "
+                "back; stop it and start it again"
+            )
+        # Woken by the next run's state record (``_run_changed``) or by the exit.
+        waiter = asyncio.get_running_loop().create_future()
+        record.run_waiters.append(waiter)
+        self._signal(record, RESTART_SIGNAL_REQUEST)
+        timeout = float(record.state.get("stopTimeout") or self.stop_timeout) + 5.0
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in record.run_waiters:
+                record.run_waiters.remove(waiter)
+        return record
 
     async def delete(self, process_id: str) -> None:
         record = self._record(process_id)

@@ -52,6 +52,7 @@ class Record:
         "line_index",
         "live",
         "pidfd",
+        "run_waiters",
         "service",
         "state",
         "state_watch",
@@ -77,6 +78,8 @@ class Record:
         self.state_watch: StateWatch | None = None
         self.feeds: dict[str, Feed] = {}
         self.waiters: list[asyncio.Future[None]] = []
+        #: Woken when the next run starts (a restart): ``ProcessManager.restart``.
+        self.run_waiters: list[asyncio.Future[None]] = []
         #: Renderings of this record (wire JSON, by dialect), dropped when the state changes:
         #: listing thousands stays cheap.
         self.cache: dict[str, Any] = {}
@@ -105,6 +108,23 @@ class Record:
     @property
     def exited(self) -> bool:
         return self.state["status"] in EXITED_STATUSES
+
+    @property
+    def restarts(self) -> int:
+        """How many times the supervisor started the command again (policy or request)."""
+        restarts: int = self.state.get("restarts") or 0
+        return restarts
+
+    @property
+    def restarting(self) -> bool:
+        """A run ended and the next waits out its backoff (the status is still running)."""
+        return self.state.get("restartAt") is not None and not self.exited
+
+    @property
+    def run_log_offset(self) -> int:
+        """The logical offset in combined.log where the current run's output starts."""
+        offset: int = self.state.get("runLogOffset") or 0
+        return offset
 
     @property
     def state_unsaved(self) -> bool:

@@ -6,6 +6,12 @@ process (``Service``) is kept by the engine in ``service.json`` next to the supe
 ready, so that names, labels and readiness survive a restart of the server. A process that
 was not yet ready when the server went down is watched again from the start of its log.
 
+A restart policy is carried out by the supervisor (``supervisor.py``), with or without a
+server; the engine learns of each restart through the state record (``restarts`` grows)
+and then publishes ``restarted``, marks the process not ready and watches its readiness
+again from where the new run's output starts. ``ready`` is kept in service.json with the
+run it held for (``readyRun``), so a restart while no server was up is not taken for ready.
+
 A name is unique among running processes; wherever an id is taken, a name is too, and
 resolves to the running process of that name, else to the newest one that has it.
 """
@@ -25,7 +31,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import BadRequest, Conflict, ReadinessTimeout
-from ..supervisor.ondisk import STREAM_TAGS, TIMESTAMP_PREFIX_LEN, read_json, write_json_atomic
+from ..supervisor.ondisk import (
+    DEFAULT_BACKOFF_MS,
+    MAX_BACKOFF_MS,
+    RESTART_POLICIES,
+    STREAM_TAGS,
+    TIMESTAMP_PREFIX_LEN,
+    read_json,
+    write_json_atomic,
+)
 from . import proctree
 from .events import EventLog
 from .ids import ID_PATTERN
@@ -86,26 +100,68 @@ class WaitFor:
         return cls(data.get("port"), data.get("logPattern"), data.get("httpGet"), data.get("timeoutMs", 0))
 
 
+#: The smallest first backoff: a crash loop must leave the machine some room.
+MIN_BACKOFF_MS = 10
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor starts the command again (``ondisk.RESTART_POLICIES``).
+
+    ``max_restarts`` bounds the restarts in a row (None: no bound); a run that stayed up
+    60 s starts a new row. The wait doubles from ``backoff_ms`` at each restart of a row,
+    up to 30 s.
+    """
+
+    policy: str = "never"
+    max_restarts: int | None = None
+    backoff_ms: int = DEFAULT_BACKOFF_MS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy, "maxRestarts": self.max_restarts, "backoffMs": self.backoff_ms}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RestartPolicy:
+        return cls(data["policy"], data.get("maxRestarts"), data.get("backoffMs", DEFAULT_BACKOFF_MS))
+
+
+def check_restart(restart: RestartPolicy) -> RestartPolicy:
+    if restart.policy not in RESTART_POLICIES:
+        raise BadRequest(f"restart.policy {restart.policy[:40]!r} is not one of {', '.join(RESTART_POLICIES)}")
+    if restart.max_restarts is not None and restart.max_restarts < 0:
+        raise BadRequest(f"restart.maxRestarts {restart.max_restarts} is negative; give 0 or more, or leave it out")
+    if not MIN_BACKOFF_MS <= restart.backoff_ms <= MAX_BACKOFF_MS:
+        raise BadRequest(
+            f"restart.backoffMs {restart.backoff_ms} is out of range; give {MIN_BACKOFF_MS} to {MAX_BACKOFF_MS} "
+            "(the first wait; it doubles at each restart in a row, up to 30 s)"
+        )
+    return restart
+
+
 @dataclass
 class Service:
-    """A process's name, labels and readiness."""
+    """A process's name, labels, restart policy and readiness."""
 
     name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     wait_for: WaitFor | None = None
     ready: bool = False
+    restart: RestartPolicy | None = None
     waiters: list[asyncio.Future[None]] = field(default_factory=list, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def copy(self) -> Service:
-        return Service(self.name, dict(self.labels), self.wait_for, self.ready)
+        return Service(self.name, dict(self.labels), self.wait_for, self.ready, self.restart)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, run: int = 0) -> dict[str, Any]:
+        """``run``: the restarts count of the run that ``ready`` holds for."""
         return {
             "name": self.name,
             "labels": self.labels,
             "waitFor": None if self.wait_for is None else self.wait_for.to_json(),
             "ready": self.ready,
+            "readyRun": run,
+            "restart": None if self.restart is None else self.restart.to_json(),
         }
 
 
@@ -298,15 +354,20 @@ class ServiceTracking(ManagerState):
     # -- start --------------------------------------------------------------------
 
     def _prepare_service(
-        self, name: str | None, labels: dict[str, str] | None, wait_for: WaitFor | None
+        self,
+        name: str | None,
+        labels: dict[str, str] | None,
+        wait_for: WaitFor | None,
+        restart: RestartPolicy | None = None,
     ) -> Service | None:
         """Check what a start asks for; reserve its name (release with ``_release_name``)."""
-        if name is None and not labels and wait_for is None:
+        if name is None and not labels and wait_for is None and restart is None:
             return None
         service = Service(
             name=None if name is None else check_name(name),
             labels=check_labels(labels or {}),
             wait_for=None if wait_for is None else check_wait_for(wait_for),
+            restart=None if restart is None else check_restart(restart),
         )
         if name is not None:
             holder = self._by_name(name)
@@ -323,8 +384,8 @@ class ServiceTracking(ManagerState):
             self._naming.discard(service.name)
 
     @staticmethod
-    def _write_service(pid_dir: str, service: Service) -> None:
-        write_json_atomic(os.path.join(pid_dir, SERVICE_FILE), service.to_json())
+    def _write_service(pid_dir: str, service: Service, run: int = 0) -> None:
+        write_json_atomic(os.path.join(pid_dir, SERVICE_FILE), service.to_json(run))
 
     def _service_created(self, record: Record, service: Service | None) -> None:
         """A start's record exists: index its name, tell subscribers, watch its readiness."""
@@ -338,7 +399,7 @@ class ServiceTracking(ManagerState):
         if service.name is not None:
             same = [r for r in self._names.get(service.name, ()) if self._records.get(r.id) is r]
             self._names[service.name] = [*same, record]
-        if service.wait_for is not None and not service.ready and not record.exited:
+        if service.wait_for is not None and not service.ready and not record.exited and not record.restarting:
             service.task = asyncio.create_task(self._watch_readiness(record, service))
 
     def _load_services(self) -> None:
@@ -354,11 +415,14 @@ class ServiceTracking(ManagerState):
                 continue
             try:
                 wait_for = data.get("waitFor")
+                restart = data.get("restart")
                 service = Service(
                     name=data.get("name"),
                     labels=dict(data.get("labels") or {}),
                     wait_for=None if not wait_for else WaitFor.from_json(wait_for),
-                    ready=bool(data.get("ready")),
+                    # Ready for the run it held for: a restart since then is not ready yet.
+                    ready=bool(data.get("ready")) and data.get("readyRun", 0) == record.restarts,
+                    restart=None if not restart else RestartPolicy.from_json(restart),
                 )
             except (TypeError, ValueError, AttributeError) as exc:
                 logger.error("process %s: unusable %s (%s); shown without name or labels", record.id, path, exc)
@@ -370,8 +434,11 @@ class ServiceTracking(ManagerState):
     async def _watch_readiness(self, record: Record, service: Service) -> None:
         wait_for = service.wait_for
         assert wait_for is not None
+        run = record.restarts
         try:
-            if wait_for.log_pattern is not None and not await self._log_matches(record, wait_for.log_pattern):
+            if wait_for.log_pattern is not None and not await self._log_matches(
+                record, wait_for.log_pattern, record.run_log_offset
+            ):
                 return
             pid = record.pid
             port = wait_for.port
@@ -392,21 +459,22 @@ class ServiceTracking(ManagerState):
         except Exception:
             logger.exception("process %s: watching its readiness failed", record.id)
             return
-        if record.exited:
+        if record.exited or record.restarts != run or record.restarting:
             return
         service.ready = True
         record.cache.clear()
         self._wake(service)
         self.events.publish("ready", record)
         try:
-            await asyncio.to_thread(self._write_service, record.dir, service)
+            await asyncio.to_thread(self._write_service, record.dir, service, run)
         except OSError as exc:
             logger.error("process %s: cannot record that it is ready (%s)", record.id, exc)
 
-    async def _log_matches(self, record: Record, pattern: str) -> bool:
-        """Whether a line of its output (from the first) matches, before it exits."""
+    async def _log_matches(self, record: Record, pattern: str, start: int) -> bool:
+        """Whether a line of its output (from logical offset ``start`` of combined.log,
+        where the current run's output starts) matches, before it exits."""
         regex = re.compile(pattern)
-        events = await self.follow(record.id, stream="combined", resume_from=0)
+        events = await self.follow(record.id, stream="combined", resume_from=start)
         skip = TIMESTAMP_PREFIX_LEN + len(STREAM_TAGS["stdout"])
         async with contextlib.aclosing(events):
             async for event in events:
@@ -461,6 +529,28 @@ class ServiceTracking(ManagerState):
             )
 
     # -- hooks of the lifecycle ------------------------------------------------------
+
+    def _run_changed(self, record: Record, before: dict[str, Any]) -> None:
+        """A new state record of a running process: a run ended (waiting to restart) or
+        the next one started."""
+        restarted = record.restarts != before.get("restarts", 0)
+        ended = record.restarting and before.get("restartAt") is None
+        if not (restarted or ended):
+            return
+        service = record.service
+        if service is not None and service.wait_for is not None:
+            if service.task is not None:
+                service.task.cancel()
+                service.task = None
+            service.ready = False
+            if not record.restarting:
+                service.task = asyncio.create_task(self._watch_readiness(record, service))
+        if restarted:
+            for waiter in record.run_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            record.run_waiters.clear()
+            self.events.publish("restarted", record)
 
     def _service_exited(self, record: Record) -> None:
         service = record.service

@@ -53,6 +53,8 @@ class SupervisorWatching(ManagerState):
 
         def _service_forgotten(self, record: Record) -> None: ...
 
+        def _run_changed(self, record: Record, before: dict[str, Any]) -> None: ...
+
     def _load_records(self) -> None:
         our_boot = boot_id()
         for entry in os.scandir(self.processes_dir):
@@ -161,11 +163,14 @@ class SupervisorWatching(ManagerState):
         except (OSError, ValueError):
             return  # the supervisor's exit settles it
         if state != record.state:
+            before = record.state
             record.update(state)
             if unsaved:
                 self._keep_unsaved(record, state)
             if record.exited:
                 self._on_exit(record)
+            else:
+                self._run_changed(record, before)
 
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
@@ -199,10 +204,11 @@ class SupervisorWatching(ManagerState):
         for feed in record.feeds.values():
             feed.finish(record.state)
         self.terminals.exited(record)
-        for waiter in record.waiters:
+        for waiter in (*record.waiters, *record.run_waiters):
             if not waiter.done():
                 waiter.set_result(None)
         record.waiters.clear()
+        record.run_waiters.clear()
         self._unwatch_state(record)
         self._service_exited(record)
         if self.retain_exited is not None:

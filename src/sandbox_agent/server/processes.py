@@ -232,6 +232,14 @@ async def kill_process(
     return _json(render.process_info(await _wait_exit(manager, process_id, wait_ms)))
 
 
+@router.post("/{process_id}/restart", response_model=ProcessInfo, responses=_CONFLICT)
+async def restart_process(process_id: str, request: Request) -> Response:
+    """Extension: end the current run as a stop would and start the command again at once under the same
+    process (`restarts` + 1), policy or not; the process once the new run started. 409 once exited, or with
+    tty or interactive."""
+    return _json(render.process_info(await _manager(request).restart(process_id)))
+
+
 @router.get(
     "/{process_id}/logs",
     response_model=ProcessLogs,

@@ -61,12 +61,18 @@ def _service_fields(record: Record, data: dict[str, object]) -> None:
     """Name, labels, restarts and readiness (SPEC section 8): absent for a plain process."""
     service = record.service
     if service is None:
+        if record.restarts:  # restarted on request
+            data["restarts"] = record.restarts
         return
     if service.name is not None:
         data["name"] = service.name
     if service.labels:
         data["labels"] = service.labels
-    data["restarts"] = 0
+    data["restarts"] = record.restarts
+    if service.restart is not None:
+        data["restart"] = service.restart.to_json()
+    if record.restarting:
+        data["restarting"] = True
     if service.wait_for is not None:
         data["ready"] = service.ready
 

@@ -15,7 +15,7 @@ from .._types import StreamName
 from .._version import __version__
 from ..engine import ProcessManager, SpawnRequest
 from ..engine.logs.store import PIECE_BYTES
-from ..engine.services import WaitFor
+from ..engine.services import RestartPolicy, WaitFor
 from . import render, sse
 from .schemas import Health, Logs, Process, ProcessList, StartProcess, _Service
 
@@ -62,13 +62,14 @@ def _manager(request: Request) -> ProcessManager:
 def service_fields(body: _Service) -> dict[str, Any]:
     """The ``SpawnRequest`` fields of a start body's services extension (SPEC section 8)."""
     wait_for = body.wait_for
+    restart = body.restart
     return {
         "name": body.name,
         "labels": body.labels,
         "wait_for": None
         if wait_for is None
         else WaitFor(wait_for.port, wait_for.log_pattern, wait_for.http_get, wait_for.timeout_ms),
-        "restart": body.restart,
+        "restart": None if restart is None else RestartPolicy(restart.policy, restart.max_restarts, restart.backoff_ms),
     }
 
 
@@ -189,6 +190,20 @@ async def kill_process(process_id: str, request: Request) -> Response:
     """SIGKILL to the process group; its status becomes `killed`. No-op once exited."""
     _manager(request).kill(process_id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/process/{process_id}/restart",
+    response_model=Process,
+    responses={**_PROBLEMS, 409: {"description": "The process has exited, or has tty or interactive (problem+json)"}},
+    tags=["processes"],
+)
+async def restart_process(process_id: str, request: Request) -> Response:
+    """Extension: end the current run as a stop would (SIGTERM, SIGKILL after the stop timeout) and start the
+    command again at once under the same process (same id, logs and restart policy, `restarts` + 1), with or
+    without a restart policy. Answers with the process once the new run started (or after the stop timeout
+    and 5 s more)."""
+    return Response(render.process_v1(await _manager(request).restart(process_id)), media_type=_JSON)
 
 
 @router.delete("/process/{process_id}", status_code=204, responses=_PROBLEMS, tags=["processes"])

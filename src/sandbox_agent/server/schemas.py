@@ -31,6 +31,7 @@ __all__ = [
     "ProcessList",
     "ProcessLogEntry",
     "ProcessLogs",
+    "Restart",
     "RunProcess",
     "RunResult",
     "StartProcess",
@@ -115,6 +116,27 @@ class WaitFor(_Wire):
     )
 
 
+class Restart(_Wire):
+    """When the supervisor starts the command again after it exits (with or without a server)."""
+
+    policy: str = Field(
+        json_schema_extra={"enum": ["never", "on-failure", "always"]},
+        description="never; on-failure: after an exit other than code 0 (a signal too); always: after any exit. "
+        "A stop or kill ends it (during the backoff too)",
+    )
+    max_restarts: _Int | None = Field(
+        default=None,
+        json_schema_extra={"minimum": 0},
+        description="At most this many restarts in a row (absent: no bound); a run that stayed up 60 s starts a "
+        "new row. Past it the process exits with its last exit code",
+    )
+    backoff_ms: _Int = Field(
+        default=1000,
+        json_schema_extra={"minimum": 10, "maximum": 30000},
+        description="The wait before the first restart of a row; it doubles at each restart, up to 30 s",
+    )
+
+
 class Usage(_Wire):
     cpu_percent: float = Field(description="CPU of the whole process tree over the last second; 100 = one core")
     rss_bytes: int = Field(description="Resident memory of the whole process tree")
@@ -128,8 +150,10 @@ class _Service(_Wire):
     wait_for: WaitFor | None = Field(
         default=None, description="Extension: answer once ready (504 past timeoutMs, the process left running)"
     )
-    restart: dict[str, JsonValue] | None = Field(
-        default=None, description="Extension, not supported yet: a start that gives it is a 400"
+    restart: Restart | None = Field(
+        default=None,
+        description="Extension: restart policy, carried out by the process's supervisor; not with tty or "
+        "interactive (400)",
     )
 
 
@@ -138,7 +162,16 @@ class _ServiceState(_Wire):
 
     name: str | None = Field(default=None, description="Extension: as given on start")
     labels: dict[str, str] | None = Field(default=None, description="Extension: as given on start")
-    restarts: int | None = Field(default=None, description="Extension: 0 (restart policies are not there yet)")
+    restarts: int | None = Field(
+        default=None,
+        description="Extension: how many times the command was started again (by its policy, or on request); "
+        "each restart writes a marker line into the logs",
+    )
+    restart: Restart | None = Field(default=None, description="Extension: the restart policy, as given on start")
+    restarting: bool | None = Field(
+        default=None,
+        description="Extension: true while a restart waits out its backoff (the status stays running, with no pid)",
+    )
     ready: bool | None = Field(default=None, description="Extension: with waitFor, whether it held")
     ports: list[int] | None = Field(
         default=None, description="Extension, while running: TCP ports the process tree listens on, sorted"

@@ -82,6 +82,20 @@ LAUNCHER_MAX_MESSAGE = 4 * 1024 * 1024
 STOP_SIGNAL_REQUEST = signal.SIGUSR1
 #: Server to supervisor: kill (SIGKILL to the group; the status becomes "killed").
 KILL_SIGNAL_REQUEST = signal.SIGUSR2
+#: Server to supervisor: restart now (SIGTERM to every descendant, SIGKILL after the stop
+#: timeout, then the command again at once). SIGHUP, as daemons take it to reload: a
+#: ``kill -HUP`` of a supervisor restarts its command too.
+RESTART_SIGNAL_REQUEST = signal.SIGHUP
+
+#: Restart policies (SPEC section 8), carried out by the supervisor: the request's
+#: ``restart`` is ``{"policy": ..., "maxRestarts": int or None, "backoffMs": int}``.
+#: The wait before restart n of a row is ``backoffMs * 2 ** (n - 1)``, at most
+#: ``MAX_BACKOFF_MS``; a run that stayed up ``RESTART_RESET_AFTER`` seconds starts a new
+#: row (the backoff and the count that ``maxRestarts`` bounds start afresh).
+RESTART_POLICIES = ("never", "on-failure", "always")
+DEFAULT_BACKOFF_MS = 1000
+MAX_BACKOFF_MS = 30_000
+RESTART_RESET_AFTER = 60.0
 
 #: A tty process's raw output, and its index: record n (1-based, the chunk's sequence) is
 #: ``PTY_INDEX_RECORD`` bytes at ``(n - 1) * PTY_INDEX_RECORD``, holding the offset in
@@ -190,6 +204,15 @@ STATE_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
     "inputClosed": ((bool,), False),
     #: The rotations of capped logs, by file name (``LOG_GENERATION``).
     "logs": ((dict,), False),
+    #: Restarts (``RESTART_POLICIES``, or on request): how many so far; absent if none could be.
+    "restarts": (_INT, False),
+    #: While a restart waits out its backoff (``pid`` is None then): when it is due.
+    "restartAt": (_NUM + _NONE, False),
+    #: The exit of the run before the current one (or before the wait).
+    "lastExitCode": (_INT + _NONE, False),
+    "lastExitSignal": (_INT + _NONE, False),
+    #: The logical offset in combined.log where the current run's output starts.
+    "runLogOffset": (_INT, False),
 }
 
 

@@ -11,6 +11,14 @@ subreaper it outlives even those that closed their output, so that stop and kill
 reach them. The server signals it with ``STOP_SIGNAL_REQUEST`` (SIGTERM to every
 descendant, SIGKILL after the grace period) or ``KILL_SIGNAL_REQUEST`` (SIGKILL to every
 descendant).
+
+With a restart policy (``ondisk.RESTART_POLICIES``) an exit that calls for a restart is not
+recorded as the end: the status stays "running" with no pid and ``restartAt`` set, the
+descendants the run left get SIGTERM, and once the backoff has passed (SIGKILL to those
+still there) the command is spawned again in the same directory, its output appended to
+the same logs after a marker line. A stop or kill during the backoff ends it at once;
+``RESTART_SIGNAL_REQUEST`` ends the current run as a stop would and starts the next one
+without waiting, policy or not. This happens with or without a server.
 """
 
 from __future__ import annotations
@@ -28,12 +36,17 @@ from .ondisk import (
     CONTROL_EOF,
     CONTROL_INPUT,
     CONTROL_RESIZE,
+    DEFAULT_BACKOFF_MS,
     DEFAULT_TERMINAL_SIZE,
     ERROR_FILE,
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
+    MAX_BACKOFF_MS,
+    RESTART_RESET_AFTER,
+    RESTART_SIGNAL_REQUEST,
     STATE_FILE,
     STOP_SIGNAL_REQUEST,
+    STREAM_TAGS,
     Clock,
     boot_id,
     encode_json,
@@ -56,7 +69,7 @@ if TYPE_CHECKING:
 # since each page it touches is copied (this is most of a supervisor's memory).
 _SIGTERM, _SIGKILL, _SIGCHLD = int(signal.SIGTERM), int(signal.SIGKILL), int(signal.SIGCHLD)
 _SIGHUP, _SIGINT, _SIGPIPE, _SIGXFSZ = int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGPIPE), int(signal.SIGXFSZ)
-_STOP, _KILL = int(STOP_SIGNAL_REQUEST), int(KILL_SIGNAL_REQUEST)
+_STOP, _KILL, _RESTART = int(STOP_SIGNAL_REQUEST), int(KILL_SIGNAL_REQUEST), int(RESTART_SIGNAL_REQUEST)
 _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
 
@@ -109,17 +122,37 @@ class Supervisor:
         self.pid = 0
         #: A signal woke the loop (a child exited, a request came).
         self.woken = False
+        restart = request.get("restart") or {}
+        self.policy: str = restart.get("policy") or "never"
+        self.max_restarts: int | None = restart.get("maxRestarts")
+        self.backoff = int(restart.get("backoffMs") or DEFAULT_BACKOFF_MS) / 1000
+        self.reset_after = float(request.get("restartResetAfter", RESTART_RESET_AFTER))
+        #: Restarts since the last run that stayed up ``reset_after`` seconds.
+        self.in_a_row = 0
+        self.run_started = 0.0
+        #: While waiting to restart: when (pid is 0 then).
+        self.restart_at: float | None = None
+        #: The previous run's exit, for the marker line ("exit code 1", "signal 9").
+        self.last_exit = ""
+        self.restart_requested = False
+        self.restart_term_sent = False
 
     # -- spawn ------------------------------------------------------------
 
     def spawn(self) -> int:
         """Start the command; return its pid. OSError if it cannot be started."""
-        req = self.request
         self.logs = {name: self._open_log(name, file) for name, file in LOG_FILES.items()}
         if self.tty or self.interactive:
             self.control = Control(self.dir)
         if self.tty:
             return self._spawn_tty()
+        self.streams: dict[int, Stream] = {}
+        self.combined = CombinedWriter(self.logs["combined"])
+        return self._started(self._spawn_piped(), None)
+
+    def _spawn_piped(self) -> int:
+        """Start the command with its output on new pipes (added to ``streams``)."""
+        req = self.request
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         if self.interactive:
@@ -145,12 +178,14 @@ class Supervisor:
                 # Python ignores these; an ignored signal would stay ignored after exec.
                 setsigdef=(_SIGPIPE, _SIGXFSZ),
             )
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
             os.close(stdin)
-        self.streams: dict[int, Stream] = {}
-        self.combined = CombinedWriter(self.logs["combined"])
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -158,7 +193,7 @@ class Supervisor:
                 pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
             os.set_blocking(fd, False)
             self.streams[fd] = Stream(name, fd, self.logs[name], self.combined)
-        return self._started(pid, None)
+        return pid
 
     def _open_log(self, name: str, file: str) -> LogFile:
         path = f"{self.dir}/{file}"
@@ -232,6 +267,9 @@ class Supervisor:
             "bootId": boot_id(),
             "stopTimeout": self.stop_timeout,
         }
+        self.run_started = started
+        if self.policy != "never":
+            self.state.update(restarts=0, restartAt=None, lastExitCode=None, lastExitSignal=None)
         if self.tty or self.interactive:
             self.state.update(tty=self.tty, interactive=self.interactive, terminalSize=terminal_size)
             if not self.tty:
@@ -258,6 +296,9 @@ class Supervisor:
 
     def _on_kill(self, signum: int, frame: object) -> None:
         self.kill_requested = True
+
+    def _on_restart(self, signum: int, frame: object) -> None:
+        self.restart_requested = True
 
     def _on_child(self, signum: int, frame: object) -> None:
         pass  # only wakes the loop (the wakeup fd), which reaps
@@ -301,7 +342,8 @@ class Supervisor:
             self._signal_all(_SIGKILL)
             self.kill_sent = True
             self.kill_deadline = None
-        elif self.stop_requested and self.kill_deadline is None:
+        elif (self.stop_requested or (self.restart_requested and self.pid)) and self.kill_deadline is None:
+            # A restart request ends the current run as a stop would.
             self._signal_all(_SIGTERM)
             self.kill_deadline = now + self.stop_timeout
 
@@ -340,6 +382,7 @@ class Supervisor:
         _set_handler(_STOP, self._on_stop)
         _set_handler(_SIGTERM, self._on_stop)
         _set_handler(_KILL, self._on_kill)
+        _set_handler(_RESTART, self._on_restart)
         _set_handler(_SIGCHLD, self._on_child)
 
     def run(self, pid: int) -> None:
@@ -357,6 +400,17 @@ class Supervisor:
         while True:
             now = time.time()
             self._act_on_requests(now)
+            if self.restart_at is not None:
+                if self.stop_requested or self.kill_requested:
+                    self._end_restarts(now)
+                elif self.restart_requested or now >= self.restart_at:
+                    pidfd = self._respawn(now)
+                    if pidfd >= 0:
+                        poller.register(pidfd, _POLLIN)
+                        for fd, stream in self.streams.items():
+                            if stream.fd >= 0 and fd not in masks:
+                                poller.register(fd, _POLLIN)
+                                masks[fd] = _POLLIN
             self.woken = False
             if control is not None:
                 self._update_masks(poller, masks)
@@ -367,12 +421,15 @@ class Supervisor:
                     deadline = due if deadline is None else min(deadline, due)
             if self.kill_deadline is not None:
                 deadline = self.kill_deadline if deadline is None else min(deadline, self.kill_deadline)
+            if self.restart_at is not None:
+                deadline = self.restart_at if deadline is None else min(deadline, self.restart_at)
             timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
             events = poller.poll(timeout)
             now = time.time()
             for fd, mask in events:
                 if fd == pidfd:
                     os.close(pidfd)
+                    pidfd = -1
                     self._command_exited()
                     # From now on only output is left to pump (no input, no resizing).
                     self.control = control = None
@@ -407,7 +464,12 @@ class Supervisor:
             # The command is gone, so is every writer of its output, and so is every
             # descendant: one that closed its output (a daemon) still runs under us, where
             # stop and kill reach it. Each that exits wakes us (SIGCHLD) to check again.
-            if not self.pid and all(stream.fd < 0 for stream in self.streams.values()) and self._reap_orphans():
+            if (
+                not self.pid
+                and self.restart_at is None
+                and all(stream.fd < 0 for stream in self.streams.values())
+                and self._reap_orphans()
+            ):
                 break
         now = time.time()
         for stream in self.streams.values():
@@ -427,7 +489,11 @@ class Supervisor:
                 pass
             stream.flush_partial(now, self.clock)
         self.combined.flush()
-        self._record_exit(status, time.time())
+        now = time.time()
+        if self._restart_due(status, now):
+            self._wait_to_restart(status, now)
+            return
+        self._record_exit(status, now)
         if not self.tty:
             # A descendant reading stdin gets end of file: nobody can send input any more.
             self.backlog.clear()
@@ -542,13 +608,105 @@ class Supervisor:
         except OSError:
             pass
 
+    # -- restarts -------------------------------------------------------------
+
+    def _restart_due(self, status: int, now: float) -> bool:
+        """Whether the run that ended with ``status`` is to be followed by another."""
+        if self.stop_requested or self.kill_requested:
+            return False
+        if self.restart_requested:
+            return True
+        if self.policy == "never" or (self.policy == "on-failure" and status == 0):
+            return False
+        if now - self.run_started >= self.reset_after:
+            self.in_a_row = 0
+        return self.max_restarts is None or self.in_a_row < self.max_restarts
+
+    def _wait_to_restart(self, status: int, now: float) -> None:
+        """Record the run's end (still "running", no pid) and when the next one starts."""
+        if self.restart_requested or now - self.run_started >= self.reset_after:
+            self.in_a_row = 0
+        delay = 0.0 if self.restart_requested else min(self.backoff * 2**self.in_a_row, MAX_BACKOFF_MS / 1000)
+        self.restart_at = now + delay
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        self.last_exit = f"exit code {code}" if sig is None else f"signal {sig}"
+        with self.state_lock:
+            self.state.update(pid=None, pidStart=None, restartAt=self.restart_at, lastExitCode=code, lastExitSignal=sig)
+        # On a full disk the change waits in memory; the restart goes on all the same.
+        self._save_state()
+        # What the run left behind ends with it (SIGKILL at the restart if still there):
+        # a server's worker holding its port would make every later run fail.
+        self._signal_all(_SIGTERM)
+
+    def _respawn(self, now: float) -> int:
+        """Start the next run; its pidfd, or -1 if it could not start (the end recorded)."""
+        self._signal_all(_SIGKILL)
+        requested = self.restart_requested
+        self.restart_requested = False
+        count = int(self.state.get("restarts") or 0) + 1
+        if requested:
+            why = f"on request, after {self.last_exit}"
+        else:
+            self.in_a_row += 1
+            delay = min(self.backoff * 2 ** (self.in_a_row - 1), MAX_BACKOFF_MS / 1000)
+            why = f"after {self.last_exit}, backoff {round(delay * 1000)} ms"
+        # The previous run's unfinished lines go before the marker, not after it.
+        for stream in self.streams.values():
+            stream.flush_partial(now, self.clock)
+        self._marker(f"restart {count} {why}", now)
+        self.streams = {fd: stream for fd, stream in self.streams.items() if stream.fd >= 0}
+        try:
+            pid = self._spawn_piped()
+        except OSError as exc:
+            self._marker(f"restart {count} failed: {exc.strerror or exc}; no more restarts", time.time())
+            self._end_restarts(time.time())
+            return -1
+        combined = self.logs["combined"]
+        offset = os.fstat(combined.fd).st_size + (combined.generations.base if combined.generations else 0)
+        self.pid = pid
+        self.run_started = time.time()
+        self.restart_at = None
+        self.kill_deadline = None
+        self.kill_sent = False
+        with self.state_lock:
+            self.state.update(
+                pid=pid, pidStart=process_start_ticks(pid), restarts=count, restartAt=None, runLogOffset=offset
+            )
+        self._save_state()
+        return os.pidfd_open(pid)
+
+    def _marker(self, text: str, now: float) -> None:
+        """A line of ours in stdout.log and combined.log (as stdout), written at once."""
+        line = f"[sandbox-agent: {text}]\n".encode()
+        prefix = self.clock.prefix(now)
+        self.combined.submit(line, prefix + STREAM_TAGS["stdout"])
+        self.logs["stdout"].write(line, prefix)
+        self.combined.flush()
+
+    def _end_restarts(self, now: float) -> None:
+        """A stop or kill during the backoff (or a run that cannot start): the end, with
+        the last run's exit."""
+        self.restart_at = None
+        self.killed = self.kill_requested
+        with self.state_lock:
+            self.state.update(exitCode=self.state.get("lastExitCode"), exitSignal=self.state.get("lastExitSignal"))
+        self._finish(now)
+
     def _record_exit(self, status: int, now: float) -> None:
-        state = self.state
         with self.state_lock:  # the combined.log writer's thread may record a rotation
             if os.WIFEXITED(status):
-                state["exitCode"] = os.WEXITSTATUS(status)
+                self.state["exitCode"] = os.WEXITSTATUS(status)
             elif os.WIFSIGNALED(status):
-                state["exitSignal"] = os.WTERMSIG(status)
+                self.state["exitSignal"] = os.WTERMSIG(status)
+        self._finish(now)
+
+    def _finish(self, now: float) -> None:
+        """Record the end: the exit fields of ``state`` are set."""
+        state = self.state
+        with self.state_lock:
+            if "restartAt" in state:
+                state["restartAt"] = None
             state["status"] = "killed" if self.killed else "stopped"
             state["stoppedAt"] = now
             try:
