@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, Route, expect
 
 import ui_helpers
-from conftest import free_port, py, start, wait_exited, wait_log
+from conftest import free_port, py, start, wait_exited, wait_for, wait_log
 from ui_helpers import Pages, Servers, tab_to
 
 pytestmark = pytest.mark.browser
@@ -72,7 +72,9 @@ def test_dev_server_started_from_the_form_shows_name_ready_port_usage_and_labels
     expect(proc.locator(".proc-name")).to_have_text("web")
     expect(proc.locator(".ready")).to_have_text("ready")
     link = proc.get_by_role("link", name=re.compile(f"^Port {port}, open"))
-    expect(link).to_have_text(f":{port}")
+    # Ports are sampled once a second: the list right after the start may not have them yet,
+    # the next poll (5 s) does.
+    expect(link).to_have_text(f":{port}", timeout=12_000)
     # The host the inspector was loaded from (127.0.0.1 here), in a new tab.
     expect(link).to_have_attribute("href", f"http://127.0.0.1:{port}/")
     expect(link).to_have_attribute("target", "_blank")
@@ -254,6 +256,7 @@ def test_services_at_375_px_and_by_keyboard(servers: Servers, pages: Pages, tmp_
         "waitFor": {"port": port, "timeoutMs": 30000},
     }
     web = start(client, body)
+    wait_for(lambda: port in client.get(f"/v1/process/{web['id']}").json().get("ports", []), what="the port sampled")
     page, _ = pages.open(server.url + "/ui/", width=375, height=812)
     proc = row(page, web["id"])
     link = proc.get_by_role("link", name=re.compile(f"^Port {port}, open"))
