@@ -73,7 +73,10 @@ class Pages:
         self.browser = browser
         self.contexts: list[tuple[BrowserContext, Recorder]] = []
 
-    def open(self, url: str, *, width: int = 1280, height: int = 900) -> tuple[Page, Recorder]:
+    def open(
+        self, url: str, *, width: int = 1280, height: int = 900, before: Callable[[Page], None] | None = None
+    ) -> tuple[Page, Recorder]:
+        """``before`` is called with the page before it loads (to install a clock, say)."""
         context = self.browser.new_context(viewport={"width": width, "height": height})
         recorder = Recorder()
         # Anything not for this machine is refused as well as recorded: nothing can leak.
@@ -83,6 +86,8 @@ class Pages:
         page.on("request", recorder.on_request)
         page.on("console", recorder.on_console)
         page.on("pageerror", recorder.on_page_error)
+        if before is not None:
+            before(page)
         page.goto(url)
         return page, recorder
 

@@ -110,8 +110,10 @@ export class Api {
     }
   }
 
-  list() {
-    return this.json("GET", "/v1/process");
+  /** `params`: the list's filters (URLSearchParams of status, label, name), if any. */
+  list(params) {
+    const query = params?.toString();
+    return this.json("GET", query ? `/v1/process?${query}` : "/v1/process");
   }
 
   health() {

@@ -1,14 +1,19 @@
 // The Processes page: the list, its rows and actions, the start form, the token.
 
 import { Api } from "./api.js";
+import { EventWatch } from "./events.js";
 import {
   commandLine,
   elapsed,
+  formatBytes,
+  formatCpu,
   formatDuration,
   formatStart,
   formatStartLong,
   isExited,
   parseEnv,
+  parseLabels,
+  portUrl,
   splitArgs,
   statusLabel,
   statusTone,
@@ -18,6 +23,10 @@ import { ProcessPanel } from "./panel.js";
 const REFRESH_MS = 5000;
 
 const api = new Api();
+const events = new EventWatch(api, {
+  onChange: () => refreshList(),
+  onState: (state) => ($("conn").dataset.events = state),
+});
 const $ = (id) => document.getElementById(id);
 const rows = new Map(); // process id -> Row
 // What /v1/process does not say and never changes: id -> {tty, interactive}, from /v1/processes.
@@ -105,8 +114,9 @@ class Row {
     this.badge = element("span", "badge");
     this.command = element("span", "proc-cmd");
     this.kind = element("span", "kind");
+    this.name = element("span", "proc-name");
     this.commandText = element("span", "proc-cmd-text");
-    this.command.append(this.kind, this.commandText);
+    this.command.append(this.name, this.kind, this.commandText);
     this.pid = element("span", "proc-pid");
     this.started = element("time", "proc-start");
     this.duration = element("span", "proc-dur");
@@ -125,7 +135,8 @@ class Row {
     this.note.setAttribute("role", "status");
     const line = element("div", "proc-row");
     line.append(this.toggle, this.actions);
-    this.li.append(line, this.note, this.message);
+    this.service = new ServiceLine();
+    this.li.append(line, this.service.el, this.note, this.message);
     this.panel = null;
     this.exited = null;
     this.update(process);
@@ -145,7 +156,9 @@ class Row {
     setText(this.badge, statusLabel(process));
     const line = commandLine(process);
     setText(this.commandText, line);
-    this.command.title = line;
+    setText(this.name, process.name ?? "");
+    this.name.hidden = !process.name;
+    this.command.title = process.name ? `${process.name}: ${line}` : line;
     const kind = process.tty ? "TTY" : process.interactive ? "stdin" : "";
     setText(this.kind, kind);
     this.kind.hidden = !kind;
@@ -166,6 +179,7 @@ class Row {
       if (hadFocus) this.actions.firstChild.focus();
       if (exited) this.note.textContent = "";
     }
+    this.service.update(process, exited);
     this.tick();
     this.panel?.update(process);
   }
@@ -207,6 +221,80 @@ class Row {
     } catch (err) {
       this.say(report(err));
     }
+  }
+}
+
+/**
+ * The line under a row for what services have (SPEC section 8): ready or not, the ports as
+ * links, CPU and memory, restarts and labels. Empty, and hidden, for a plain process.
+ */
+class ServiceLine {
+  constructor() {
+    this.el = element("div", "proc-extra");
+    this.ready = element("span", "chip");
+    this.ports = element("span", "proc-ports");
+    this.cpu = element("span", "proc-cpu");
+    this.memory = element("span", "proc-mem");
+    this.restarts = element("span", "proc-restarts");
+    this.labels = element("span", "proc-labels");
+    this.labels.setAttribute("aria-label", "Labels");
+    this.portsKey = null;
+    this.labelsKey = null;
+    this.el.append(this.ready, this.ports, this.cpu, this.memory, this.restarts, this.labels);
+  }
+
+  update(process, exited) {
+    // Readiness matters while it runs; ports and usage are only sampled then.
+    const ready = !exited && typeof process.ready === "boolean" ? process.ready : null;
+    this.ready.hidden = ready === null;
+    if (ready !== null) {
+      this.ready.className = `chip ready tone-${ready ? "live" : "info"}`;
+      setText(this.ready, ready ? "ready" : "not ready");
+      this.ready.title = ready ? "Its wait-for condition held" : "Waiting for its wait-for condition";
+    }
+    this.showPorts(exited ? [] : (process.ports ?? []));
+    const usage = exited ? null : process.usage;
+    this.cpu.hidden = this.memory.hidden = !usage;
+    if (usage) {
+      setText(this.cpu, `CPU ${formatCpu(usage.cpuPercent)}`);
+      setText(this.memory, `Memory ${formatBytes(usage.rssBytes)}`);
+      this.cpu.title = "CPU of the process and its descendants over the last second (100% is one core)";
+      this.memory.title = "Resident memory of the process and its descendants";
+    }
+    const restarts = process.restarts ?? 0;
+    this.restarts.hidden = restarts <= 0;
+    setText(this.restarts, restarts === 1 ? "restarted once" : `restarted ${restarts} times`);
+    this.showLabels(process.labels ?? {});
+    this.el.hidden = ready === null && this.ports.hidden && !usage && this.restarts.hidden && this.labels.hidden;
+  }
+
+  showPorts(ports) {
+    const key = ports.join(",");
+    if (key === this.portsKey) return;
+    this.portsKey = key;
+    this.ports.hidden = !ports.length;
+    // Rebuilt only when the ports change, so a focused link stays focused across refreshes.
+    this.ports.replaceChildren(
+      ...ports.map((port) => {
+        const href = portUrl(port);
+        const a = element("a", "port", `:${port}`);
+        a.href = href;
+        a.target = "_blank";
+        a.rel = "noopener noreferrer";
+        a.title = `Open ${href} in a new tab`;
+        a.setAttribute("aria-label", `Port ${port}, open ${href} in a new tab`);
+        return a;
+      }),
+    );
+  }
+
+  showLabels(labels) {
+    const entries = Object.entries(labels);
+    const key = JSON.stringify(entries);
+    if (key === this.labelsKey) return;
+    this.labelsKey = key;
+    this.labels.hidden = !entries.length;
+    this.labels.replaceChildren(...entries.map(([k, v]) => element("span", "label", `${k}=${v}`)));
   }
 }
 
@@ -262,6 +350,7 @@ function showList(processes) {
   }
   for (const row of [...rows.values()]) if (!seen.has(row.id)) dropRow(row, true);
   $("empty").hidden = processes.length > 0;
+  setText($("empty"), filtering() ? "No processes match these filters." : "No processes yet. Start one with the form.");
   $("process-count").textContent = processes.length ? `(${processes.length})` : "";
   $("updated").textContent = `Updated ${new Date().toLocaleTimeString(undefined, { hourCycle: "h23" })}`;
 }
@@ -277,7 +366,16 @@ function refreshList() {
   }
   inFlight = (async () => {
     try {
-      const { processes } = await api.list();
+      let processes;
+      try {
+        ({ processes } = await api.list(filters()));
+        showFilterError("");
+      } catch (err) {
+        // A filter the server refuses (a malformed label) is the filter's fault: say so there.
+        if (err?.kind !== "http" || err.status !== 400 || !filtering()) throw err;
+        showFilterError(err.message);
+        processes = [];
+      }
       setConnection("ok");
       if (processes.some((p) => !kinds.has(p.id))) await learnKinds();
       showList(processes.map((p) => ({ ...p, ...kinds.get(p.id) })));
@@ -306,6 +404,54 @@ async function learnKinds() {
   } catch (err) {
     console.info("could not tell which processes have a terminal", err);
   }
+}
+
+// ---- filters: the API's own (?status=, ?label= repeated, ?name=) ---------------------
+
+function filters() {
+  const params = new URLSearchParams();
+  const status = $("filter-status").value;
+  if (status) params.set("status", status);
+  // Terms are split as arguments are, so a value with a space can be quoted: env="a b".
+  for (const term of splitArgs($("filter-label").value).args ?? []) if (term) params.append("label", term);
+  const name = $("filter-name").value.trim();
+  if (name) params.set("name", name);
+  return params;
+}
+
+function filtering() {
+  return [...filters().keys()].length > 0;
+}
+
+function showFilterError(text) {
+  const error = $("filter-error");
+  setText(error, text);
+  error.hidden = !text;
+}
+
+let filterTimer = null;
+
+function filtersChanged() {
+  clearTimeout(filterTimer);
+  filterTimer = null;
+  $("filter-clear").hidden = !filtering();
+  const split = splitArgs($("filter-label").value);
+  if (split.error) return showFilterError(split.error);
+  refreshList();
+}
+
+/** Typing filters after a short pause, so each key is not a request. */
+function filtersTyped() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(filtersChanged, 300);
+}
+
+function clearFilters() {
+  $("filter-status").value = "";
+  $("filter-label").value = "";
+  $("filter-name").value = "";
+  filtersChanged();
+  $("filter-status").focus();
 }
 
 /** After stop or kill: look again shortly, so the badge changes without waiting 5 s. */
@@ -373,12 +519,55 @@ async function startProcess(event) {
   const cwd = $("f-cwd").value.trim();
   if (cwd) body.cwd = cwd;
   if (Object.keys(parsed.env).length) body.env = parsed.env;
+  const service = serviceFields();
+  if (service.error) {
+    $("service-details").open = true;
+    say(service.error);
+    $(service.field).focus();
+    return;
+  }
+  Object.assign(body, service.fields);
   const mode = new FormData($("start-form")).get("mode");
   if (mode === "tty") {
     body.tty = true;
     body.terminalSize = TERMINAL_SIZE;
   } else if (mode === "interactive") body.interactive = true;
   await launch(body, $("start-button"), say);
+}
+
+/** Name, labels and waitFor from the form: {fields} or {error, field}. */
+function serviceFields() {
+  const fields = {};
+  const name = $("f-name").value.trim();
+  if (name) fields.name = name; // the server says what a name may be
+  const parsed = parseLabels($("f-labels").value);
+  if (parsed.error) return { error: parsed.error, field: "f-labels" };
+  if (Object.keys(parsed.labels).length) fields.labels = parsed.labels;
+  const waitFor = {};
+  const port = $("f-wait-port").value.trim();
+  if (port) {
+    if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+      return { error: "The port to wait for is a number from 1 to 65535.", field: "f-wait-port" };
+    }
+    waitFor.port = Number(port);
+  }
+  const pattern = $("f-wait-log").value;
+  if (pattern.trim()) waitFor.logPattern = pattern;
+  const url = $("f-wait-http").value.trim();
+  if (url) waitFor.httpGet = url;
+  const timeout = $("f-wait-timeout").value.trim();
+  if (timeout) {
+    const seconds = Number(timeout);
+    if (!Object.keys(waitFor).length) {
+      return { error: "A timeout needs something to wait for: a port, a log line or a URL.", field: "f-wait-timeout" };
+    }
+    if (!Number.isFinite(seconds) || seconds < 0 || seconds > 300) {
+      return { error: "The timeout is a number of seconds from 0 to 300.", field: "f-wait-timeout" };
+    }
+    waitFor.timeoutMs = Math.round(seconds * 1000);
+  }
+  if (Object.keys(waitFor).length) fields.waitFor = waitFor;
+  return { fields };
 }
 
 // The terminal fits itself to the panel once open; until then a common size.
@@ -389,6 +578,10 @@ const SHELL = { command: "sh", args: ["-c", 'exec "${SHELL:-bash}"'] };
 /** Start `body` (through /v1/processes when it has a terminal or stdin) and open its row. */
 async function launch(body, submit, say) {
   submit.disabled = true;
+  if (body.waitFor) {
+    const seconds = (body.waitFor.timeoutMs ?? 60_000) / 1000;
+    $("start-status").textContent = `Starting; waiting until it is ready (at most ${seconds} s)…`;
+  }
   try {
     let id;
     if (body.tty || body.interactive) {
@@ -407,7 +600,9 @@ async function launch(body, submit, say) {
       row.panel.terminal?.opened.then(() => row.panel?.terminal?.focus());
     }
   } catch (err) {
+    $("start-status").textContent = "";
     say(report(err));
+    if (err?.status === 504) refreshList(); // not ready in time, but started and still running
   } finally {
     submit.disabled = false;
   }
@@ -435,6 +630,7 @@ function saveToken(event) {
   setTimeout(() => ($("token-saved").textContent = ""), 3000);
   for (const row of rows.values()) row.say("");
   refreshList().then(() => expanded?.panel?.retryIfRefused());
+  events.start(); // after a 401 it had given up
 }
 
 // ---- start-up -----------------------------------------------------------------------
@@ -448,6 +644,16 @@ function main() {
   $("open-shell").addEventListener("click", openShell);
   $("f-args").addEventListener("input", showArgsPreview);
   $("refresh-list").addEventListener("click", () => refreshList());
+  $("filter-status").addEventListener("change", filtersChanged);
+  for (const id of ["filter-label", "filter-name"]) {
+    $(id).addEventListener("input", filtersTyped);
+    $(id).addEventListener("change", filtersChanged);
+  }
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    filtersChanged();
+  });
+  $("filter-clear").addEventListener("click", clearFilters);
   if (!matchMedia("(min-width: 900px)").matches) $("start-details").open = false;
   showArgsPreview();
 
@@ -459,6 +665,7 @@ function main() {
     })
     .catch(report);
   refreshList();
+  events.start();
   // A hidden tab does not poll; it catches up the moment it is shown again.
   setInterval(() => document.hidden || refreshList(), REFRESH_MS);
   document.addEventListener("visibilitychange", () => document.hidden || refreshList());

@@ -192,3 +192,50 @@ export function parseEnv(text) {
   }
   return { env };
 }
+
+/**
+ * `key=value` lines into labels; blank lines and `#` comments are skipped.
+ * Returns {labels} or {error}.
+ */
+export function parseLabels(text) {
+  const labels = {};
+  const lines = text.split("\n");
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n].trim();
+    if (!line || line.startsWith("#")) continue;
+    const eq = line.indexOf("=");
+    const key = eq === -1 ? "" : line.slice(0, eq).trim();
+    if (!key) return { error: `Label line ${n + 1} should look like key=value: ${JSON.stringify(line)}.` };
+    labels[key] = line.slice(eq + 1).trim();
+  }
+  return { labels };
+}
+
+/** Resident memory as `512 B`, `8.0 KiB`, `21.4 MiB`, `1.25 GiB`. */
+export function formatBytes(bytes) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Math.max(0, bytes);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  if (unit === 0) return `${Math.round(value)} B`;
+  return `${value < 10 ? value.toFixed(2) : value < 100 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+/** CPU use as `0.4%`, `12%`, `180%` (100% is one core busy). */
+export function formatCpu(percent) {
+  const p = Math.max(0, percent);
+  return `${p < 10 ? p.toFixed(1) : Math.round(p)}%`;
+}
+
+/**
+ * Where a port the process listens on opens: the host this page was loaded from (so an
+ * inspector reached through a name or a forwarded address sends the browser to the same
+ * machine), 127.0.0.1 when there is none. Always plain http: a dev server seldom has TLS.
+ */
+export function portUrl(port, where = location) {
+  const host = where.hostname || "127.0.0.1"; // an IPv6 hostname comes with its brackets
+  return `http://${host}:${port}/`;
+}
