@@ -5,6 +5,7 @@ count their runs in a file, so every wait is for a run, a log line or a state; n
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import signal
@@ -110,7 +111,9 @@ def test_always_restarts_after_exit_zero_and_never_does_not(c: httpx.Client, tmp
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_stop_or_kill_during_the_backoff_ends_it(c: httpx.Client, tmp_path: Path, how: str) -> None:
+def test_stop_or_kill_during_the_backoff_ends_it(
+    c: httpx.Client, checked_shared_server: Server, tmp_path: Path, how: str
+) -> None:
     counter = tmp_path / "runs"
     body = {**runs(counter, fail=99, code=7), "restart": {"policy": "always", "backoffMs": 30000}}
     process = c.post("/v1/processes", json=body).json()
@@ -128,7 +131,20 @@ def test_stop_or_kill_during_the_backoff_ends_it(c: httpx.Client, tmp_path: Path
     v1 = c.get(f"/v1/process/{process['id']}").json()
     assert v1["status"] == ("stopped" if how == "stop" else "killed")
     assert count(counter) == 1
+    # Its supervisor is done too (it used to wait on a poll nothing would wake).
+    state = checked_shared_server.data_dir / "processes" / process["id"] / "state.json"
+    supervisor = int(json.loads(state.read_text())["supervisorPid"])
+    wait_for(lambda: not _alive(supervisor), what="the supervisor to exit")
     c.delete(f"/v1/processes/{process['id']}")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_restarts_go_on_while_the_server_is_down(server: Server, tmp_path: Path) -> None:

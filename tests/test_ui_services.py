@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, expect
 
 import ui_helpers
 from conftest import free_port, py, start, wait_exited, wait_for, wait_log
@@ -227,27 +227,22 @@ def test_list_follows_events_without_polling(servers: Servers, pages: Pages) -> 
     expect(page.locator("#empty")).to_be_visible()
 
 
-def test_restart_count_is_shown_when_nonzero(servers: Servers, pages: Pages) -> None:
-    """Restart policies are not in the engine yet: the count comes from the real list with
-    `restarts` raised, to see how the page shows it."""
+def test_restarts_are_shown_and_a_backoff_too(servers: Servers, pages: Pages) -> None:
+    """Real restarts by the supervisor: the count once it gave up, and a backoff under way."""
     server, client = servers()
-    process = start(client, {**py(SLEEPER), "name": "flaky"})
-
-    def raise_restarts(route: Route) -> None:
-        response = route.fetch()
-        body = response.json()
-        for item in body["processes"]:
-            item["restarts"] = 3 if item["id"] == process["id"] else item.get("restarts", 0)
-        route.fulfill(response=response, json=body)
-
-    def with_restarts(page: Page) -> None:
-        page.route(re.compile(r"/v1/process(\?.*)?$"), raise_restarts)
-
-    page, _ = pages.open(server.url + "/ui/", before=with_restarts)
-    expect(row(page, process["id"]).locator(".proc-restarts")).to_have_text("restarted 3 times")
-    page.unroute_all(behavior="ignoreErrors")  # no handler left running while the page closes
-    wait_log(client, process["id"], "ready")
-    kill(client, process["id"])
+    failing = {**py("raise SystemExit(1)")}
+    flaky = start(
+        client, {**failing, "name": "flaky", "restart": {"policy": "on-failure", "maxRestarts": 2, "backoffMs": 10}}
+    )
+    slow = start(client, {**failing, "name": "slow", "restart": {"policy": "on-failure", "backoffMs": 30000}})
+    wait_for(lambda: client.get(f"/v1/process/{flaky['id']}").json()["status"] != "running", what="flaky to give up")
+    assert client.get(f"/v1/process/{flaky['id']}").json()["restarts"] == 2
+    wait_for(lambda: client.get(f"/v1/process/{slow['id']}").json().get("restarting"), what="slow's backoff")
+    page, _ = pages.open(server.url + "/ui/")
+    expect(row(page, flaky["id"]).locator(".proc-restarts")).to_have_text("restarted 2 times")
+    expect(row(page, slow["id"]).locator(".proc-restarts")).to_have_text("restarting…")
+    kill(client, slow["id"])  # a kill ends the backoff
+    expect(row(page, slow["id"]).locator(".proc-restarts")).to_be_hidden()
 
 
 def test_services_at_375_px_and_by_keyboard(servers: Servers, pages: Pages, tmp_path: Path) -> None:

@@ -400,9 +400,13 @@ class Supervisor:
         while True:
             now = time.time()
             self._act_on_requests(now)
+            #: The policy ended during a backoff: nothing will wake the poll, so it must
+            #: not wait before the end is checked below.
+            ended = False
             if self.restart_at is not None:
                 if self.stop_requested or self.kill_requested:
                     self._end_restarts(now)
+                    ended = True
                 elif self.restart_requested or now >= self.restart_at:
                     pidfd = self._respawn(now)
                     if pidfd >= 0:
@@ -424,7 +428,7 @@ class Supervisor:
             if self.restart_at is not None:
                 deadline = self.restart_at if deadline is None else min(deadline, self.restart_at)
             timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
-            events = poller.poll(timeout)
+            events = poller.poll(0 if ended else timeout)
             now = time.time()
             for fd, mask in events:
                 if fd == pidfd:

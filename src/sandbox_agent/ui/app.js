@@ -261,9 +261,13 @@ class ServiceLine {
       this.cpu.title = "CPU of the process and its descendants over the last second (100% is one core)";
       this.memory.title = "Resident memory of the process and its descendants";
     }
+    // Restarts so far, and whether it waits out a restart's backoff now (no run, no pid).
     const restarts = process.restarts ?? 0;
-    this.restarts.hidden = restarts <= 0;
-    setText(this.restarts, restarts === 1 ? "restarted once" : `restarted ${restarts} times`);
+    const restarting = !exited && process.restarting === true;
+    this.restarts.hidden = restarts <= 0 && !restarting;
+    let said = restarts <= 0 ? "" : restarts === 1 ? "restarted once" : `restarted ${restarts} times`;
+    if (restarting) said = said ? `${said}, restarting…` : "restarting…";
+    setText(this.restarts, said);
     this.showLabels(process.labels ?? {});
     this.el.hidden = ready === null && this.ports.hidden && !usage && this.restarts.hidden && this.labels.hidden;
   }
