@@ -17,6 +17,7 @@ from ..engine import ProcessManager
 from . import openapi, problems
 from .auth import BrowserGuard, TokenAuth
 from .events import router as events_router
+from .fastlane import FastLane
 from .limits import MAX_BODY_BYTES, BodyLimit
 from .processes import router as processes_router
 from .routes import router
@@ -96,6 +97,9 @@ def create_app(
         return RedirectResponse("/ui/")
 
     app.mount("/ui", _UIFiles(directory=UI_DIR, html=True), name="ui")
+    # Innermost of ours: it answers only what the token, the body limit and the browser
+    # guard let through.
+    app.add_middleware(FastLane)
     app.add_middleware(TokenAuth, token=token)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(
