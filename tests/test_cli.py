@@ -101,7 +101,21 @@ def cli_subprocess(
     server: Server, *args: str, stdin: int | IO[bytes] = subprocess.DEVNULL, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "sandbox_agent", "--url", server.url, *args]
-    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    return subprocess.Popen(
+        command,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        # As in a user's terminal, whatever this run inherited (nohup ignores SIGHUP, and
+        # the CLI leaves an ignored signal alone, on purpose).
+        preexec_fn=_default_signals,
+    )
+
+
+def _default_signals() -> None:
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 # -- help and usage -----------------------------------------------------------------
