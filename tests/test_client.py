@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import sandbox_agent
 from conftest import Server, free_port, wait_for
 from sandbox_agent import BadRequest, Client, ConnectionFailed, NotFound, Unauthorized
+from sandbox_agent.client import _protocol
 
 UNKNOWN_ID = "0" * 26
 SLEEPER = "import time; print('ready', flush=True); time.sleep(60)"
@@ -303,17 +305,20 @@ def test_wait_survives_a_restart(
     server = server_factory()
     gate = tmp_path / "gate"
     code = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nraise SystemExit(7)"
+    # Waits of 50 ms each, asked again: the test knows when one was answered.
+    monkeypatch.setattr(_protocol, "_WAIT_CHUNK", 0.05)
     with Client(server.url, timeout=5) as client, ThreadPoolExecutor(1) as pool:
         process = client.start(*argv(code))
         polled = threading.Event()
-        get = client.get
+        send = client._send
 
-        def get_and_tell(process_id: str) -> sandbox_agent.Process:
-            found = get(process_id)
-            polled.set()
-            return found
+        def send_and_tell(call: _protocol.Call, timeout: Any = None) -> httpx.Response:
+            answer = send(call, timeout=timeout)
+            if call.path.endswith("/wait"):
+                polled.set()
+            return answer
 
-        monkeypatch.setattr(client, "get", get_and_tell)
+        monkeypatch.setattr(client, "_send", send_and_tell)
         waiting = pool.submit(client.wait, process.id, 30)
         assert polled.wait(10)
         server.crash()

@@ -260,26 +260,19 @@ class AsyncClient:
         >>> (await client.wait(process.id, timeout=60)).exit_code
         0
         """
-        if until != "exit":
-            wait = _protocol.LongWait(process_id, until, timeout)
-            return await self._long_wait(wait, Process, _protocol.process_path)
-        poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
-        while True:
-            try:
-                process = await self.get(process_id)
-            except ConnectionFailed as exc:
-                poll.failed(exc)
-            else:
-                if poll.answered(process):
-                    return process
-            await anyio.sleep(poll.next_delay())
+        wait = _protocol.LongWait(process_id, until, timeout, self.reconnect_attempts)
+        return await self._long_wait(wait, Process, _protocol.process_path)
 
     # -- internals ----------------------------------------------------------------
 
     async def _long_wait(self, wait: _protocol.LongWait, model: type[_P], path: Callable[[str, str], str]) -> _P:
         while True:
             call, timeout = wait.call(path(wait.process_id, "wait"), self.timeout)
-            process = _protocol.parse(model, await self._send(call, timeout=timeout))
+            try:
+                process = _protocol.parse(model, await self._send(call, timeout=timeout))
+            except ConnectionFailed as exc:
+                await anyio.sleep(wait.failed(exc))
+                continue
             if wait.done(process):
                 return process
 
@@ -390,7 +383,7 @@ class AsyncProcesses:
         *,
         until: _protocol.Until = "exit",
     ) -> ProcessInfo:
-        wait = _protocol.LongWait(process_id, until, timeout)
+        wait = _protocol.LongWait(process_id, until, timeout, self._client.reconnect_attempts)
         return await self._client._long_wait(wait, ProcessInfo, _protocol.processes_path)
 
     async def events(self, *, last_event_id: str | None = None) -> AsyncIterator[ProcessEvent[ProcessInfo]]:

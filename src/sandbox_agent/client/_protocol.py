@@ -45,8 +45,6 @@ FOLLOW_READ_TIMEOUT = 60.0
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 1.0
-_POLL_FIRST = 0.02
-_POLL_MAX = 0.5
 
 
 # -- settings ---------------------------------------------------------------------
@@ -220,15 +218,41 @@ def filter_params(
 
 
 class LongWait:
-    """A wait for the exit or readiness through ``GET .../wait``, asked again until the deadline."""
+    """A wait for the exit or readiness through ``GET .../wait``, asked again until the deadline.
 
-    def __init__(self, process_id: str, until: Until, timeout: float | None) -> None:
+    One request waits on the server (no polling). A server that restarts meanwhile is
+    asked again after a growing delay, up to ``attempts`` failures in a row, once it has
+    answered at least once (a server never reached is an error at once).
+    """
+
+    def __init__(self, process_id: str, until: Until, timeout: float | None, attempts: int = 0) -> None:
         if until not in ("exit", "ready"):
             raise ValueError(f"until must be 'exit' or 'ready', not {until!r}")
         self.process_id = process_id
         self.until = until
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.failures = Backoff(attempts)
+        self.reached = False
+
+    def failed(self, exc: ConnectionFailed) -> float:
+        """A request could not reach the server: the delay before asking again, or ``exc``."""
+        # A connection dropped while the server held the wait means it was there (it
+        # restarts, say); one refused from the start may be a wrong address.
+        self.reached = self.reached or not isinstance(exc.__cause__, httpx.ConnectError)
+        delay = self.failures.failed() if self.reached else None
+        if delay is None:
+            raise exc
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"process {self.process_id} had not {self._goal} after {self.timeout} s")
+            delay = min(delay, left)
+        return delay
+
+    @property
+    def _goal(self) -> str:
+        return "become ready" if self.until == "ready" else "exited"
 
     def call(self, path: str, client_timeout: float | None) -> tuple[Call, float | None]:
         """The next request and its HTTP timeout."""
@@ -240,11 +264,12 @@ class LongWait:
 
     def done(self, process: Process | ProcessInfo) -> bool:
         """Whether the wait is over; TimeoutError once past the deadline."""
+        self.reached = True
+        self.failures.reset()
         if process.exited or (self.until == "ready" and process.ready):
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            state = "become ready" if self.until == "ready" else "exited"
-            raise TimeoutError(f"process {self.process_id} had not {state} after {self.timeout} s")
+            raise TimeoutError(f"process {self.process_id} had not {self._goal} after {self.timeout} s")
         return False
 
 
@@ -677,43 +702,3 @@ class EventFollow(Follow, Generic[_P]):
             return []  # a kind this client does not know
         kind = event.event  # type: ignore[assignment]
         return [ProcessEvent(kind, event.id, process=self.model.from_wire(json.loads(event.data)))]
-
-
-# -- waiting --------------------------------------------------------------------------
-
-
-class Poll:
-    """Delays between polls of a process until it exits: growing, bounded by a deadline."""
-
-    def __init__(self, process_id: str, timeout: float | None, attempts: int) -> None:
-        self.process_id = process_id
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.delay = _POLL_FIRST
-        self.failures = Backoff(attempts)
-        self.reached = False
-
-    def answered(self, process: Process) -> bool:
-        """A poll answered: whether the wait is over."""
-        self.succeeded()
-        return process.exited
-
-    def failed(self, exc: ConnectionFailed) -> None:
-        """A poll could not reach the server: raises ``exc`` if it never could, or too often."""
-        if not self.reached or self.failures.failed() is None:
-            raise exc
-
-    def succeeded(self) -> None:
-        self.reached = True
-        self.failures.reset()
-
-    def next_delay(self) -> float:
-        """How long to sleep before the next poll; raises ``TimeoutError`` past the deadline."""
-        delay = self.delay
-        self.delay = min(self.delay * 2, _POLL_MAX)
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"process {self.process_id} was still running after {self.timeout} s")
-            delay = min(delay, left)
-        return delay

@@ -255,25 +255,19 @@ class Client:
         >>> client.wait("web", until="ready").ready
         True
         """
-        if until != "exit":
-            return self._long_wait(_protocol.LongWait(process_id, until, timeout), Process, _protocol.process_path)
-        poll = _protocol.Poll(process_id, timeout, self.reconnect_attempts)
-        while True:
-            try:
-                process = self.get(process_id)
-            except ConnectionFailed as exc:
-                poll.failed(exc)
-            else:
-                if poll.answered(process):
-                    return process
-            time.sleep(poll.next_delay())
+        wait = _protocol.LongWait(process_id, until, timeout, self.reconnect_attempts)
+        return self._long_wait(wait, Process, _protocol.process_path)
 
     # -- internals ----------------------------------------------------------------
 
     def _long_wait(self, wait: _protocol.LongWait, model: type[_P], path: Callable[[str, str], str]) -> _P:
         while True:
             call, timeout = wait.call(path(wait.process_id, "wait"), self.timeout)
-            process = _protocol.parse(model, self._send(call, timeout=timeout))
+            try:
+                process = _protocol.parse(model, self._send(call, timeout=timeout))
+            except ConnectionFailed as exc:
+                time.sleep(wait.failed(exc))
+                continue
             if wait.done(process):
                 return process
 
@@ -397,7 +391,7 @@ class Processes:
 
     def wait(self, process_id: str, timeout: float | None = None, *, until: _protocol.Until = "exit") -> ProcessInfo:
         """Block until the process has exited, or is ready (see ``Client.wait``)."""
-        wait = _protocol.LongWait(process_id, until, timeout)
+        wait = _protocol.LongWait(process_id, until, timeout, self._client.reconnect_attempts)
         return self._client._long_wait(wait, ProcessInfo, _protocol.processes_path)
 
     def events(self, *, last_event_id: str | None = None) -> Iterator[ProcessEvent[ProcessInfo]]:
