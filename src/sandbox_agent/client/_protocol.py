@@ -246,13 +246,13 @@ class LongWait:
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"process {self.process_id} had not {self._goal} after {self.timeout} s")
+                raise self._timed_out()
             delay = min(delay, left)
         return delay
 
-    @property
-    def _goal(self) -> str:
-        return "become ready" if self.until == "ready" else "exited"
+    def _timed_out(self) -> TimeoutError:
+        state = "had not become ready" if self.until == "ready" else "was still running"
+        return TimeoutError(f"process {self.process_id} {state} after {self.timeout} s")
 
     def call(self, path: str, client_timeout: float | None) -> tuple[Call, float | None]:
         """The next request and its HTTP timeout."""
@@ -269,7 +269,7 @@ class LongWait:
         if process.exited or (self.until == "ready" and process.ready):
             return True
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise TimeoutError(f"process {self.process_id} had not {self._goal} after {self.timeout} s")
+            raise self._timed_out()
         return False
 
 
