@@ -7,8 +7,11 @@ so the two answers can be set side by side.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from conftest import Server, py, start, wait_exited, wait_log
 
@@ -52,3 +55,90 @@ def test_the_fast_lane_is_behind_the_token(server_factory: Callable[..., Server]
     assert bare.headers["content-type"] == "application/problem+json"
     wrong = httpx.get(f"{server.url}/v1/process/{process['id']}", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
+
+
+def _comparable(process: dict[str, Any]) -> dict[str, Any]:
+    """A process without what differs from one start to the next (its log paths hold its id)."""
+    different = ("id", "pid", "createdAtMs", "startedAt")
+    same = {k: v for k, v in process.items() if k not in different}
+    if "logPaths" in same:
+        same["logPaths"] = {k: v.replace(process["id"], "ID") for k, v in same["logPaths"].items()}
+    return same
+
+
+def test_plain_starts_and_runs_answer_as_the_routes_do(checked_shared_server: Server, tmp_path: Path) -> None:
+    """A start or run the lane takes (``command``, ``args``, ``cwd``, ``env``) answers as the
+    route does: same status, headers that matter and fields; ``?via=routes`` sends the same
+    request through FastAPI."""
+    body = {**py("import os; print(os.environ['LANE'])"), "cwd": str(tmp_path), "env": {"LANE": "yes"}}
+    with checked_shared_server.client() as client:
+        for path in ("/v1/process", "/v1/processes"):
+            fast = client.post(path, json=body)
+            routed = client.post(path, json=body, params={"via": "routes"})
+            assert fast.status_code == routed.status_code == (201 if path == "/v1/process" else 200)
+            assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+            assert _comparable(fast.json()) == _comparable(routed.json())
+            if path == "/v1/process":
+                assert fast.headers["location"] == f"/v1/process/{fast.json()['id']}"
+                assert routed.headers["location"] == f"/v1/process/{routed.json()['id']}"
+            for process in (fast.json(), routed.json()):
+                wait_exited(client, process["id"])
+                assert wait_log(client, process["id"], "yes").endswith("yes\n")
+        run = {**py("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"), "timeoutMs": 10000}
+        fast = client.post("/v1/processes/run", json=run)
+        routed = client.post("/v1/processes/run", json=run, params={"via": "routes"})
+        assert fast.status_code == routed.status_code == 200
+        assert (
+            {k: v for k, v in fast.json().items() if k != "durationMs"}
+            == {k: v for k, v in routed.json().items() if k != "durationMs"}
+            == {
+                "exitCode": 3,
+                "timedOut": False,
+                "stdout": "out\n",
+                "stderr": "err\n",
+                "stdoutTruncated": False,
+                "stderrTruncated": False,
+            }
+        )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # Errors the engine finds: the lane renders them as the routes do, per dialect.
+        ("/v1/process", {"command": "no-such-program-xyz"}),
+        ("/v1/processes", {"command": "no-such-program-xyz"}),
+        ("/v1/processes", {"command": "true", "cwd": "/no/such/dir"}),
+        ("/v1/process", {"command": "true", "env": {"A=B": "x"}}),
+        ("/v1/processes/run", {"command": "true", "args": ["a\u0000b"]}),
+        ("/v1/processes/run", {"command": "  "}),
+        # Bodies the lane leaves to the routes: a wrong type, a field it does not take.
+        ("/v1/process", {"command": 5}),
+        ("/v1/processes", {"command": "true", "args": "-l"}),
+        ("/v1/processes", {"command": "true", "env": None}),
+        ("/v1/processes/run", {"command": "true", "timeoutMs": -1}),
+        ("/v1/processes/run", {"command": "true", "timeoutMs": 1.5}),
+        ("/v1/processes", ["true"]),
+    ],
+)
+def test_bad_starts_get_the_routes_problem(checked_shared_server: Server, path: str, body: Any) -> None:
+    with checked_shared_server.client() as client:
+        fast = client.post(path, json=body)
+        routed = client.post(path, json=body, params={"via": "routes"})
+    assert fast.status_code == routed.status_code
+    assert fast.status_code in (400, 422)
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/problem+json"
+    assert fast.content == routed.content
+
+
+def test_a_start_that_is_not_json_or_too_big_for_the_lane_still_works(checked_shared_server: Server) -> None:
+    with checked_shared_server.client() as client:
+        not_json = client.post(
+            "/v1/processes", content=b'{"command": "true",', headers={"content-type": "application/json"}
+        )
+        assert not_json.status_code == 400
+        assert "not valid JSON" in not_json.json()["detail"]
+        # An environment over the lane's 64 KiB: the routes take it.
+        big = client.post("/v1/processes", json={"command": "true", "env": {"BIG": "x" * 100_000}})
+        assert big.status_code == 200, big.text
+        wait_exited(client, big.json()["id"])

@@ -1,32 +1,52 @@
-"""The hottest read, answered before FastAPI's routing: GET of one process.
+"""The hottest requests, answered before FastAPI's routing: a plain GET of one process, and
+the plain starts and one-shot runs a coding agent sends by the hundred.
 
-A coding agent polls ``GET /v1/processes/{id}`` (or ``/v1/process/{id}``) until its
-command exits. Routing, dependency solving and the exception layers cost FastAPI more
-than the answer itself, which is cached bytes (``render``). This middleware sits inside
-the security ones (token, browser guard, body limit), so it answers only what they let
-through, and it answers only a plain GET of a process that exists; everything else (a
-query string, an unknown id, an error to explain) goes on to the routes, which stay the
-one place that speaks problem+json. The answer is the route's own, byte for byte
+A coding agent starts a short command (``POST /v1/processes``, ``/v1/process`` or
+``/v1/processes/run``), then polls ``GET /v1/processes/{id}`` until it exits. Routing,
+dependency solving, body validation and the exception layers cost FastAPI more than the
+answer itself. This middleware sits inside the security ones (token, browser guard, body
+limit), so it answers only what they let through, and it answers only what it can check
+completely by itself:
+
+- a GET without a query string of a process that exists (the answer is cached bytes,
+  ``render``);
+- a start or run whose body is a JSON object of only ``command`` (text), ``args`` (a list
+  of text), ``cwd`` and ``env`` (text to text) (a run also ``timeoutMs`` and
+  ``maxOutputBytes``, whole numbers 0 or more), each of the type the route's schema takes.
+
+Everything else (a query string, an unknown id, any other field, a value of another type)
+goes on to the routes, which stay the one place that explains a malformed request. The
+answers are the routes' own, byte for byte, errors of the engine included
 (``tests/test_fastlane.py``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._exceptions import SandboxAgentError
-from ..engine import ProcessManager
+from .._exceptions import ProblemError, SandboxAgentError
+from ..engine import ProcessManager, SpawnRequest
 from ..engine.records import Record
+from ..engine.run import RunRequest
 from . import render
+from .problems import domain_problem
 
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON = b"application/json"
 #: Path prefix -> how that dialect renders a process.
 _DIALECTS: tuple[tuple[str, Callable[[Record], bytes]], ...] = (
     ("/v1/processes/", render.process_info),
     ("/v1/process/", render.process_v1),
 )
+#: The start and run routes, and the fields of their bodies the lane takes.
+_BASE_FIELDS = frozenset(("command", "args", "cwd", "env"))
+_RUN_FIELDS = _BASE_FIELDS | {"timeoutMs", "maxOutputBytes"}
+_POSTS = {"/v1/processes": _BASE_FIELDS, "/v1/process": _BASE_FIELDS, "/v1/processes/run": _RUN_FIELDS}
+#: A start body larger than this goes to the routes (an environment that large is rare).
+_MAX_BODY = 64 * 1024
 
 
 class FastLane:
@@ -34,12 +54,15 @@ class FastLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
-            body = self._answer(scope)
-            if body is not None:
-                headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http" and not scope["query_string"]:
+            method = scope["method"]
+            if method == "GET":
+                body = self._answer(scope)
+                if body is not None:
+                    await _respond(send, 200, body)
+                    return
+            elif method == "POST" and scope["path"] in _POSTS:
+                await self._post(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -58,3 +81,94 @@ class FastLane:
                     return None  # unknown, or not an id: the route says so properly
                 return render_one(record)
         return None
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A start or a run with a body the lane can take whole; else the routes'."""
+        body = await _read_body(scope, receive)
+        fields = None if body is None else _simple_body(body, scope["path"])
+        if fields is None:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        path: str = scope["path"]
+        manager: ProcessManager = scope["app"].state.manager
+        request = {"command": fields["command"], "args": fields.get("args", []), "cwd": fields.get("cwd")}
+        try:
+            if path == "/v1/processes/run":
+                result = await manager.run(
+                    RunRequest(**request, env=fields.get("env", {})),
+                    timeout_ms=fields.get("timeoutMs"),
+                    max_output_bytes=fields.get("maxOutputBytes"),
+                )
+                await _respond(send, 200, render.run_result(result))
+            elif path == "/v1/processes":
+                record = await manager.spawn(
+                    SpawnRequest(**request, env=fields.get("env", {})),
+                    max_running=manager.config.max_concurrent_processes,
+                )
+                await _respond(send, 200, render.process_info(record))
+            else:
+                record = await manager.spawn(SpawnRequest(**request, env=fields.get("env")))
+                location = (b"location", f"/v1/process/{record.id}".encode())
+                await _respond(send, 201, render.process_v1(record), location)
+        except ProblemError as exc:
+            await domain_problem(exc, path)(scope, receive, send)
+
+
+def _simple_body(body: bytes, path: str) -> dict[str, Any] | None:
+    """The body's fields if it is one the lane takes whole (see the module's doc), else None."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not _POSTS[path].issuperset(data) or type(data.get("command")) is not str:
+        return None
+    args = data.get("args", [])
+    if type(args) is not list or any(type(arg) is not str for arg in args):
+        return None
+    cwd = data.get("cwd")
+    if cwd is not None and type(cwd) is not str:
+        return None
+    # /v1/process takes a null env (none added); /v1/processes wants an object or nothing.
+    env = data.get("env", {})
+    if env is None and path == "/v1/process":
+        env = {}
+    if type(env) is not dict or any(type(value) is not str for value in env.values()):
+        return None
+    for name in ("timeoutMs", "maxOutputBytes"):
+        value = data.get(name)
+        if value is not None and (type(value) is not int or value < 0):
+            return None
+    return data
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole body, if its Content-Length says it is small; None to leave it unread."""
+    length = next((value for name, value in scope["headers"] if name == b"content-length"), None)
+    if length is None or not length.isdigit() or int(length) > _MAX_BODY:
+        return None
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # the client went away: the routes' own handling follows
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes | None, receive: Receive) -> Receive:
+    """``receive`` for the routes: the body the lane read first, then the connection's own."""
+    if body is None:
+        return receive
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+async def _respond(send: Send, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

@@ -90,6 +90,15 @@ def problem(
     )
 
 
+def domain_problem(exc: ProblemError, path: str) -> Response:
+    """The answer to a domain error raised while serving ``path``."""
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    status = exc.status
+    if is_processes_path(path):
+        status = next((s for cls, s in _PROCESSES_STATUS.items() if isinstance(exc, cls)), status)
+    return problem(status, exc.title, exc.detail, headers=headers, path=path)
+
+
 def describe_validation_errors(errors: Sequence[Any]) -> str:
     sentences = []
     for error in errors:
@@ -136,12 +145,7 @@ def _allowed_methods(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _domain(request: Request, exc: ProblemError) -> Response:
-        headers = {"Retry-After": "1"} if exc.status == 503 else None
-        path = request.url.path
-        status = exc.status
-        if is_processes_path(path):
-            status = next((s for cls, s in _PROCESSES_STATUS.items() if isinstance(exc, cls)), status)
-        return problem(status, exc.title, exc.detail, headers=headers, path=path)
+        return domain_problem(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

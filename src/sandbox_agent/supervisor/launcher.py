@@ -21,7 +21,7 @@ import time
 
 from .capture import CombinedWriter, LogFile, Stream
 from .ondisk import LAUNCHER_MAX_MESSAGE, Clock, boot_id, encode_json, process_start_ticks
-from .supervisor import SPARE_NAME, become_supervisor, prepare, reply, set_name, supervise
+from .supervisor import SPARE_NAME, Supervisor, become_supervisor, prepare, reply, set_name, supervise
 
 #: What a spare tells the launcher on its pipe, and what the SIGCHLD handler adds.
 _TAKEN, _END, _DIED = b"t", b"e", b"d"
@@ -65,8 +65,9 @@ def _warm_up() -> None:
         os.close(devnull)
 
 
-def launcher_main(fd: int) -> None:
-    """Keep a spare supervisor waiting on the server's socket until the server closes it."""
+def launcher_main(fd: int, spares_dir: str | None = None) -> None:
+    """Keep a spare supervisor waiting on the server's socket until the server closes it;
+    each prepares a process directory in ``spares_dir`` while it waits (``ondisk.SPARES_DIR``)."""
     global _notify_w
     # A SOCK_SEQPACKET socket: one read is one message, one write sends one. Plain os
     # calls on it spare the launcher (and every supervisor) the socket module.
@@ -79,7 +80,7 @@ def launcher_main(fd: int) -> None:
     _warm_up()
     gc.collect()
     gc.freeze()
-    spare = _fork_spare(sock, notify_r)
+    spare = _fork_spare(sock, notify_r, spares_dir)
     while True:
         news = os.read(notify_r, 64)
         if not news or _END in news:
@@ -91,30 +92,39 @@ def launcher_main(fd: int) -> None:
                 pass  # reaped already by the SIGCHLD handler
             return
         if _TAKEN in news or spare in _dead:
-            spare = _fork_spare(sock, notify_r)
+            spare = _fork_spare(sock, notify_r, spares_dir)
 
 
-def _fork_spare(sock: int, notify_r: int) -> int:
+def _fork_spare(sock: int, notify_r: int, spares_dir: str | None) -> int:
     _dead.clear()
     pid = os.fork()
     if pid == 0:
-        _spare(sock, notify_r)
+        _spare(sock, notify_r, spares_dir)
     return pid
 
 
-def _spare(sock: int, notify_r: int) -> None:
+def _taken() -> None:
+    """Tell the launcher to fork the next spare (at once: forking it while this one
+    starts its command costs a start less than forking it after)."""
+    os.write(_notify_w, _TAKEN)
+    os.close(_notify_w)
+
+
+def _spare(sock: int, notify_r: int, spares_dir: str | None) -> None:
     """A supervisor-to-be: answer pings, and become the supervisor of the first spawn
     request read; never returns."""
     try:
         os.close(notify_r)
         set_name(SPARE_NAME)
         become_supervisor()
+        supervisor = Supervisor(spares_dir)
         while True:
             try:
                 data = os.read(sock, LAUNCHER_MAX_MESSAGE)
             except OSError:
                 data = b""  # the socket is unusable: as good as closed
             if not data:
+                supervisor.unstage()
                 os.write(_notify_w, _END)
                 break
             try:
@@ -124,9 +134,8 @@ def _spare(sock: int, notify_r: int) -> None:
             if message.get("op") == "ping":
                 reply(sock, {"req": message.get("req"), "ok": True})
                 continue
-            os.write(_notify_w, _TAKEN)
-            os.close(_notify_w)
-            supervise(sock, message)
+            _taken()
+            supervise(sock, supervisor, message)
     except BaseException:
         pass
     os._exit(0)

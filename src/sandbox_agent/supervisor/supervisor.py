@@ -44,6 +44,7 @@ from .ondisk import (
     MAX_BACKOFF_MS,
     RESTART_RESET_AFTER,
     RESTART_SIGNAL_REQUEST,
+    SERVICE_FILE,
     STATE_FILE,
     STOP_SIGNAL_REQUEST,
     STREAM_TAGS,
@@ -55,6 +56,9 @@ from .ondisk import (
     process_start_ticks,
     read_small,
     write_json_atomic,
+)
+from .ondisk import (
+    state_tmp as _state_tmp,
 )
 from .rotation import Generations
 from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
@@ -74,6 +78,8 @@ _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NAME = 15
 #: The names ``ps -o comm``, top and /proc/<pid>/comm show: a spare, or a process's supervisor.
@@ -91,14 +97,10 @@ _WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 class Supervisor:
     """Owns one child from spawn to recorded exit."""
 
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.dir: str = request["dir"]
-        self.state_path = f"{self.dir}/{STATE_FILE}"
-        self.stop_timeout = float(request.get("stopTimeout", 10.0))
-        self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
-        #: The cap of each log (current + previous generation); 0: none.
-        self.max_log_bytes = int(request.get("maxLogBytes") or 0)
+    def __init__(self, spares_dir: str | None = None) -> None:
+        """What does not depend on the request: made by the spare before it has one, so
+        that a start waits for none of it (nor for the pages it copies). With
+        ``spares_dir``, a process directory is prepared there too (``ondisk.SPARES_DIR``)."""
         #: State writes come from the loop and from the combined.log writer's thread (a rotation).
         self.state_lock = _thread.allocate_lock()
         #: The exit went to the exit record (a full disk): state.json is the server's now.
@@ -110,8 +112,6 @@ class Supervisor:
         self.kill_deadline: float | None = None
         self.kill_sent = False
         self.killed = False
-        self.tty = bool(request.get("tty"))
-        self.interactive = bool(request.get("interactive"))
         #: The pty master (tty) or the write end of stdin (interactive), -1 once closed.
         self.input_fd = -1
         self.pty: PtyRecorder | None = None
@@ -122,25 +122,104 @@ class Supervisor:
         self.pid = 0
         #: A signal woke the loop (a child exited, a request came).
         self.woken = False
+        #: While waiting to restart: when (pid is 0 then).
+        self.restart_at: float | None = None
+        self.restart_requested = False
+        self.restart_term_sent = False
+        #: Restarts since the last run that stayed up ``reset_after`` seconds.
+        self.in_a_row = 0
+        self.run_started = 0.0
+        #: The previous run's exit, for the marker line ("exit code 1", "signal 9").
+        self.last_exit = ""
+        #: Opened now, for the child's stdin (when not interactive) and for our own 0, 1, 2.
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        #: The state record's fields that name this supervisor.
+        self.me = {
+            "supervisorPid": os.getpid(),
+            "supervisorStart": process_start_ticks(os.getpid()),
+            "bootId": boot_id(),
+        }
+        self.listen()
+        #: The prepared directory, or None (none could be made), its open log files, and
+        #: whether its exit record is made.
+        self.staging: str | None = None
+        self.staged: dict[str, int] = {}
+        self.staged_exit = False
+        if spares_dir is not None:
+            self._stage(f"{spares_dir}/{os.getpid()}")
+
+    def _stage(self, path: str) -> None:
+        """Make the files of a process directory at ``path`` ahead of the request; on
+        failure (a full disk) leave nothing, and let the request make them."""
+        try:
+            os.mkdir(path, 0o700)
+        except OSError:
+            return
+        self.staging = path
+        try:
+            for name, file in LOG_FILES.items():
+                self.staged[name] = os.open(f"{path}/{file}", _LOG_FLAGS, 0o600)
+            make_exit_record(path)
+            self.staged_exit = True
+            os.close(os.open(_state_tmp(f"{path}/{STATE_FILE}"), _TMP_FLAGS, 0o600))
+        except OSError:
+            self.unstage()
+
+    def unstage(self) -> None:
+        """Remove the prepared directory (a spare that ends, or a start that made its own)."""
+        for fd in self.staged.values():
+            os.close(fd)
+        self.staged = {}
+        self.staged_exit = False
+        path, self.staging = self.staging, None
+        if path is None:
+            return
+        try:
+            for entry in os.listdir(path):
+                os.unlink(f"{path}/{entry}")
+            os.rmdir(path)
+        except OSError:
+            pass  # the server removes what is left when it starts
+
+    def _make_dir(self) -> None:
+        """The process directory: the prepared one renamed into place, else a new one."""
+        if self.staging is not None:
+            try:
+                os.rename(self.staging, self.dir)
+                self.staging = None
+                return
+            except OSError:
+                self.unstage()  # removed meanwhile (a restarted server), or the like
+        os.mkdir(self.dir, 0o700)
+
+    def configure(self, request: dict[str, Any]) -> None:
+        """Take the spawn request."""
+        self.request = request
+        self.dir: str = request["dir"]
+        self.state_path = f"{self.dir}/{STATE_FILE}"
+        self.stop_timeout = float(request.get("stopTimeout", 10.0))
+        self.partial_delay = float(request.get("partialDelay", PARTIAL_DELAY))
+        #: The cap of each log (current + previous generation); 0: none.
+        self.max_log_bytes = int(request.get("maxLogBytes") or 0)
+        self.tty = bool(request.get("tty"))
+        self.interactive = bool(request.get("interactive"))
         restart = request.get("restart") or {}
         self.policy: str = restart.get("policy") or "never"
         self.max_restarts: int | None = restart.get("maxRestarts")
         self.backoff = int(restart.get("backoffMs") or DEFAULT_BACKOFF_MS) / 1000
         self.reset_after = float(request.get("restartResetAfter", RESTART_RESET_AFTER))
-        #: Restarts since the last run that stayed up ``reset_after`` seconds.
-        self.in_a_row = 0
-        self.run_started = 0.0
-        #: While waiting to restart: when (pid is 0 then).
-        self.restart_at: float | None = None
-        #: The previous run's exit, for the marker line ("exit code 1", "signal 9").
-        self.last_exit = ""
-        self.restart_requested = False
-        self.restart_term_sent = False
+        # A stop from now on stops the command (a spare simply ends on SIGTERM).
+        _set_handler(_SIGTERM, self._on_stop)
 
     # -- spawn ------------------------------------------------------------
 
     def spawn(self) -> int:
-        """Start the command; return its pid. OSError if it cannot be started."""
+        """Make the process directory and start the command; return its pid. OSError if
+        it cannot be started."""
+        self._make_dir()
+        service = self.request.get("service")
+        if service is not None:
+            write_json_atomic(f"{self.dir}/{SERVICE_FILE}", service)
         self.logs = {name: self._open_log(name, file) for name, file in LOG_FILES.items()}
         if self.tty or self.interactive:
             self.control = Control(self.dir)
@@ -159,7 +238,7 @@ class Supervisor:
             stdin, self.input_fd = os.pipe2(os.O_CLOEXEC)
             os.set_blocking(self.input_fd, False)
         else:
-            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            stdin = self.devnull
         try:
             # posix_spawn (vfork and exec) rather than subprocess: far less Python runs
             # in the forked supervisor, so far fewer shared pages get copied.
@@ -185,7 +264,8 @@ class Supervisor:
         finally:
             os.close(out_w)
             os.close(err_w)
-            os.close(stdin)
+            if stdin != self.devnull:
+                os.close(stdin)
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
@@ -197,7 +277,9 @@ class Supervisor:
 
     def _open_log(self, name: str, file: str) -> LogFile:
         path = f"{self.dir}/{file}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = self.staged.pop(name, -1)
+        if fd < 0:
+            fd = os.open(path, _LOG_FLAGS, 0o600)
         if not self.max_log_bytes:
             return LogFile(fd)
         # Entry sequences are line numbers of combined.log: only it needs its lines counted.
@@ -215,6 +297,13 @@ class Supervisor:
             except OSError:
                 return False
             return True
+
+    def prepare_exit(self) -> None:
+        """Make the file the exit's state write will fill, now rather than at the exit."""
+        try:
+            os.close(os.open(_state_tmp(self.state_path), _TMP_FLAGS, 0o600))
+        except OSError:
+            pass  # the write makes it, or fails as it would have
 
     def write_state(self) -> None:
         with self.state_lock:
@@ -262,9 +351,7 @@ class Supervisor:
             "exitSignal": None,
             "startedAt": started,
             "stoppedAt": None,
-            "supervisorPid": os.getpid(),
-            "supervisorStart": process_start_ticks(os.getpid()),
-            "bootId": boot_id(),
+            **self.me,
             "stopTimeout": self.stop_timeout,
         }
         self.run_started = started
@@ -275,8 +362,10 @@ class Supervisor:
             if not self.tty:
                 self.state["inputClosed"] = False
         try:
-            # The exit record first: its blocks are taken now, while there is room.
-            make_exit_record(self.dir)
+            # The exit record first: its blocks are taken now, while there is room
+            # (taken already in a prepared directory).
+            if not self.staged_exit:
+                make_exit_record(self.dir)
             self.write_state()
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
@@ -374,13 +463,13 @@ class Supervisor:
     def listen(self) -> None:
         """Take stop and kill requests from now on; the loop acts on them once it runs.
 
-        Called before the spawn is confirmed: the server may signal at once after that,
+        Done before the spawn is confirmed: the server may signal at once after that,
         and an unhandled SIGUSR2 would kill the supervisor instead of the command.
+        SIGTERM is taken once there is a request (``configure``).
         """
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         _set_handler(_STOP, self._on_stop)
-        _set_handler(_SIGTERM, self._on_stop)
         _set_handler(_KILL, self._on_kill)
         _set_handler(_RESTART, self._on_restart)
         _set_handler(_SIGCHLD, self._on_child)
@@ -825,13 +914,13 @@ def become_supervisor() -> None:
     _set_handler(_SIGINT, _ignore)
 
 
-def supervise(sock: int, message: dict[str, Any]) -> None:
-    """Body of a supervisor (``become_supervisor`` done) once it has its request; never returns."""
+def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> None:
+    """Body of a supervisor (``become_supervisor`` done, ``supervisor`` made) once it has
+    its request; never returns."""
     code = 0
     try:
         set_name(SUPERVISOR_NAME)
-        supervisor = Supervisor(message)
-        supervisor.listen()
+        supervisor.configure(message)
         try:
             pid = supervisor.spawn()
         except OSError as exc:
@@ -839,10 +928,9 @@ def supervise(sock: int, message: dict[str, Any]) -> None:
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
         os.close(sock)
-        devnull = os.open(os.devnull, os.O_RDWR)
+        supervisor.prepare_exit()
         for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
+            os.dup2(supervisor.devnull, fd)
         supervisor.run(pid)
     except BaseException:
         code = 1
