@@ -122,6 +122,17 @@ def test_the_client_loads_neither_the_server_nor_pydantic() -> None:
     assert out.strip() == "[]"
 
 
+def test_the_server_loads_neither_the_client_nor_its_models() -> None:
+    # What `sandbox-agent server` imports stays in its memory for as long as it runs.
+    code = (
+        "import sys; from sandbox_agent.cli import build_parser; "
+        "build_parser().parse_args(['server']); import sandbox_agent.server; "
+        "print(sorted(m for m in ('sandbox_agent.client', 'sandbox_agent.models', 'httpx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_the_base_install_needs_httpx_and_websockets_alone() -> None:
     import tomllib
 

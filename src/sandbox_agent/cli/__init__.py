@@ -89,13 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Not kept in a local: the server runs inside this call, and the parser of every
+    # command (about half a megabyte) would stay alive for as long as it does.
+    args = build_parser().parse_args(argv)
     if args.command == "server":
         return _server(args)
     if args.command == "process":
         return _process.main(args)
-    parser.print_help()
+    build_parser().print_help()
     return 2
 
 

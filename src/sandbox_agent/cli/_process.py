@@ -29,7 +29,6 @@ from .._exceptions import (
     Unauthorized,
 )
 from .._types import STREAMS
-from ..models import Process
 from ._attach import DEFAULT_DETACH_KEYS, parse_detach_keys, window_size
 from ._examples import EXAMPLES, PROCESS_EXAMPLES
 from ._services import add_filter_options, add_service_options, filters, not_ready, prune, service_options
@@ -38,8 +37,9 @@ __all__ = ["add_parser", "main"]
 
 if TYPE_CHECKING:
     # Imported when a command runs: `sandbox-agent server` builds this parser too, and
-    # has no use for httpx.
+    # has no use for httpx or the client's models (they would stay in its memory).
     from ..client import Client
+    from ..models import Process
 
 Handler = Callable[["Client", argparse.Namespace], int]
 

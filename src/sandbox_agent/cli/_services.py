@@ -12,10 +12,11 @@ import argparse
 import functools
 from typing import TYPE_CHECKING
 
-from ..models import Process, Restart, WaitFor
-
 if TYPE_CHECKING:
+    # The models are imported where they are used: `sandbox-agent server` builds these
+    # options too, and has no use for them (see _process).
     from ..client import Client
+    from ..models import Process, Restart, WaitFor
 
 __all__ = [
     "add_filter_options",
@@ -30,6 +31,8 @@ _STATUSES = ("running", "exited", "starting", "stopped", "killed")
 
 
 def _wait_for(text: str) -> WaitFor:
+    from ..models import WaitFor
+
     try:
         return WaitFor.parse(text)
     except ValueError as exc:
@@ -37,6 +40,8 @@ def _wait_for(text: str) -> WaitFor:
 
 
 def _restart(text: str) -> Restart:
+    from ..models import Restart
+
     try:
         return Restart.parse(text)
     except ValueError as exc:
@@ -84,6 +89,8 @@ def add_service_options(parser: argparse.ArgumentParser, *, readiness: bool) -> 
 
 def service_options(args: argparse.Namespace) -> dict[str, object]:
     """Keyword arguments of ``Client.start`` for the options of ``add_service_options``."""
+    from ..models import Restart, WaitFor
+
     wait_for = None
     if getattr(args, "wait_for", None):
         wait_for = functools.reduce(lambda a, b: a & b, args.wait_for)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import socket
 
@@ -19,10 +20,27 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.manager = manager
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        _release_freed_memory()
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Open SSE streams would otherwise hold the graceful shutdown until its timeout.
         self.manager.begin_shutdown()
         await super().shutdown(sockets)
+
+
+def _release_freed_memory() -> None:
+    """Hand back to the system the memory start-up freed (the imports leave some behind).
+
+    glibc's malloc keeps freed memory for later allocations; once the server is up and
+    idle, that is about 0.2 MB of its footprint for nothing. Elsewhere (musl): nothing.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
 
 
 def serve(settings: Settings) -> int:
