@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -669,20 +668,23 @@ def test_token_errors_speak_this_dialect(server_factory: Callable[..., Server]) 
         assert c.get("/v1/processes").json() == {"processes": []}
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) for the parent-death signal")
 def test_a_run_does_not_outlive_a_crash_of_the_server(server: Server) -> None:
+    """The launcher kills the run's whole group once the server is gone: the command and
+    what it started in the background."""
+
     def run() -> None:
         with contextlib.suppress(httpx.TransportError), server.client() as c:
-            c.post("/v1/processes/run", json={"command": "sleep", "args": ["100"], "timeoutMs": 200_000})
+            body = {"command": "sh", "args": ["-c", "sleep 101 & sleep 100"], "timeoutMs": 200_000}
+            c.post("/v1/processes/run", json=body)
 
+    own = server.own_pids()
     runner = threading.Thread(target=run)
     runner.start()
-    own = server.own_pids()
-    wait_for(
-        lambda: any("sleep 100" in cmd for pid, cmd in marked_pids(server.marker).items() if pid not in own),
-        10,
-        "the run's sleep",
-    )
+
+    def sleeps() -> set[str]:
+        return {cmd for pid, cmd in marked_pids(server.marker).items() if pid not in own and cmd.startswith("sleep")}
+
+    wait_for(lambda: sleeps() == {"sleep 100", "sleep 101"}, 10, "the run's two sleeps")
     server.crash()
     runner.join(10)
-    wait_for(lambda: not marked_pids(server.marker), 10, "the run's sleep to be gone with the server")
+    wait_for(lambda: not marked_pids(server.marker), 10, "the run's sleeps to be gone with the server")

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -42,34 +43,58 @@ class LauncherClient:
         self._counter = itertools.count(1)
         self._start_lock = asyncio.Lock()
         self._reaping: asyncio.Future[int] | None = None
+        #: The write end of the launcher's pipe of runs (``RunGuard``), -1 without one.
+        self._runs_w = -1
 
     async def start(self) -> None:
         async with self._start_lock:
             if self._sock is not None:
                 return
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            runs_r, runs_w = os.pipe2(os.O_CLOEXEC)
             try:
                 for s in (ours, theirs):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno())]
-                if self._spares_dir is not None:
-                    args.append(self._spares_dir)
+                spares = self._spares_dir if self._spares_dir is not None else ""
+                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno()), spares, str(runs_r)]
                 self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, never waits
                     args,
-                    pass_fds=(theirs.fileno(),),
+                    pass_fds=(theirs.fileno(), runs_r),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     start_new_session=True,
                 )
             except BaseException:
                 ours.close()
+                os.close(runs_w)
                 raise
             finally:
                 theirs.close()
+                os.close(runs_r)
             ours.setblocking(False)
+            os.set_blocking(runs_w, False)
             self._sock = ours
+            self._runs_w = runs_w
             asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+
+    def guard_run(self, pid: int, start_ticks: int | None) -> None:
+        """Name a one-shot run to the launcher, which kills its group if the server dies
+        before ``release_run``. Best effort: a run that cannot be named runs all the same."""
+        if start_ticks is not None:
+            self._tell_runs(f"+{pid} {start_ticks}\n")
+
+    def release_run(self, pid: int) -> None:
+        """The run ``pid`` has ended and been reaped."""
+        self._tell_runs(f"-{pid}\n")
+
+    def _tell_runs(self, line: str) -> None:
+        if self._runs_w < 0:
+            return
+        try:
+            os.write(self._runs_w, line.encode())
+        except OSError as exc:  # a full pipe: the launcher is stuck; or it is gone
+            logger.warning("could not tell the process launcher of a run: %s", exc)
 
     @property
     def pid(self) -> int | None:
@@ -130,6 +155,9 @@ class LauncherClient:
 
     def _detach(self, error: Exception) -> None:
         sock, self._sock = self._sock, None
+        runs_w, self._runs_w = self._runs_w, -1
+        if runs_w >= 0:
+            os.close(runs_w)
         if sock is not None:
             try:
                 asyncio.get_running_loop().remove_reader(sock.fileno())

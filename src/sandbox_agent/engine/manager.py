@@ -484,7 +484,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         )
         self._runs += 1
         try:
-            return await _run.run(request)
+            return await _run.run(request, self._launcher)
         finally:
             self._runs -= 1
 

@@ -5,11 +5,10 @@ its own so that a timeout can kill its whole process group; output past the cap 
 and dropped as it comes (a chatty command never fills the server's memory, nor blocks on
 a full pipe).
 
-If the server dies during a run, the command gets SIGKILL from the kernel when
-``setpriv`` (util-linux) is there to set its parent-death signal; that reaches the
-command itself only, not children it started (they are in its group but the kernel sends
-the signal to one process). Without ``setpriv`` a run outlives a server crash until it
-ends or times out on its own.
+If the server dies during a run, the launcher kills the run's whole process group: the
+server names each run to it as it starts and once it has ended (``RunGuard``), and the
+launcher sees the server go (``supervisor/launcher.py``). No wrapper is executed before
+the command, which was the parent-death signal's price (``setpriv``, an exec per run).
 """
 
 from __future__ import annotations
@@ -17,20 +16,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from ..supervisor.ondisk import process_start_ticks
 from . import validate
 
 _READ_SIZE = 64 * 1024
 #: After a timeout kill, how long to wait for the pipes to close (a child that left
 #: the group may hold them) before answering with what was read.
 _DRAIN_AFTER_KILL = 1.0
-_SETPRIV = shutil.which("setpriv")
+
+
+class RunGuard(Protocol):
+    """Who kills the runs still going if the server dies (the launcher's client)."""
+
+    def guard_run(self, pid: int, start_ticks: int | None) -> None: ...
+
+    def release_run(self, pid: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,8 @@ async def _exited(process: subprocess.Popen[bytes]) -> int:
     return process.wait()
 
 
-async def run(request: RunRequest) -> RunResult:
-    """Run ``request`` to its end or its timeout.
+async def run(request: RunRequest, guard: RunGuard | None = None) -> RunResult:
+    """Run ``request`` to its end or its timeout; ``guard`` is told of it while it runs.
 
     Example::
 
@@ -163,12 +169,12 @@ async def run(request: RunRequest) -> RunResult:
     executable = validate.resolve_command(request.command, cwd, env)
     validate.check_args(request.args)
     argv = [executable, *request.args]
-    if _SETPRIV is not None:
-        # Not preexec_fn (unsafe with threads): setpriv sets the death signal, then execs.
-        argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     process, out_fd, err_fd = _spawn(argv, cwd, env)
+    if guard is not None:
+        # Read while it is our unreaped child: its pid cannot name another process yet.
+        guard.guard_run(process.pid, process_start_ticks(process.pid))
     out = _Collector(out_fd, request.max_output_bytes, loop)
     err = _Collector(err_fd, request.max_output_bytes, loop)
     readers = asyncio.gather(out.done, err.done)
@@ -199,6 +205,8 @@ async def run(request: RunRequest) -> RunResult:
         # No leaked descriptors, whatever happened.
         out.close()
         err.close()
+        if guard is not None:
+            guard.release_run(process.pid)
     returncode = process.returncode
     return RunResult(
         exit_code=None if timed_out or returncode is None or returncode < 0 else returncode,

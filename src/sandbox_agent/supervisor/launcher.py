@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import time
 
@@ -65,9 +66,14 @@ def _warm_up() -> None:
         os.close(devnull)
 
 
-def launcher_main(fd: int, spares_dir: str | None = None) -> None:
+def launcher_main(fd: int, spares_dir: str | None = None, runs_fd: int = -1) -> None:
     """Keep a spare supervisor waiting on the server's socket until the server closes it;
-    each prepares a process directory in ``spares_dir`` while it waits (``ondisk.SPARES_DIR``)."""
+    each prepares a process directory in ``spares_dir`` while it waits (``ondisk.SPARES_DIR``).
+
+    ``runs_fd``: the read end of a pipe on which the server names its one-shot runs as they
+    start and end (``RunGuard``); when the server is gone, the launcher kills what still
+    runs of them, each as a whole process group.
+    """
     global _notify_w
     # A SOCK_SEQPACKET socket: one read is one message, one write sends one. Plain os
     # calls on it spare the launcher (and every supervisor) the socket module.
@@ -81,9 +87,22 @@ def launcher_main(fd: int, spares_dir: str | None = None) -> None:
     gc.collect()
     gc.freeze()
     spare = _fork_spare(sock, notify_r, spares_dir)
+    runs = RunGuard(runs_fd)
+    poller = select.poll()
+    poller.register(notify_r, select.POLLIN)
+    if runs_fd >= 0:
+        poller.register(runs_fd, select.POLLIN)
     while True:
+        ready = [fd for fd, _mask in poller.poll()]
+        if runs_fd in ready and not runs.read():
+            # The server is gone (its end of the pipe closed with it).
+            poller.unregister(runs_fd)
+            runs.kill_all()
+        if notify_r not in ready:
+            continue
         news = os.read(notify_r, 64)
         if not news or _END in news:
+            runs.kill_all()
             # The spare that read the end exits at once: wait for it, so that nothing
             # of ours outlives the launcher unreaped.
             try:
@@ -93,6 +112,52 @@ def launcher_main(fd: int, spares_dir: str | None = None) -> None:
             return
         if _TAKEN in news or spare in _dead:
             spare = _fork_spare(sock, notify_r, spares_dir)
+
+
+class RunGuard:
+    """The server's one-shot runs that still run, as it names them on a pipe.
+
+    The server writes ``+<pid> <start ticks>`` when a run starts and ``-<pid>`` once it has
+    reaped it, each line one atomic pipe write. A run is a session and process group of its
+    own, led by its pid; the start ticks, read while it was the server's unreaped child,
+    tell it from a later process that got the same pid.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+        self.runs: dict[int, int] = {}
+
+    def read(self) -> bool:
+        """Take what the server wrote; False at its end (the server is gone)."""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            try:
+                if line.startswith(b"+"):
+                    pid, ticks = line[1:].split()
+                    self.runs[int(pid)] = int(ticks)
+                elif line.startswith(b"-"):
+                    self.runs.pop(int(line[1:]), None)
+            except ValueError:
+                continue
+        return True
+
+    def kill_all(self) -> None:
+        """SIGKILL to the group of every run still listed that is still the same process."""
+        for pid, ticks in self.runs.items():
+            if process_start_ticks(pid) == ticks:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass  # gone meanwhile
+        self.runs.clear()
 
 
 def _fork_spare(sock: int, notify_r: int, spares_dir: str | None) -> int:
