@@ -87,22 +87,6 @@ def test_corrupt_or_foreign_state_records_are_skipped_not_fatal(server_factory: 
     assert os.path.isdir(processes / good["id"])
 
 
-def test_what_a_dead_spare_prepared_is_removed_at_start(server_factory: Callable[..., Server], tmp_path: Path) -> None:
-    """A spare supervisor prepares a process directory in ``spares/`` before its request; one
-    killed before it could remove it leaves it behind, and the next server clears it."""
-    data_dir = tmp_path / "data"
-    leftover = data_dir / "spares" / "999999"
-    leftover.mkdir(parents=True)
-    (leftover / "stdout.log").write_text("")
-    server = server_factory(data_dir=data_dir)
-    assert not leftover.exists()
-    with server.client() as client:
-        process = start(client, py("print('prepared')"))
-        wait_exited(client, process["id"])
-        assert client.get(f"/v1/process/{process['id']}/logs").json()["content"].endswith("prepared\n")
-    assert [p.name for p in (data_dir / "processes").iterdir()] == [process["id"]]
-
-
 def test_last_event_id_must_be_ascii_digits_of_sane_length(server: Server) -> None:
     with server.client() as client:
         process = start(client, py("print('x')"))

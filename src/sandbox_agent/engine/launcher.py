@@ -30,12 +30,8 @@ _BUFFER = LAUNCHER_MAX_MESSAGE
 
 
 class LauncherClient:
-    def __init__(
-        self, python: str = sys.executable, reply_timeout: float = 15.0, spares_dir: str | None = None
-    ) -> None:
+    def __init__(self, python: str = sys.executable, reply_timeout: float = 15.0) -> None:
         self._python = python
-        #: Where spares prepare process directories (``ondisk.SPARES_DIR``).
-        self._spares_dir = spares_dir
         self._reply_timeout = reply_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -56,8 +52,7 @@ class LauncherClient:
                 for s in (ours, theirs):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-                spares = self._spares_dir if self._spares_dir is not None else ""
-                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno()), spares, str(runs_r)]
+                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno()), str(runs_r)]
                 self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, never waits
                     args,
                     pass_fds=(theirs.fileno(), runs_r),

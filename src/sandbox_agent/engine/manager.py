@@ -46,7 +46,6 @@ from ..supervisor.ondisk import (
     KILL_SIGNAL_REQUEST,
     RESTART_RESET_AFTER,
     RESTART_SIGNAL_REQUEST,
-    SPARES_DIR,
     STOP_SIGNAL_REQUEST,
     process_start_ticks,
 )
@@ -160,8 +159,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         self.processes_dir = self.data_dir / "processes"
         self.stop_timeout = stop_timeout
         self.partial_delay = partial_delay
-        self.spares_dir = self.data_dir / SPARES_DIR
-        self._launcher = LauncherClient(python, spares_dir=str(self.spares_dir))
+        self._launcher = LauncherClient(python)
         self._records: dict[str, Record] = {}
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
@@ -195,10 +193,6 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         self._watcher.start()
         self._load_records()
         self._load_services()
-        # What spares of an earlier server prepared (ours are forked after this).
-        shutil.rmtree(self.spares_dir, ignore_errors=True)
-        with contextlib.suppress(OSError):  # a full disk: each start makes its directory then
-            self.spares_dir.mkdir(mode=0o700, exist_ok=True)
         self._sampler.start()
         if self.subreaper:
             system.become_subreaper()
@@ -320,8 +314,14 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         max_log_bytes: int,
     ) -> Record:
         process_id = new_id()
-        # The supervisor makes the directory (a spare has it ready) and its files.
         pid_dir = self.processes_dir / process_id
+        try:
+            pid_dir.mkdir(mode=0o700)
+            if service is not None:
+                self._write_service(str(pid_dir), service)
+        except OSError as exc:
+            shutil.rmtree(pid_dir, ignore_errors=True)
+            raise (_storage_error(exc, self.data_dir) or exc) from None
         message = {
             "op": "spawn",
             "id": process_id,
@@ -339,7 +339,6 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             "maxLogBytes": max_log_bytes,
             "restart": None if request.restart is None else request.restart.to_json(),
             "restartResetAfter": self.restart_reset,
-            "service": None if service is None else service.to_json(),
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.

@@ -35,7 +35,6 @@ from ..supervisor.ondisk import (
     DEFAULT_BACKOFF_MS,
     MAX_BACKOFF_MS,
     RESTART_POLICIES,
-    SERVICE_FILE,
     STREAM_TAGS,
     TIMESTAMP_PREFIX_LEN,
     read_json,
@@ -50,6 +49,7 @@ from .state import ManagerState
 
 logger = logging.getLogger("sandbox_agent.engine")
 
+SERVICE_FILE = "service.json"
 #: Lowercase letters, digits, ``-``, ``_`` and ``.``, starting with a letter or digit (a
 #: leading ``-`` would read as an option on a command line, ``.`` and ``..`` as paths).
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")

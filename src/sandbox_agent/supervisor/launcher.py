@@ -66,9 +66,8 @@ def _warm_up() -> None:
         os.close(devnull)
 
 
-def launcher_main(fd: int, spares_dir: str | None = None, runs_fd: int = -1) -> None:
-    """Keep a spare supervisor waiting on the server's socket until the server closes it;
-    each prepares a process directory in ``spares_dir`` while it waits (``ondisk.SPARES_DIR``).
+def launcher_main(fd: int, runs_fd: int = -1) -> None:
+    """Keep a spare supervisor waiting on the server's socket until the server closes it.
 
     ``runs_fd``: the read end of a pipe on which the server names its one-shot runs as they
     start and end (``RunGuard``); when the server is gone, the launcher kills what still
@@ -86,7 +85,7 @@ def launcher_main(fd: int, spares_dir: str | None = None, runs_fd: int = -1) -> 
     _warm_up()
     gc.collect()
     gc.freeze()
-    spare = _fork_spare(sock, notify_r, spares_dir)
+    spare = _fork_spare(sock, notify_r)
     runs = RunGuard(runs_fd)
     poller = select.poll()
     poller.register(notify_r, select.POLLIN)
@@ -111,7 +110,7 @@ def launcher_main(fd: int, spares_dir: str | None = None, runs_fd: int = -1) -> 
                 pass  # reaped already by the SIGCHLD handler
             return
         if _TAKEN in news or spare in _dead:
-            spare = _fork_spare(sock, notify_r, spares_dir)
+            spare = _fork_spare(sock, notify_r)
 
 
 class RunGuard:
@@ -160,11 +159,11 @@ class RunGuard:
         self.runs.clear()
 
 
-def _fork_spare(sock: int, notify_r: int, spares_dir: str | None) -> int:
+def _fork_spare(sock: int, notify_r: int) -> int:
     _dead.clear()
     pid = os.fork()
     if pid == 0:
-        _spare(sock, notify_r, spares_dir)
+        _spare(sock, notify_r)
     return pid
 
 
@@ -175,21 +174,20 @@ def _taken() -> None:
     os.close(_notify_w)
 
 
-def _spare(sock: int, notify_r: int, spares_dir: str | None) -> None:
+def _spare(sock: int, notify_r: int) -> None:
     """A supervisor-to-be: answer pings, and become the supervisor of the first spawn
     request read; never returns."""
     try:
         os.close(notify_r)
         set_name(SPARE_NAME)
         become_supervisor()
-        supervisor = Supervisor(spares_dir)
+        supervisor = Supervisor()
         while True:
             try:
                 data = os.read(sock, LAUNCHER_MAX_MESSAGE)
             except OSError:
                 data = b""  # the socket is unusable: as good as closed
             if not data:
-                supervisor.unstage()
                 os.write(_notify_w, _END)
                 break
             try:

@@ -63,14 +63,6 @@ EXIT_RECORD_SIZE = 256
 EXIT_FIELDS = ("status", "exitCode", "exitSignal", "stoppedAt")
 #: A supervisor that failed writes its traceback here.
 ERROR_FILE = "supervisor-error.log"
-#: A process's names and readiness (``engine/services.py`` owns its content); the
-#: supervisor writes the first one, from its request, before it starts the command.
-SERVICE_FILE = "service.json"
-#: A spare supervisor prepares a process directory ahead of its request, as
-#: ``<data dir>/SPARES_DIR/<its pid>`` (log files, exit record and state file made: the
-#: file system's slowest part of a start), and renames it to ``processes/<id>`` when a
-#: request comes. The engine removes what spares of an earlier server left there.
-SPARES_DIR = "spares"
 
 #: The statuses of a process that has exited; the others are "starting" and "running".
 EXITED_STATUSES = ("stopped", "killed")
@@ -271,15 +263,9 @@ def format_timestamp(now: float) -> str:
 encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def state_tmp(path: str) -> str:
-    """The temporary file this process writes ``path`` through (``write_json_atomic``):
-    one that exists already makes that write faster (no new inode)."""
-    return f"{path}.{os.getpid()}.tmp"
-
-
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
-    tmp = state_tmp(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         try:

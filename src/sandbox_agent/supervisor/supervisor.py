@@ -44,7 +44,6 @@ from .ondisk import (
     MAX_BACKOFF_MS,
     RESTART_RESET_AFTER,
     RESTART_SIGNAL_REQUEST,
-    SERVICE_FILE,
     STATE_FILE,
     STOP_SIGNAL_REQUEST,
     STREAM_TAGS,
@@ -56,9 +55,6 @@ from .ondisk import (
     process_start_ticks,
     read_small,
     write_json_atomic,
-)
-from .ondisk import (
-    state_tmp as _state_tmp,
 )
 from .rotation import Generations
 from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
@@ -78,8 +74,6 @@ _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
 
 _F_SETPIPE_SZ = 1031
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
 _PR_SET_CHILD_SUBREAPER = 36
 _PR_SET_NAME = 15
 #: The names ``ps -o comm``, top and /proc/<pid>/comm show: a spare, or a process's supervisor.
@@ -97,10 +91,9 @@ _WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 class Supervisor:
     """Owns one child from spawn to recorded exit."""
 
-    def __init__(self, spares_dir: str | None = None) -> None:
+    def __init__(self) -> None:
         """What does not depend on the request: made by the spare before it has one, so
-        that a start waits for none of it (nor for the pages it copies). With
-        ``spares_dir``, a process directory is prepared there too (``ondisk.SPARES_DIR``)."""
+        that a start waits for none of it (nor for the pages it copies)."""
         #: State writes come from the loop and from the combined.log writer's thread (a rotation).
         self.state_lock = _thread.allocate_lock()
         #: The exit went to the exit record (a full disk): state.json is the server's now.
@@ -140,57 +133,6 @@ class Supervisor:
             "bootId": boot_id(),
         }
         self.listen()
-        #: The prepared directory, or None (none could be made), its open log files, and
-        #: whether its exit record is made.
-        self.staging: str | None = None
-        self.staged: dict[str, int] = {}
-        self.staged_exit = False
-        if spares_dir is not None:
-            self._stage(f"{spares_dir}/{os.getpid()}")
-
-    def _stage(self, path: str) -> None:
-        """Make the files of a process directory at ``path`` ahead of the request; on
-        failure (a full disk) leave nothing, and let the request make them."""
-        try:
-            os.mkdir(path, 0o700)
-        except OSError:
-            return
-        self.staging = path
-        try:
-            for name, file in LOG_FILES.items():
-                self.staged[name] = os.open(f"{path}/{file}", _LOG_FLAGS, 0o600)
-            make_exit_record(path)
-            self.staged_exit = True
-            os.close(os.open(_state_tmp(f"{path}/{STATE_FILE}"), _TMP_FLAGS, 0o600))
-        except OSError:
-            self.unstage()
-
-    def unstage(self) -> None:
-        """Remove the prepared directory (a spare that ends, or a start that made its own)."""
-        for fd in self.staged.values():
-            os.close(fd)
-        self.staged = {}
-        self.staged_exit = False
-        path, self.staging = self.staging, None
-        if path is None:
-            return
-        try:
-            for entry in os.listdir(path):
-                os.unlink(f"{path}/{entry}")
-            os.rmdir(path)
-        except OSError:
-            pass  # the server removes what is left when it starts
-
-    def _make_dir(self) -> None:
-        """The process directory: the prepared one renamed into place, else a new one."""
-        if self.staging is not None:
-            try:
-                os.rename(self.staging, self.dir)
-                self.staging = None
-                return
-            except OSError:
-                self.unstage()  # removed meanwhile (a restarted server), or the like
-        os.mkdir(self.dir, 0o700)
 
     def configure(self, request: dict[str, Any]) -> None:
         """Take the spawn request."""
@@ -214,12 +156,7 @@ class Supervisor:
     # -- spawn ------------------------------------------------------------
 
     def spawn(self) -> int:
-        """Make the process directory and start the command; return its pid. OSError if
-        it cannot be started."""
-        self._make_dir()
-        service = self.request.get("service")
-        if service is not None:
-            write_json_atomic(f"{self.dir}/{SERVICE_FILE}", service)
+        """Start the command; return its pid. OSError if it cannot be started."""
         self.logs = {name: self._open_log(name, file) for name, file in LOG_FILES.items()}
         if self.tty or self.interactive:
             self.control = Control(self.dir)
@@ -277,9 +214,7 @@ class Supervisor:
 
     def _open_log(self, name: str, file: str) -> LogFile:
         path = f"{self.dir}/{file}"
-        fd = self.staged.pop(name, -1)
-        if fd < 0:
-            fd = os.open(path, _LOG_FLAGS, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         if not self.max_log_bytes:
             return LogFile(fd)
         # Entry sequences are line numbers of combined.log: only it needs its lines counted.
@@ -297,13 +232,6 @@ class Supervisor:
             except OSError:
                 return False
             return True
-
-    def prepare_exit(self) -> None:
-        """Make the file the exit's state write will fill, now rather than at the exit."""
-        try:
-            os.close(os.open(_state_tmp(self.state_path), _TMP_FLAGS, 0o600))
-        except OSError:
-            pass  # the write makes it, or fails as it would have
 
     def write_state(self) -> None:
         with self.state_lock:
@@ -362,10 +290,8 @@ class Supervisor:
             if not self.tty:
                 self.state["inputClosed"] = False
         try:
-            # The exit record first: its blocks are taken now, while there is room
-            # (taken already in a prepared directory).
-            if not self.staged_exit:
-                make_exit_record(self.dir)
+            # The exit record first: its blocks are taken now, while there is room.
+            make_exit_record(self.dir)
             self.write_state()
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
@@ -928,7 +854,6 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> Non
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
         os.close(sock)
-        supervisor.prepare_exit()
         for fd in (0, 1, 2):
             os.dup2(supervisor.devnull, fd)
         supervisor.run(pid)
