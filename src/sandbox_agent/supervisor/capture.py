@@ -43,7 +43,7 @@ class LogFile:
     rotated first (``rotation.py``); a write is split at line boundaries to that end.
     """
 
-    __slots__ = ("fd", "generations", "half", "lost", "reason", "size", "torn")
+    __slots__ = ("exact", "fd", "generations", "half", "lost", "newlines", "reason", "size", "torn")
 
     def __init__(self, fd: int, generations: Generations | None = None, half: int = 0) -> None:
         self.fd = fd
@@ -56,6 +56,10 @@ class LogFile:
         #: Rotate before the file passes this many bytes (0: never).
         self.half = half if generations is not None else 0
         self.size = os.fstat(fd).st_size if self.half else 0
+        #: The newlines in the current file, while ``exact`` (all of its writes whole):
+        #: a rotation then need not read the file to count its lines.
+        self.newlines = 0
+        self.exact = self.size == 0
 
     def write(self, lines: bytes, prefix: bytes) -> None:
         """Write complete ``lines`` (ending in a newline), each after ``prefix``.
@@ -63,11 +67,13 @@ class LogFile:
         One ``replace`` and one ``writev``, with no other copy of the data: the prefix the
         last newline gains is cut by view.
         """
-        stamped = memoryview(lines.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+        replaced = lines.replace(b"\n", b"\n" + prefix)
+        stamped = memoryview(replaced)[: -len(prefix)]
         if self.half and self.size + len(prefix) + len(stamped) > self.half:
             self._write_rotating(lines, prefix)
             return
-        self._write(stamped, prefix)
+        # Each newline gained one prefix: the count comes with the replace.
+        self._write(stamped, prefix, (len(replaced) - len(lines)) // len(prefix))
 
     def _write_rotating(self, lines: bytes, prefix: bytes) -> None:
         """Write ``lines`` in pieces that fit the current file, rotating between them."""
@@ -77,19 +83,23 @@ class LogFile:
             cut = _fit(lines, start, self.half - self.size, len(prefix))
             if cut == -1:
                 if self.size and not self.torn:
-                    fd = self.generations.rotate(self.fd, self.size)
+                    fd = self.generations.rotate(self.fd, self.size, self.newlines if self.exact else None)
                     if fd != -1:
                         os.close(self.fd)
                         self.fd, self.size = fd, 0
+                        self.newlines, self.exact = 0, True
                         continue
                 # A fresh file and a line longer than it may hold, or no rotation for
                 # now (a full disk): write the line, or all the rest, as it is.
                 cut = lines.find(b"\n", start) if not self.size else len(lines) - 1
             piece = lines[start : cut + 1]
-            self._write(memoryview(piece.replace(b"\n", b"\n" + prefix))[: -len(prefix)], prefix)
+            replaced = piece.replace(b"\n", b"\n" + prefix)
+            self._write(memoryview(replaced)[: -len(prefix)], prefix, (len(replaced) - len(piece)) // len(prefix))
             start = cut + 1
 
-    def _write(self, stamped: memoryview, prefix: bytes) -> None:
+    def _write(self, stamped: memoryview, prefix: bytes, newlines: int) -> None:
+        """Write ``stamped`` (``newlines`` lines) after ``prefix``, with the marker of a
+        loss before them if there was one."""
         head = prefix
         if self.lost or self.torn:
             head = (
@@ -114,8 +124,10 @@ class LogFile:
             if written:
                 # The file now ends wherever the write stopped: inside a line, most likely.
                 self.torn = (bytes(head) + bytes(stamped))[written - 1 : written] != b"\n"
+                self.exact = False  # a rotation counts this file's lines
             return
         self.size += total
+        self.newlines += newlines if head is prefix else newlines + head.count(b"\n")
         self.lost = 0
         self.torn = False
 

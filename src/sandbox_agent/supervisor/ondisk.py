@@ -263,8 +263,13 @@ def format_timestamp(now: float) -> str:
 encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
+def write_json_atomic(path: str, data: dict[str, Any], *, sync: bool = True) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+
+    ``sync``: the new file reaches the disk before it replaces the old one, so that a
+    machine's crash also leaves one or the other (``False`` for a record of what is not
+    synced either, such as a log's rotation: any crash of a process still leaves one or
+    the other)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -273,7 +278,8 @@ def write_json_atomic(path: str, data: dict[str, Any]) -> None:
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.rename(tmp, path)

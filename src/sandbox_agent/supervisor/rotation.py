@@ -23,6 +23,7 @@ record of the previous one is on disk, so a reader never has two unrecorded step
 
 from __future__ import annotations
 
+import _thread
 import os
 
 from .ondisk import ROTATED_SUFFIX
@@ -44,6 +45,14 @@ def count_newlines(path: str) -> int:
             count += chunk.count(b"\n")
         return count
     finally:
+        os.close(fd)
+
+
+def _close_aside(fd: int) -> None:
+    """Close ``fd`` in a thread of its own (here if no thread can be started)."""
+    try:
+        _thread.start_new_thread(os.close, (fd,))
+    except RuntimeError:
         os.close(fd)
 
 
@@ -70,12 +79,14 @@ class Generations:
         #: More fields the record gives the current generation (see ``rotate``).
         self.extra: dict[str, Any] = {}
 
-    def rotate(self, fd: int, size: int, extra: dict[str, Any] | None = None) -> int:
+    def rotate(self, fd: int, size: int, newlines: int | None = None, extra: dict[str, Any] | None = None) -> int:
         """Make the file ``fd`` (``size`` bytes) the previous generation; return the new
         file's descriptor, or -1 if it cannot be done now (the caller writes on).
 
-        ``extra``: more fields for the new generation's record (pty.idx: ``start``), kept
-        in its ``prev`` after the next rotation."""
+        ``newlines``: how many the file holds, if the writer knows (else the file is read
+        to count them, when lines are counted). ``extra``: more fields for the new
+        generation's record (pty.idx: ``start``), kept in its ``prev`` after the next
+        rotation."""
         if self.unrecorded:
             assert self.info is not None
             if not self.record(self.name, self.info):
@@ -83,10 +94,20 @@ class Generations:
             self.unrecorded = False
         path = self.path
         try:
-            lines = self.lines + count_newlines(path) if self.count_lines else 0
+            if not self.count_lines:
+                lines = 0
+            else:
+                lines = self.lines + (newlines if newlines is not None else count_newlines(path))
             new = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError:
             return -1
+        # Held open across step 2, the generation that goes is freed when this is closed,
+        # in a thread of its own: freeing a large file takes tens of milliseconds (its
+        # pages and blocks), which would stall the writing, and the command behind it.
+        try:
+            dropped = os.open(path + ROTATED_SUFFIX, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            dropped = -1
         try:
             link = path + ROTATED_SUFFIX + ".tmp"
             try:
@@ -103,6 +124,9 @@ class Generations:
             except OSError:
                 pass
             return -1
+        finally:
+            if dropped >= 0:
+                _close_aside(dropped)
         prev: dict[str, Any] = {"ino": os.fstat(fd).st_ino, "base": self.base, **self.extra}
         if self.count_lines:
             prev["lines"] = self.lines

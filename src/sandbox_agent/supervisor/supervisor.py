@@ -228,7 +228,9 @@ class Supervisor:
                 return False
             self.state.setdefault("logs", {})[name] = info
             try:
-                write_json_atomic(self.state_path, self.state)
+                # Not synced: the logs it describes are not (a sync would wait behind
+                # their writeback, while the command's output waits for us).
+                write_json_atomic(self.state_path, self.state, sync=False)
             except OSError:
                 return False
             return True

@@ -123,7 +123,7 @@ class PtyRecorder:
             os.close(self.log_fd)
             self.log_fd, self.log_size = fd, 0
             self.idx_behind = True
-        fd = self.idx.rotate(self.idx_fd, self.idx_size, {"start": self.recorded})
+        fd = self.idx.rotate(self.idx_fd, self.idx_size, extra={"start": self.recorded})
         if fd == -1:
             return
         os.close(self.idx_fd)
