@@ -389,6 +389,23 @@ def test_run(client: httpx.Client, tmp_path: Path) -> None:
                client.get("/v1/processes").json()["processes"])  # fmt: skip
 
 
+def test_run_in_the_servers_directory_and_of_what_cannot_be_executed(client: httpx.Client, tmp_path: Path) -> None:
+    """Without cwd a run starts in the server's directory, with stdin empty and SIGPIPE at
+    its default (``yes | head`` ends); a file the kernel cannot run is a 400, not a 500."""
+    result = client.post("/v1/processes/run", json={"command": "sh", "args": ["-c", "pwd; cat; yes | head -2"]})
+    where, *rest = result.json()["stdout"].splitlines()
+    assert Path(where).is_absolute()
+    assert Path(where).is_dir()
+    assert rest == ["y", "y"]
+    assert result.json()["exitCode"] == 0
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01not a program")
+    garbage.chmod(0o755)
+    for cwd in (None, str(tmp_path)):
+        body = {"command": str(garbage)} if cwd is None else {"command": "./garbage", "cwd": cwd}
+        assert_problem(client.post("/v1/processes/run", json=body), 400, "invalid_request", "could not start")
+
+
 def test_run_output_truncation(client: httpx.Client) -> None:
     script = "printf 0123456789abcdef; printf ERRERRERRERR >&2"
     cut = client.post("/v1/processes/run", json={"command": "sh", "args": ["-c", script], "maxOutputBytes": 5})

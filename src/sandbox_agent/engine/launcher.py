@@ -73,14 +73,13 @@ class LauncherClient:
             self._runs_w = runs_w
             asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
 
-    def guard_run(self, pid: int, start_ticks: int | None) -> None:
+    def guard_run(self, pid: int) -> None:
         """Name a one-shot run to the launcher, which kills its group if the server dies
         before ``release_run``. Best effort: a run that cannot be named runs all the same."""
-        if start_ticks is not None:
-            self._tell_runs(f"+{pid} {start_ticks}\n")
+        self._tell_runs(f"+{pid}\n")
 
     def release_run(self, pid: int) -> None:
-        """The run ``pid`` has ended and been reaped."""
+        """The run ``pid`` has ended and been reaped (told at once, with no await between)."""
         self._tell_runs(f"-{pid}\n")
 
     def _tell_runs(self, line: str) -> None:

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..supervisor.ondisk import process_start_ticks
-from . import validate
+from .._exceptions import BadRequest
+from . import system, validate
 
 _READ_SIZE = 64 * 1024
 #: After a timeout kill, how long to wait for the pipes to close (a child that left
@@ -34,7 +34,7 @@ _DRAIN_AFTER_KILL = 1.0
 class RunGuard(Protocol):
     """Who kills the runs still going if the server dies (the launcher's client)."""
 
-    def guard_run(self, pid: int, start_ticks: int | None) -> None: ...
+    def guard_run(self, pid: int) -> None: ...
 
     def release_run(self, pid: int) -> None: ...
 
@@ -100,25 +100,61 @@ class _Collector:
             self.done.set_result(None)
 
 
-def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int, int]:
+class _Child:
+    """A child started with ``os.posix_spawn``: what ``run`` uses of a ``Popen``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | subprocess.Popen[bytes], int, int]:
     """Start ``argv`` in a session of its own: the process, its stdout and stderr read ends.
 
-    ``subprocess.Popen`` (vfork and exec, in C) rather than the loop's subprocess
-    machinery: uvloop's spawn costs about twice as much, and the pipes and the exit are
-    watched here with ``add_reader`` and a pidfd anyway.
+    vfork and exec, in C: ``os.posix_spawn`` in the server's own directory (it cannot
+    change directory before the exec), else ``subprocess.Popen``, whose Python costs a
+    run about 0.15 ms more; both far cheaper than the loop's subprocess machinery, and the
+    pipes and the exit are watched here with ``add_reader`` and a pidfd anyway.
     """
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
+        if cwd == os.getcwd():
+            stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                pid = os.posix_spawn(
+                    argv[0],
+                    argv,
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, stdin, 0),
+                        (os.POSIX_SPAWN_DUP2, out_w, 1),
+                        (os.POSIX_SPAWN_DUP2, err_w, 2),
+                    ],
+                    setsid=True,
+                    setsigmask=(),
+                    # Python ignores these; an ignored signal would stay ignored after exec.
+                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                )
+            finally:
+                os.close(stdin)
+            process: _Child | subprocess.Popen[bytes] = _Child(pid)
+        else:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -129,7 +165,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.P
     return process, out_r, err_r
 
 
-async def _exited(process: subprocess.Popen[bytes]) -> int:
+async def _exited(process: _Child | subprocess.Popen[bytes]) -> int:
     """Wait for ``process`` to exit (a pidfd on the loop); its return code."""
     if process.returncode is not None:
         return process.returncode  # reaped already: its pid may be another's by now
@@ -171,10 +207,16 @@ async def run(request: RunRequest, guard: RunGuard | None = None) -> RunResult:
     argv = [executable, *request.args]
     loop = asyncio.get_running_loop()
     started = time.monotonic()
-    process, out_fd, err_fd = _spawn(argv, cwd, env)
+    try:
+        process, out_fd, err_fd = _spawn(argv, cwd, env)
+    except OSError as exc:
+        # What the checks above cannot see: not a format the kernel runs (ENOEXEC), a
+        # missing interpreter on its #! line; or no descriptors left (a 503).
+        raise system.out_of_fds(exc) or BadRequest(
+            f"could not start {request.command!r}: {exc.strerror or exc}"
+        ) from None
     if guard is not None:
-        # Read while it is our unreaped child: its pid cannot name another process yet.
-        guard.guard_run(process.pid, process_start_ticks(process.pid))
+        guard.guard_run(process.pid)
     out = _Collector(out_fd, request.max_output_bytes, loop)
     err = _Collector(err_fd, request.max_output_bytes, loop)
     readers = asyncio.gather(out.done, err.done)

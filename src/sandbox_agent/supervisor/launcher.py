@@ -116,10 +116,12 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
 class RunGuard:
     """The server's one-shot runs that still run, as it names them on a pipe.
 
-    The server writes ``+<pid> <start ticks>`` when a run starts and ``-<pid>`` once it has
-    reaped it, each line one atomic pipe write. A run is a session and process group of its
-    own, led by its pid; the start ticks, read while it was the server's unreaped child,
-    tell it from a later process that got the same pid.
+    The server writes ``+<pid>`` when a run starts and ``-<pid>`` as soon as it has reaped
+    it, each line one atomic pipe write. A run is a session and process group of its own,
+    led by its pid. Its start time, read here as the line comes, tells it from a later
+    process that got the same pid: that pid could only be reused after the reaping, and so
+    after ``-<pid>`` was written, which this reads before it could act on the wrong one.
+    (The server does not read the start time itself: it waits while the run execs.)
     """
 
     def __init__(self, fd: int) -> None:
@@ -140,8 +142,10 @@ class RunGuard:
         for line in lines:
             try:
                 if line.startswith(b"+"):
-                    pid, ticks = line[1:].split()
-                    self.runs[int(pid)] = int(ticks)
+                    pid = int(line[1:])
+                    ticks = process_start_ticks(pid)
+                    if ticks is not None:  # None: gone already
+                        self.runs[pid] = ticks
                 elif line.startswith(b"-"):
                     self.runs.pop(int(line[1:]), None)
             except ValueError:
