@@ -39,7 +39,8 @@ def ours_memory(
     with OurServer(ctx.scratch, python, env) as server:
         server.start(TRUE)  # the first spawn's imports and the launcher are part of idle
         time.sleep(ctx.sizes.settle)
-        idle = h.pss_mb({server.pid} | server.launcher_pids())
+        # Everything it runs: the launcher and its spare supervisor (a grandchild) too.
+        idle = h.pss_mb({server.pid, *h.descendants(server.pid)})
         _ours_fleet(server, count)
         time.sleep(ctx.sizes.settle)
         parts = server.overhead_pids()
