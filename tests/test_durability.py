@@ -135,6 +135,28 @@ def test_kill_works_after_a_crash(server: Server) -> None:
         assert wait_exited(client, process["id"])["status"] == "killed"
 
 
+def test_a_restart_removes_only_the_state_writes_of_dead_writers(server: Server) -> None:
+    """A state write cut short leaves ``state.json.<pid>.tmp``; a restarted server removes
+    those, but not the one of a live supervisor, which may be writing it at that moment
+    (its rename would fail, and its exit go to the exit record instead)."""
+    with server.client() as client:
+        process = start(client, {"command": "sleep", "args": ["600"]})
+    directory = server.data_dir / "processes" / process["id"]
+    supervisor = supervisor_of(server, process["id"])
+    server.stop()
+    writing = directory / f"state.json.{supervisor}.tmp"
+    writing.write_text("{")
+    dead = directory / "state.json.999999999.tmp"
+    dead.write_text("{")
+    server.start()
+    assert writing.exists()
+    assert not dead.exists()
+    writing.unlink()  # as the supervisor's own next write would replace it
+    with server.client() as client:
+        client.post(f"/v1/process/{process['id']}/kill")
+        assert wait_exited(client, process["id"])["status"] == "killed"
+
+
 def supervisor_of(server: Server, process_id: str) -> int:
     state = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
     return int(state["supervisorPid"])

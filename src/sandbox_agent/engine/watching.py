@@ -42,6 +42,21 @@ logger = logging.getLogger("sandbox_agent.engine")
 _REAP_INTERVAL = 1.0
 
 
+def _remove_leftovers(directory: str, state: dict[str, Any] | None) -> None:
+    """Remove the temporary files of state writes cut short (``state.json.<pid>.tmp``),
+    but not the one of the record's supervisor while it lives: it may be writing it now."""
+    live = None
+    if (
+        state is not None
+        and state.get("supervisorStart") is not None
+        and process_start_ticks(state.get("supervisorPid") or 0) == state["supervisorStart"]
+    ):
+        live = f"{STATE_FILE}.{state['supervisorPid']}.tmp"
+    for leftover in Path(directory).glob(f"{STATE_FILE}.*.tmp"):
+        if leftover.name != live:
+            leftover.unlink(missing_ok=True)
+
+
 class SupervisorWatching(ManagerState):
     """The manager's watch over supervisors and records (see ``ProcessManager``)."""
 
@@ -60,15 +75,15 @@ class SupervisorWatching(ManagerState):
         for entry in os.scandir(self.processes_dir):
             if not ID_PATTERN.fullmatch(entry.name) or not entry.is_dir():
                 continue
-            for leftover in Path(entry.path).glob(f"{STATE_FILE}.*.tmp"):
-                leftover.unlink(missing_ok=True)
             try:
                 state, unsaved = read_state_with_exit(entry.path)
             except FileNotFoundError:
+                _remove_leftovers(entry.path, None)
                 continue  # a spawn that never started: nothing to show
             except (OSError, ValueError) as exc:
                 logger.error("skipping %s: unusable state record (%s)", entry.path, exc)
                 continue
+            _remove_leftovers(entry.path, state)
             if state["id"] != entry.name:
                 # Keyed by its directory: a record copied or edited into another one's
                 # place must not speak for that process (or signal its pid).
