@@ -87,6 +87,23 @@ def test_corrupt_or_foreign_state_records_are_skipped_not_fatal(server_factory: 
     assert os.path.isdir(processes / good["id"])
 
 
+def test_commands_get_no_descriptor_of_ours(server: Server) -> None:
+    """A started process and a run see their stdin, stdout and stderr only: no socket,
+    pipe or log of the server, the launcher or the supervisor leaks into them."""
+    code = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+    expected = "[0, 1, 2, 3]\n"  # 3: the directory listdir reads
+    with server.client() as client:
+        process = start(client, py(code))
+        wait_exited(client, process["id"])
+        assert (
+            client.get(f"/v1/process/{process['id']}/logs", params={"stream": "stdout"})
+            .json()["content"]
+            .endswith(expected)
+        )
+        run = client.post("/v1/processes/run", json=py(code)).json()
+        assert run["stdout"] == expected
+
+
 def test_last_event_id_must_be_ascii_digits_of_sane_length(server: Server) -> None:
     with server.client() as client:
         process = start(client, py("print('x')"))

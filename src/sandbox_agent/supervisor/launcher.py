@@ -78,6 +78,8 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
     # calls on it spare the launcher (and every supervisor) the socket module.
     sock = fd
     os.set_inheritable(sock, False)
+    if runs_fd >= 0:
+        os.set_inheritable(runs_fd, False)  # no command a supervisor starts gets it
     notify_r, _notify_w = os.pipe2(os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -85,7 +87,7 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
     _warm_up()
     gc.collect()
     gc.freeze()
-    spare = _fork_spare(sock, notify_r)
+    spare = _fork_spare(sock, notify_r, runs_fd)
     runs = RunGuard(runs_fd)
     poller = select.poll()
     poller.register(notify_r, select.POLLIN)
@@ -110,7 +112,7 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
                 pass  # reaped already by the SIGCHLD handler
             return
         if _TAKEN in news or spare in _dead:
-            spare = _fork_spare(sock, notify_r)
+            spare = _fork_spare(sock, notify_r, runs_fd)
 
 
 class RunGuard:
@@ -163,10 +165,12 @@ class RunGuard:
         self.runs.clear()
 
 
-def _fork_spare(sock: int, notify_r: int) -> int:
+def _fork_spare(sock: int, notify_r: int, runs_fd: int) -> int:
     _dead.clear()
     pid = os.fork()
     if pid == 0:
+        if runs_fd >= 0:
+            os.close(runs_fd)  # the launcher's alone
         _spare(sock, notify_r)
     return pid
 
