@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, py, start, wait_exited
+from conftest import Server, py, start, wait_exited, wait_for
+from sandbox_agent.supervisor.ondisk import KILL_SIGNAL_REQUEST, STOP_SIGNAL_REQUEST
 
 
 def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
@@ -102,6 +103,24 @@ def test_commands_get_no_descriptor_of_ours(server: Server) -> None:
         )
         run = client.post("/v1/processes/run", json=py(code)).json()
         assert run["stdout"] == expected
+
+
+def test_a_request_signal_to_the_spare_does_not_reach_the_next_command(server: Server) -> None:
+    """The spare supervisor takes stop and kill requests before it has a command (so that
+    none is lost once it has one); one sent to it before, which can only be meant for some
+    earlier process with its pid, must not stop the command it then starts."""
+    spares = [pid for pid in server.own_pids() if Path(f"/proc/{pid}/comm").read_text().strip() == "sa-spare"]
+    assert len(spares) == 1
+    os.kill(spares[0], STOP_SIGNAL_REQUEST)
+    os.kill(spares[0], KILL_SIGNAL_REQUEST)
+    with server.client() as client:
+        process = start(client, py("import time\nprint('up', flush=True)\ntime.sleep(600)"))
+        wait_for(lambda: "up" in client.get(f"/v1/process/{process['id']}/logs").json()["content"], 10, "up")
+        # A stop or kill acted on would end it at once; it is still running half a second on.
+        after = client.get(f"/v1/processes/{process['id']}", params={"waitMs": 500}).json()
+        assert after["status"] == "running"
+        client.post(f"/v1/process/{process['id']}/kill")
+        wait_exited(client, process["id"])
 
 
 def test_last_event_id_must_be_ascii_digits_of_sane_length(server: Server) -> None:

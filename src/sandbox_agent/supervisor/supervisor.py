@@ -150,6 +150,9 @@ class Supervisor:
         self.max_restarts: int | None = restart.get("maxRestarts")
         self.backoff = int(restart.get("backoffMs") or DEFAULT_BACKOFF_MS) / 1000
         self.reset_after = float(request.get("restartResetAfter", RESTART_RESET_AFTER))
+        # Requests are for the command: none can be meant for it before it is started
+        # (the spare's pid could only have been signalled as some earlier process's).
+        self.stop_requested = self.kill_requested = self.restart_requested = False
         # A stop from now on stops the command (a spare simply ends on SIGTERM).
         _set_handler(_SIGTERM, self._on_stop)
 
