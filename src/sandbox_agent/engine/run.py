@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._exceptions import BadRequest
+from ..supervisor.ondisk import spawn_in_session
 from . import system, validate
 
 _READ_SIZE = 64 * 1024
@@ -128,19 +129,11 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | sub
         if cwd == os.getcwd():
             stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                pid = os.posix_spawn(
+                pid = spawn_in_session(
                     argv[0],
                     argv,
                     env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, stdin, 0),
-                        (os.POSIX_SPAWN_DUP2, out_w, 1),
-                        (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    ],
-                    setsid=True,
-                    setsigmask=(),
-                    # Python ignores these; an ignored signal would stay ignored after exec.
-                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+                    [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
                 )
             finally:
                 os.close(stdin)

@@ -16,7 +16,8 @@ A tty process's output also reaches stdout.log and combined.log as stdout lines.
 
 ``<ts>`` is UTC, RFC 3339, exactly millisecond precision: ``2026-01-30T12:32:45.123Z``.
 The server asks a supervisor to stop with ``STOP_SIGNAL_REQUEST`` and to kill with
-``KILL_SIGNAL_REQUEST``; everything else goes through these files.
+``KILL_SIGNAL_REQUEST``; everything else goes through these files. A command is started
+the same way by a supervisor and, for a one-shot run, by the engine (``spawn_in_session``).
 """
 
 from __future__ import annotations
@@ -383,6 +384,25 @@ def boot_id() -> str:
     if _boot_id is None:
         _boot_id = (read_small("/proc/sys/kernel/random/boot_id") or b"").decode().strip()
     return _boot_id
+
+
+#: Python ignores these; a signal ignored at exec stays ignored in the new program.
+_SIGNALS_TO_RESET = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
+
+
+def spawn_in_session(executable: str, argv: list[str], env: dict[str, str], file_actions: list[Any]) -> int:
+    """Start a command as every command is started (by a supervisor, or as a run): in a
+    session and process group of its own, no signal blocked, every signal at its default;
+    vfork and exec (``posix_spawn``), so little runs in the forked process. Its pid."""
+    return os.posix_spawn(
+        executable,
+        argv,
+        env,
+        file_actions=file_actions,
+        setsid=True,
+        setsigmask=(),
+        setsigdef=_SIGNALS_TO_RESET,
+    )
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -54,6 +54,7 @@ from .ondisk import (
     make_exit_record,
     process_start_ticks,
     read_small,
+    spawn_in_session,
     write_json_atomic,
 )
 from .rotation import Generations
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
 # enums: what a supervisor calls after the fork should touch as few objects as it can,
 # since each page it touches is copied (this is most of a supervisor's memory).
 _SIGTERM, _SIGKILL, _SIGCHLD = int(signal.SIGTERM), int(signal.SIGKILL), int(signal.SIGCHLD)
-_SIGHUP, _SIGINT, _SIGPIPE, _SIGXFSZ = int(signal.SIGHUP), int(signal.SIGINT), int(signal.SIGPIPE), int(signal.SIGXFSZ)
+_SIGHUP, _SIGINT = int(signal.SIGHUP), int(signal.SIGINT)
 _STOP, _KILL, _RESTART = int(STOP_SIGNAL_REQUEST), int(KILL_SIGNAL_REQUEST), int(RESTART_SIGNAL_REQUEST)
 _SIG_DFL = int(signal.SIG_DFL)
 _set_handler = _signal.signal
@@ -183,19 +184,15 @@ class Supervisor:
             # posix_spawn (vfork and exec) rather than subprocess: far less Python runs
             # in the forked supervisor, so far fewer shared pages get copied.
             os.chdir(req["cwd"])
-            pid = os.posix_spawn(
+            pid = spawn_in_session(
                 req["executable"],
                 [req["command"], *req["args"]],
                 req["env"],
-                file_actions=[
+                [
                     (os.POSIX_SPAWN_DUP2, stdin, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
                     (os.POSIX_SPAWN_DUP2, err_w, 2),
                 ],
-                setsid=True,
-                setsigmask=(),
-                # Python ignores these; an ignored signal would stay ignored after exec.
-                setsigdef=(_SIGPIPE, _SIGXFSZ),
             )
         except BaseException:
             os.close(out_r)
@@ -250,20 +247,17 @@ class Supervisor:
         self.input_fd = master
         self.pty = PtyRecorder(self.dir, self.max_log_bytes, self._record_log if self.max_log_bytes else None)
         os.chdir(req["cwd"])
-        pid = os.posix_spawn(
+        pid = spawn_in_session(
             req["executable"],
             [req["command"], *req["args"]],
             req["env"],
-            file_actions=[
+            [
                 # Opened after setsid and without O_NOCTTY: it becomes the session's
                 # controlling terminal, so ^C reaches the foreground job.
                 (os.POSIX_SPAWN_OPEN, 0, slave_path, os.O_RDWR, 0),
                 (os.POSIX_SPAWN_DUP2, 0, 1),
                 (os.POSIX_SPAWN_DUP2, 0, 2),
             ],
-            setsid=True,
-            setsigmask=(),
-            setsigdef=(_SIGPIPE, _SIGXFSZ),
         )
         self.combined = CombinedWriter(self.logs["combined"])
         self.streams = {master: Stream("stdout", master, self.logs["stdout"], self.combined)}
