@@ -112,25 +112,28 @@ print(json.dumps(sorted(name for name in sys.modules if name != "__main__")))
     assert "typing" not in loaded  # a large import in a process that must stay small
 
 
-def test_the_client_loads_neither_the_server_nor_pydantic() -> None:
-    code = (
-        "import sys, sandbox_agent; sandbox_agent.Client; sandbox_agent.AsyncClient; sandbox_agent.Process; "
-        "import sandbox_agent.cli; "
-        "print(sorted(m for m in ('fastapi', 'starlette', 'pydantic', 'uvicorn') if m in sys.modules))"
-    )
+def _loaded_after(statements: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after ``statements``."""
+    code = f"import json, sys; {statements}; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    loaded: list[str] = json.loads(out)
+    return loaded
+
+
+def test_the_client_loads_neither_the_server_nor_pydantic() -> None:
+    statements = (
+        "import sandbox_agent; sandbox_agent.Client; sandbox_agent.AsyncClient; sandbox_agent.Process; "
+        "import sandbox_agent.cli"
+    )
+    assert _loaded_after(statements, ("fastapi", "starlette", "pydantic", "uvicorn")) == []
 
 
 def test_the_server_loads_neither_the_client_nor_its_models() -> None:
     # What `sandbox-agent server` imports stays in its memory for as long as it runs.
-    code = (
-        "import sys; from sandbox_agent.cli import build_parser; "
-        "build_parser().parse_args(['server']); import sandbox_agent.server; "
-        "print(sorted(m for m in ('sandbox_agent.client', 'sandbox_agent.models', 'httpx') if m in sys.modules))"
+    statements = (
+        "from sandbox_agent.cli import build_parser; build_parser().parse_args(['server']); import sandbox_agent.server"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _loaded_after(statements, ("sandbox_agent.client", "sandbox_agent.models", "httpx")) == []
 
 
 def test_the_base_install_needs_httpx_and_websockets_alone() -> None:
