@@ -109,10 +109,22 @@ def test_a_request_signal_to_the_spare_does_not_reach_the_next_command(server: S
     """The spare supervisor takes stop and kill requests before it has a command (so that
     none is lost once it has one); one sent to it before, which can only be meant for some
     earlier process with its pid, must not stop the command it then starts."""
-    spares = [pid for pid in server.own_pids() if Path(f"/proc/{pid}/comm").read_text().strip() == "sa-spare"]
-    assert len(spares) == 1
-    os.kill(spares[0], STOP_SIGNAL_REQUEST)
-    os.kill(spares[0], KILL_SIGNAL_REQUEST)
+
+    def spares() -> list[int]:
+        found = []
+        for pid in server.own_pids():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sa-spare":
+                    found.append(pid)
+            except OSError:
+                pass  # gone between the listing and the read
+        return found
+
+    # The launcher forks the spare after the server answers; it takes its name once ready.
+    wait_for(lambda: len(spares()) == 1, 10, "the spare supervisor")
+    [spare] = spares()
+    os.kill(spare, STOP_SIGNAL_REQUEST)
+    os.kill(spare, KILL_SIGNAL_REQUEST)
     with server.client() as client:
         process = start(client, py("import time\nprint('up', flush=True)\ntime.sleep(600)"))
         wait_for(lambda: "up" in client.get(f"/v1/process/{process['id']}/logs").json()["content"], 10, "up")

@@ -187,9 +187,10 @@ def _spare(sock: int, notify_r: int) -> None:
     request read; never returns."""
     try:
         os.close(notify_r)
-        set_name(SPARE_NAME)
         become_supervisor()
         supervisor = Supervisor()
+        # Named only now, with its request handlers in place: the name says it is ready.
+        set_name(SPARE_NAME)
         while True:
             try:
                 data = os.read(sock, LAUNCHER_MAX_MESSAGE)
