@@ -40,6 +40,31 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
+def _open_files_of(path: Path) -> list[str]:
+    """The targets of this process's descriptors that are ``path`` (or were, if removed)."""
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        if str(target).startswith(str(path)):
+            found.append(str(target))
+    return found
+
+
+def test_the_replaced_record_is_freed_after_the_rename_in_both_ways(tmp_path: Path) -> None:
+    """The old file is held open across the rename and then closed, here or in a thread
+    (``aside``): either way the new one is in place, nothing else is left, and no
+    descriptor of the old one stays open."""
+    path = tmp_path / "state.json"
+    for i, aside in enumerate((False, True, True, False, True)):
+        write_json_atomic(str(path), {"i": i}, sync=False, aside=aside)
+        assert json.loads(path.read_text()) == {"i": i}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    wait_for(lambda: not _open_files_of(path), 10, "the replaced records' descriptors to be closed")
+
+
 def test_a_writer_killed_at_any_instant_leaves_a_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     rng = random.Random(7)

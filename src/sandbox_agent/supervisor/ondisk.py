@@ -22,6 +22,7 @@ the same way by a supervisor and, for a one-shot run, by the engine (``spawn_in_
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
@@ -264,13 +265,18 @@ def format_timestamp(now: float) -> str:
 encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def write_json_atomic(path: str, data: dict[str, Any], *, sync: bool = True) -> None:
+def write_json_atomic(path: str, data: dict[str, Any], *, sync: bool = True, aside: bool = False) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
 
     ``sync``: the new file reaches the disk before it replaces the old one, so that a
     machine's crash also leaves one or the other (``False`` for a record of what is not
     synced either, such as a log's rotation: any crash of a process still leaves one or
-    the other)."""
+    the other).
+
+    The old file is held open across the rename and freed after it, by the close: on a
+    filesystem mounted with ``discard`` freeing blocks waits for the device, tens of
+    milliseconds while it writes logs back, and the new record is out before that.
+    ``aside``: freed in a thread of its own, so that the caller does not wait at all."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -283,7 +289,18 @@ def write_json_atomic(path: str, data: dict[str, Any], *, sync: bool = True) -> 
                 os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
+        try:
+            old = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            old = -1  # none yet, or no descriptor to spare: the rename frees it
+        try:
+            os.rename(tmp, path)
+        finally:
+            if old >= 0:
+                if aside:
+                    close_aside(old)
+                else:
+                    os.close(old)
     except BaseException:
         # A full disk leaves a partial temporary file: not one more for every attempt.
         try:
@@ -291,6 +308,15 @@ def write_json_atomic(path: str, data: dict[str, Any], *, sync: bool = True) -> 
         except OSError:
             pass
         raise
+
+
+def close_aside(fd: int) -> None:
+    """Close ``fd`` in a thread of its own (here if no thread can be started): the last
+    close of a file already replaced or removed frees it, which can take long."""
+    try:
+        _thread.start_new_thread(os.close, (fd,))
+    except RuntimeError:
+        os.close(fd)
 
 
 def make_exit_record(directory: str) -> None:

@@ -23,10 +23,9 @@ record of the previous one is on disk, so a reader never has two unrecorded step
 
 from __future__ import annotations
 
-import _thread
 import os
 
-from .ondisk import ROTATED_SUFFIX
+from .ondisk import ROTATED_SUFFIX, close_aside
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,14 +44,6 @@ def count_newlines(path: str) -> int:
             count += chunk.count(b"\n")
         return count
     finally:
-        os.close(fd)
-
-
-def _close_aside(fd: int) -> None:
-    """Close ``fd`` in a thread of its own (here if no thread can be started)."""
-    try:
-        _thread.start_new_thread(os.close, (fd,))
-    except RuntimeError:
         os.close(fd)
 
 
@@ -126,7 +117,7 @@ class Generations:
             return -1
         finally:
             if dropped >= 0:
-                _close_aside(dropped)
+                close_aside(dropped)
         prev: dict[str, Any] = {"ino": os.fstat(fd).st_ino, "base": self.base, **self.extra}
         if self.count_lines:
             prev["lines"] = self.lines

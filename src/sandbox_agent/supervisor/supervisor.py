@@ -229,8 +229,9 @@ class Supervisor:
             self.state.setdefault("logs", {})[name] = info
             try:
                 # Not synced: the logs it describes are not (a sync would wait behind
-                # their writeback, while the command's output waits for us).
-                write_json_atomic(self.state_path, self.state, sync=False)
+                # their writeback, while the command's output waits for us). The record
+                # replaced is freed aside, for the same reason.
+                write_json_atomic(self.state_path, self.state, sync=False, aside=True)
             except OSError:
                 return False
             return True
