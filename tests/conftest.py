@@ -157,7 +157,7 @@ class Server:
         return self.start()
 
     def own_pids(self) -> set[int]:
-        """The server, its launcher and the launcher's spare supervisor (named sa-spare):
+        """The server, its launcher and the launcher's spare supervisors (named sa-spare):
         the only marked processes allowed to stay."""
         if self.proc is None:
             return set()

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from conftest import Server, py, start, wait_exited, wait_for
+from sandbox_agent.supervisor.launcher import SPARES
 from sandbox_agent.supervisor.ondisk import KILL_SIGNAL_REQUEST, STOP_SIGNAL_REQUEST
 
 
@@ -105,7 +106,7 @@ def test_commands_get_no_descriptor_of_ours(server: Server) -> None:
         assert run["stdout"] == expected
 
 
-def test_a_request_signal_to_the_spare_does_not_reach_the_next_command(server: Server) -> None:
+def test_a_request_signal_to_a_spare_does_not_reach_the_next_command(server: Server) -> None:
     """The spare supervisor takes stop and kill requests before it has a command (so that
     none is lost once it has one); one sent to it before, which can only be meant for some
     earlier process with its pid, must not stop the command it then starts."""
@@ -120,11 +121,11 @@ def test_a_request_signal_to_the_spare_does_not_reach_the_next_command(server: S
                 pass  # gone between the listing and the read
         return found
 
-    # The launcher forks the spare after the server answers; it takes its name once ready.
-    wait_for(lambda: len(spares()) == 1, 10, "the spare supervisor")
-    [spare] = spares()
-    os.kill(spare, STOP_SIGNAL_REQUEST)
-    os.kill(spare, KILL_SIGNAL_REQUEST)
+    # The launcher forks the spares after the server answers; each takes its name once ready.
+    wait_for(lambda: len(spares()) == SPARES, 10, "the spare supervisors")
+    for spare in spares():
+        os.kill(spare, STOP_SIGNAL_REQUEST)
+        os.kill(spare, KILL_SIGNAL_REQUEST)
     with server.client() as client:
         process = start(client, py("import time\nprint('up', flush=True)\ntime.sleep(600)"))
         wait_for(lambda: "up" in client.get(f"/v1/process/{process['id']}/logs").json()["content"], 10, "up")

@@ -1,14 +1,15 @@
-"""The launcher: a warm interpreter that keeps one supervisor forked in advance.
+"""The launcher: a warm interpreter that keeps supervisors forked in advance.
 
 Started by the server (``engine.launcher``) as ``python -I -S <this folder> <fd>``, it
-imports what a supervisor needs once, freezes the heap, and forks a *spare*: a
-supervisor-to-be that has already set itself up (session, subreaper, signals) and waits
-on the server's socket. The spare that reads a spawn request tells the launcher it was
-taken and becomes that process's supervisor, while the launcher forks the next spare. So
-the fork and the first copy-on-write faults happen before a request, not while a caller
-waits, and every supervisor shares the interpreter's pages copy-on-write. The launcher
-exits when a spare reads the end of the server's socket; the supervisors carry on in
-sessions of their own.
+imports what a supervisor needs once, freezes the heap, and forks ``SPARES`` *spares*:
+supervisors-to-be that have already set themselves up (session, subreaper, signals) and
+wait on the server's socket. The spare that reads a spawn request tells the launcher it
+was taken and becomes that process's supervisor; the launcher forks its replacement a
+little later, while the other spare serves the next request. So the fork and the first
+copy-on-write faults happen neither while a caller waits nor beside the start that is
+under way, and every supervisor shares the interpreter's pages copy-on-write. The
+launcher exits when the spares read the end of the server's socket; the supervisors
+carry on in sessions of their own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,15 @@ from .capture import CombinedWriter, LogFile, Stream
 from .ondisk import LAUNCHER_MAX_MESSAGE, Clock, boot_id, encode_json, process_start_ticks
 from .supervisor import SPARE_NAME, Supervisor, become_supervisor, prepare, reply, set_name, supervise
 
-#: What a spare tells the launcher on its pipe, and what the SIGCHLD handler adds.
+#: What a spare tells the launcher on its pipe (its pid, then ``_TAKEN``; or ``_END``),
+#: and what the SIGCHLD handler adds.
 _TAKEN, _END, _DIED = b"t", b"e", b"d"
+#: Spares kept waiting. The launcher replaces one that was taken ``REFILL_DELAY`` seconds
+#: later, so that the fork and the new spare's first copy-on-write faults do not take a
+#: core from the start that took it (measured: a tenth off start-to-exit); at once only
+#: when none is left, as a request may be waiting.
+SPARES = 2
+REFILL_DELAY = 0.01
 #: Children reaped since the last spare was forked, and the pipe the handler wakes the loop on.
 _dead: set[int] = set()
 _notify_w = -1
@@ -87,32 +95,47 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
     _warm_up()
     gc.collect()
     gc.freeze()
-    spare = _fork_spare(sock, notify_r, runs_fd)
+    spares = {_fork_spare(sock, notify_r, runs_fd) for _ in range(SPARES)}
+    refill_at: float | None = None
     runs = RunGuard(runs_fd)
     poller = select.poll()
     poller.register(notify_r, select.POLLIN)
     if runs_fd >= 0:
         poller.register(runs_fd, select.POLLIN)
     while True:
-        ready = [fd for fd, _mask in poller.poll()]
+        timeout = None if refill_at is None else max(0, int((refill_at - time.monotonic()) * 1000) + 1)
+        ready = [fd for fd, _mask in poller.poll(timeout)]
         if runs_fd in ready and not runs.read():
             # The server is gone (its end of the pipe closed with it).
             poller.unregister(runs_fd)
             runs.kill_all()
-        if notify_r not in ready:
-            continue
-        news = os.read(notify_r, 64)
-        if not news or _END in news:
-            runs.kill_all()
-            # The spare that read the end exits at once: wait for it, so that nothing
-            # of ours outlives the launcher unreaped.
-            try:
-                os.waitpid(spare, 0)
-            except ChildProcessError:
-                pass  # reaped already by the SIGCHLD handler
-            return
-        if _TAKEN in news or spare in _dead:
-            spare = _fork_spare(sock, notify_r, runs_fd)
+        if notify_r in ready:
+            news = os.read(notify_r, 4096)
+            if not news or _END in news:
+                runs.kill_all()
+                # The spares that read the end exit at once: wait for them, so that
+                # nothing of ours outlives the launcher unreaped.
+                for spare in spares:
+                    try:
+                        os.waitpid(spare, 0)
+                    except ChildProcessError:
+                        pass  # reaped already by the SIGCHLD handler
+                return
+            spares.difference_update(int(pid) for pid in news.replace(_DIED, b"").split(_TAKEN) if pid)
+        dead = set(_dead)
+        _dead.difference_update(dead)
+        spares -= dead
+        if not spares:
+            # None left: a request may be waiting for one.
+            spares.add(_fork_spare(sock, notify_r, runs_fd))
+        if len(spares) >= SPARES:
+            refill_at = None
+        elif refill_at is None:
+            refill_at = time.monotonic() + REFILL_DELAY
+        elif time.monotonic() >= refill_at:
+            while len(spares) < SPARES:
+                spares.add(_fork_spare(sock, notify_r, runs_fd))
+            refill_at = None
 
 
 class RunGuard:
@@ -166,7 +189,6 @@ class RunGuard:
 
 
 def _fork_spare(sock: int, notify_r: int, runs_fd: int) -> int:
-    _dead.clear()
     pid = os.fork()
     if pid == 0:
         if runs_fd >= 0:
@@ -176,9 +198,8 @@ def _fork_spare(sock: int, notify_r: int, runs_fd: int) -> int:
 
 
 def _taken() -> None:
-    """Tell the launcher to fork the next spare (at once: forking it while this one
-    starts its command costs a start less than forking it after)."""
-    os.write(_notify_w, _TAKEN)
+    """Tell the launcher this spare was taken (and so is one short)."""
+    os.write(_notify_w, b"%d%s" % (os.getpid(), _TAKEN))
     os.close(_notify_w)
 
 
