@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, py, start, wait_exited, wait_log
+from conftest import Server, py, start, wait_exited, wait_for, wait_log
 
 
 def both(client: httpx.Client, path: str) -> tuple[httpx.Response, httpx.Response]:
@@ -46,15 +46,72 @@ def test_a_process_reads_the_same_through_the_fast_lane(checked_shared_server: S
         assert_same(client, f"/v1/processes/{running['id']}")
 
 
-def test_the_fast_lane_is_behind_the_token(server_factory: Callable[..., Server]) -> None:
+#: What the lane answers itself, each a request it would take: (method, path, body).
+_LANE_REQUESTS = [
+    ("POST", "/v1/process", {"command": "touch", "args": ["MARK"]}),
+    ("POST", "/v1/processes", {"command": "touch", "args": ["MARK"]}),
+    ("POST", "/v1/processes/run", {"command": "touch", "args": ["MARK"]}),
+    ("GET", "/v1/process/ID", None),
+    ("GET", "/v1/processes/ID", None),
+]
+
+
+def _lane_request(
+    server: Server, method: str, path: str, body: Any, mark: Path, process_id: str, **headers: str
+) -> httpx.Response:
+    if body is not None:
+        body = {**body, "args": [str(mark)]}
+    return httpx.request(method, f"{server.url}{path.replace('ID', process_id)}", json=body, headers=headers)
+
+
+def test_the_fast_lane_is_behind_the_token(server_factory: Callable[..., Server], tmp_path: Path) -> None:
+    """The lane is in front of the whole stack: it must refuse what the token check refuses
+    (the stack's 401 answers it), for every request it takes, and start nothing."""
     server = server_factory(token="s3cret")
     with server.client() as client:
         process = start(client, py("pass"))
-    bare = httpx.get(f"{server.url}/v1/processes/{process['id']}")
-    assert bare.status_code == 401
-    assert bare.headers["content-type"] == "application/problem+json"
-    wrong = httpx.get(f"{server.url}/v1/process/{process['id']}", headers={"Authorization": "Bearer nope"})
-    assert wrong.status_code == 401
+        wait_exited(client, process["id"])
+    refused_mark = tmp_path / "refused-ran"
+    for i, (method, path, body) in enumerate(_LANE_REQUESTS):
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic s3cret"}):
+            refused = _lane_request(server, method, path, body, refused_mark, process["id"], **headers)
+            assert refused.status_code == 401, (method, path, headers, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.headers["www-authenticate"] == 'Bearer realm="sandbox-agent"'
+        allowed_mark = tmp_path / f"allowed-{i}"
+        allowed = _lane_request(server, method, path, body, allowed_mark, process["id"], Authorization="Bearer s3cret")
+        assert allowed.status_code in (200, 201), (method, path, allowed.text)
+        if body is not None:
+            # The allowed start has run by now: a refused one would have too.
+            wait_for(allowed_mark.exists, 10, f"{path} with the token to run")
+    with server.client() as client:
+        for p in client.get("/v1/processes").json()["processes"]:
+            wait_exited(client, p["id"])
+    assert not refused_mark.exists()
+
+
+def test_the_fast_lane_is_behind_the_browser_guard(server: Server, tmp_path: Path) -> None:
+    """Without a token, a rebinding name is refused with or without an Origin (a same-origin
+    GET carries none), and a foreign Origin is refused: by the stack, for every request
+    the lane takes, with nothing started."""
+    with server.client() as client:
+        process = start(client, py("pass"))
+        wait_exited(client, process["id"])
+        before = client.get("/v1/processes").json()["processes"]
+    mark = tmp_path / "ran"
+    rebound = f"evil.test:{server.port}"
+    for method, path, body in _LANE_REQUESTS:
+        for headers in (
+            {"Host": rebound},
+            {"Host": rebound, "Origin": f"http://{rebound}"},
+            {"Origin": "http://evil.test"},
+        ):
+            refused = _lane_request(server, method, path, body, mark, process["id"], **headers)
+            assert refused.status_code == 403, (method, path, headers, refused.text)
+            assert refused.headers["content-type"] == "application/problem+json"
+    assert not mark.exists()
+    with server.client() as client:
+        assert client.get("/v1/processes").json()["processes"] == before
 
 
 def _comparable(process: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from starlette.types import Scope
 from .._version import __version__
 from ..engine import ProcessManager
 from . import openapi, problems
-from .auth import BrowserGuard, TokenAuth
+from .auth import Bearer, BrowserGuard, BrowserPolicy, TokenAuth
 from .events import router as events_router
 from .fastlane import FastLane
 from .limits import MAX_BODY_BYTES, BodyLimit
@@ -54,8 +54,9 @@ def create_app(
     cors_origins: list[str] | None = None,
     loopback_only: bool = True,
     manage_lifecycle: bool = True,
-) -> FastAPI:
-    """The API over ``manager``; starts and closes it unless ``manage_lifecycle`` is off.
+) -> FastLane:
+    """The API over ``manager``, an ASGI application: the fast lane in front of the FastAPI
+    application (its ``app``). Starts and closes ``manager`` unless ``manage_lifecycle`` is off.
 
     ``loopback_only``: the server listens on loopback only, so without a token it
     answers only to loopback host names (see ``BrowserGuard``).
@@ -97,14 +98,11 @@ def create_app(
         return RedirectResponse("/ui/")
 
     app.mount("/ui", _UIFiles(directory=UI_DIR, html=True), name="ui")
-    # Innermost of ours: it answers only what the token, the body limit and the browser
-    # guard let through.
-    app.add_middleware(FastLane)
-    app.add_middleware(TokenAuth, token=token)
+    bearer = Bearer(token)
+    policy = BrowserPolicy(allowed_origins=list(cors_origins or []), check_host=token is None and loopback_only)
+    app.add_middleware(TokenAuth, bearer=bearer)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
-    app.add_middleware(
-        BrowserGuard, allowed_origins=list(cors_origins or []), check_host=token is None and loopback_only
-    )
+    app.add_middleware(BrowserGuard, policy=policy)
     if cors_origins:
         # Added last, so outermost: a 401 still carries the CORS headers a browser needs.
         app.add_middleware(
@@ -114,4 +112,4 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["Content-Type"],
         )
-    return app
+    return FastLane(app, manager, bearer, policy)

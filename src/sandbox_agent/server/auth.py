@@ -21,37 +21,25 @@ _OPEN_PATHS = frozenset({"/v1/health"})
 _QUERY_TOKEN_PATH = re.compile(r"/v1/processes/[^/]+/terminal/ws")
 
 
-class TokenAuth:
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
+class Bearer:
+    """The token check: which requests need the token, and whether one offers it."""
+
+    def __init__(self, token: str | None) -> None:
         self.token = token.encode() if token else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] not in ("http", "websocket") or not self._guarded(scope):
-            await self.app(scope, receive, send)
-            return
-        if self._authorized(scope):
-            await self.app(scope, receive, send)
-            return
-        await _refuse(
-            scope,
-            send,
-            401,
-            "Unauthorized",
-            "this server needs a token: send the header 'Authorization: Bearer <token>' "
-            "(the value given to --token or SANDBOX_AGENT_TOKEN)",
-            [(b"www-authenticate", b'Bearer realm="sandbox-agent"')],
-        )
+    def refuses(self, scope: Scope) -> bool:
+        """The request needs the token and does not offer it."""
+        return self.token is not None and self.guarded(scope) and not self.authorized(scope)
 
     @staticmethod
-    def _guarded(scope: Scope) -> bool:
+    def guarded(scope: Scope) -> bool:
         path: str = scope["path"]
         if not path.startswith("/v1/") or path in _OPEN_PATHS:
             return False
         # CORS preflights carry no credentials by design.
         return not (scope["type"] == "http" and scope["method"] == "OPTIONS")
 
-    def _authorized(self, scope: Scope) -> bool:
+    def authorized(self, scope: Scope) -> bool:
         assert self.token is not None
         offered: list[bytes] = []
         for name, value in scope["headers"]:
@@ -73,8 +61,28 @@ class TokenAuth:
         return ok
 
 
-class BrowserGuard:
-    """Refuse what a hostile web page could send to a server on this machine.
+class TokenAuth:
+    def __init__(self, app: ASGIApp, bearer: Bearer) -> None:
+        self.app = app
+        self.bearer = bearer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.bearer.refuses(scope):
+            await self.app(scope, receive, send)
+            return
+        await _refuse(
+            scope,
+            send,
+            401,
+            "Unauthorized",
+            "this server needs a token: send the header 'Authorization: Bearer <token>' "
+            "(the value given to --token or SANDBOX_AGENT_TOKEN)",
+            [(b"www-authenticate", b'Bearer realm="sandbox-agent"')],
+        )
+
+
+class BrowserPolicy:
+    """What a hostile web page could send to a server on this machine, refused.
 
     A page on another site can make the browser send a "simple" cross-origin POST
     without any preflight, and a name that resolves to 127.0.0.1 (DNS rebinding) makes
@@ -86,22 +94,13 @@ class BrowserGuard:
       refused. (With a token, or with ``--no-token`` on purpose, any name may be used.)
     """
 
-    def __init__(self, app: ASGIApp, *, allowed_origins: list[str], check_host: bool) -> None:
-        self.app = app
+    def __init__(self, *, allowed_origins: list[str], check_host: bool) -> None:
         self.any_origin = "*" in allowed_origins
         self.allowed_origins = {origin.rstrip("/").lower() for origin in allowed_origins}
         self.check_host = check_host
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/v1/"):
-            headers = {name: value for name, value in scope["headers"] if name in (b"origin", b"host")}
-            problem = self._problem(headers.get(b"origin"), headers.get(b"host", b""))
-            if problem is not None:
-                await _refuse(scope, send, 403, "Forbidden", problem)
-                return
-        await self.app(scope, receive, send)
-
-    def _problem(self, origin: bytes | None, host: bytes) -> str | None:
+    def problem(self, origin: bytes | None, host: bytes) -> str | None:
+        """Why a request with these headers is refused; None if it is not."""
         host_text = host.decode("latin-1").lower()
         if self.check_host and not is_loopback(_hostname(host_text)):
             return (
@@ -117,6 +116,23 @@ class BrowserGuard:
             f"cross-origin request from {origin_text} refused; to let pages from it use the API, "
             f"start the server with --cors-allow-origin {origin_text}"
         )
+
+
+class BrowserGuard:
+    """``BrowserPolicy`` on ``/v1``, HTTP and WebSocket alike: a 403 for what it refuses."""
+
+    def __init__(self, app: ASGIApp, policy: BrowserPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/v1/"):
+            headers = {name: value for name, value in scope["headers"] if name in (b"origin", b"host")}
+            problem = self.policy.problem(headers.get(b"origin"), headers.get(b"host", b""))
+            if problem is not None:
+                await _refuse(scope, send, 403, "Forbidden", problem)
+                return
+        await self.app(scope, receive, send)
 
 
 def _hostname(host: str) -> str:

@@ -1,12 +1,13 @@
-"""The hottest requests, answered before FastAPI's routing: a plain GET of one process, and
-the plain starts and one-shot runs a coding agent sends by the hundred.
+"""The hottest requests, answered before FastAPI: a plain GET of one process, and the plain
+starts and one-shot runs a coding agent sends by the hundred.
 
 A coding agent starts a short command (``POST /v1/processes``, ``/v1/process`` or
-``/v1/processes/run``), then polls ``GET /v1/processes/{id}`` until it exits. Routing,
-dependency solving, body validation and the exception layers cost FastAPI more than the
-answer itself. This middleware sits inside the security ones (token, browser guard, body
-limit), so it answers only what they let through, and it answers only what it can check
-completely by itself:
+``/v1/processes/run``), then polls ``GET /v1/processes/{id}`` until it exits. The layers
+of the stack (the security middlewares, Starlette's and FastAPI's own, routing,
+dependency solving, body validation) cost more than the answer itself. So the lane is
+the outermost application: it applies the stack's token check and browser guard itself
+(the same objects), hands anything they would refuse to the stack to refuse, and answers
+only what it can check completely by itself:
 
 - a GET without a query string of a process that exists (the answer is cached bytes,
   ``render``);
@@ -32,7 +33,8 @@ from .._exceptions import ProblemError, SandboxAgentError
 from ..engine import ProcessManager, SpawnRequest
 from ..engine.records import Record
 from ..engine.run import RunRequest
-from . import render
+from . import problems, render
+from .auth import Bearer, BrowserPolicy
 from .problems import domain_problem
 
 _JSON = b"application/json"
@@ -50,33 +52,53 @@ _MAX_BODY = 64 * 1024
 
 
 class FastLane:
-    def __init__(self, app: ASGIApp) -> None:
+    """The outermost application: answers what it can (see the module's doc), hands the
+    rest to ``app``, the whole stack.
+
+    It answers only what that stack's token check and browser guard would let through
+    (``_admits``), and only requests without an ``Origin`` (a browser's, whose CORS
+    headers are the stack's to add); everything else goes to the stack, which refuses or
+    answers it in full. Bodies it reads are small (``_MAX_BODY``), far below the stack's
+    limit.
+    """
+
+    def __init__(self, app: ASGIApp, manager: ProcessManager, bearer: Bearer, policy: BrowserPolicy) -> None:
         self.app = app
+        self.manager = manager
+        self.bearer = bearer
+        self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["query_string"]:
             method = scope["method"]
             if method == "GET":
-                body = self._answer(scope)
+                body = self._answer(scope["path"]) if self._admits(scope) else None
                 if body is not None:
                     await _respond(send, 200, body)
                     return
-            elif method == "POST" and scope["path"] in _POSTS:
+            elif method == "POST" and scope["path"] in _POSTS and self._admits(scope):
                 await self._post(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    @staticmethod
-    def _answer(scope: Scope) -> bytes | None:
-        path: str = scope["path"]
+    def _admits(self, scope: Scope) -> bool:
+        """The stack would let this request through to the routes, untouched."""
+        host = b""
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                return False
+            if name == b"host":
+                host = value
+        return self.policy.problem(None, host) is None and not self.bearer.refuses(scope)
+
+    def _answer(self, path: str) -> bytes | None:
         for prefix, render_one in _DIALECTS:
             if path.startswith(prefix):
                 key = path[len(prefix) :]
                 if not key or "/" in key:
                     return None
-                manager: ProcessManager = scope["app"].state.manager
                 try:
-                    record = manager.get(key)
+                    record = self.manager.get(key)
                 except SandboxAgentError:
                     return None  # unknown, or not an id: the route says so properly
                 return render_one(record)
@@ -90,28 +112,36 @@ class FastLane:
             await self.app(scope, _replay(body, receive), send)
             return
         path: str = scope["path"]
-        manager: ProcessManager = scope["app"].state.manager
-        request = {"command": fields["command"], "args": fields.get("args", []), "cwd": fields.get("cwd")}
         try:
-            if path == "/v1/processes/run":
-                result = await manager.run(
-                    RunRequest(**request, env=fields.get("env", {})),
-                    timeout_ms=fields.get("timeoutMs"),
-                    max_output_bytes=fields.get("maxOutputBytes"),
-                )
-                await _respond(send, 200, render.run_result(result))
-            elif path == "/v1/processes":
-                record = await manager.spawn(
-                    SpawnRequest(**request, env=fields.get("env", {})),
-                    max_running=manager.config.max_concurrent_processes,
-                )
-                await _respond(send, 200, render.process_info(record))
-            else:
-                record = await manager.spawn(SpawnRequest(**request, env=fields.get("env")))
-                location = (b"location", f"/v1/process/{record.id}".encode())
-                await _respond(send, 201, render.process_v1(record), location)
+            status, answer, headers = await self._start(path, fields)
         except ProblemError as exc:
-            await domain_problem(exc, path)(scope, receive, send)
+            response = domain_problem(exc, path)
+        except Exception:
+            response = problems.unexpected("POST", path)
+        else:
+            await _respond(send, status, answer, *headers)
+            return
+        await response(scope, receive, send)
+
+    async def _start(self, path: str, fields: dict[str, Any]) -> tuple[int, bytes, tuple[tuple[bytes, bytes], ...]]:
+        """Status, body and more headers of the answer to a start or run the lane takes."""
+        manager = self.manager
+        request = {"command": fields["command"], "args": fields.get("args", []), "cwd": fields.get("cwd")}
+        if path == "/v1/processes/run":
+            result = await manager.run(
+                RunRequest(**request, env=fields.get("env", {})),
+                timeout_ms=fields.get("timeoutMs"),
+                max_output_bytes=fields.get("maxOutputBytes"),
+            )
+            return 200, render.run_result(result), ()
+        if path == "/v1/processes":
+            record = await manager.spawn(
+                SpawnRequest(**request, env=fields.get("env", {})),
+                max_running=manager.config.max_concurrent_processes,
+            )
+            return 200, render.process_info(record), ()
+        record = await manager.spawn(SpawnRequest(**request, env=fields.get("env")))
+        return 201, render.process_v1(record), ((b"location", f"/v1/process/{record.id}".encode()),)
 
 
 def _simple_body(body: bytes, path: str) -> dict[str, Any] | None:

@@ -187,11 +187,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return problem(
-            path=request.url.path,
-            status=500,
-            title="Internal Server Error",
-            detail="the server failed to handle this request; the cause is in the server's log. Try again, "
-            "and report it if it persists.",
-        )
+        return unexpected(request.method, request.url.path)
+
+
+def unexpected(method: str, path: str) -> Response:
+    """The 500 for the exception being handled: its traceback goes to the log, not to the client."""
+    logger.exception("unexpected error on %s %s", method, path)
+    return problem(
+        path=path,
+        status=500,
+        title="Internal Server Error",
+        detail="the server failed to handle this request; the cause is in the server's log. Try again, "
+        "and report it if it persists.",
+    )
