@@ -343,3 +343,42 @@ def test_a_large_follow_snapshot_streams_and_reads_the_same(server: Server) -> N
         assert data.startswith("data: ")
         assert json.loads(data.removeprefix("data: ")) == whole
         assert "event: exit" in rest
+
+
+def test_the_launcher_kills_only_runs_that_are_still_the_same_process() -> None:
+    """``RunGuard`` reads the server's lines in batches: a run that started and ended in
+    between is not killed, and neither is a live process whose start time is not the one
+    the server named (a pid reused after the run was reaped)."""
+    from sandbox_agent.supervisor.launcher import RunGuard
+    from sandbox_agent.supervisor.ondisk import process_start_ticks
+
+    def group() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+    named, reused, ended = group(), group(), group()
+    try:
+        read, write = os.pipe()
+        guard = RunGuard(read)
+        os.set_blocking(read, False)
+        ticks = {p.pid: process_start_ticks(p.pid) for p in (named, reused, ended)}
+        lines = (
+            f"+{named.pid} {ticks[named.pid]}\n"
+            f"+{reused.pid} {ticks[reused.pid] - 1}\n"  # named with another start time
+            f"+{ended.pid} {ticks[ended.pid]}\n-{ended.pid}\n"
+        )
+        os.write(write, lines[:25].encode())  # a line cut between two reads
+        assert guard.read()  # nothing more for now: the pipe is open
+        os.write(write, lines[25:].encode())
+        os.close(write)
+        assert not guard.read()  # the server's end is closed
+        guard.kill_all()
+        assert named.wait(10) == -signal.SIGKILL
+        # kill_all signalled before it returned: by the time the named run is reaped, a
+        # signal to the others would have ended them too.
+        assert reused.poll() is None
+        assert ended.poll() is None
+    finally:
+        for p in (named, reused, ended):
+            p.kill()
+            p.wait()
+        os.close(read)

@@ -9,6 +9,8 @@ supervisors it forked carry on in sessions of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -20,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import BadRequest, ServerError
-from ..supervisor.ondisk import LAUNCHER_MAX_MESSAGE
+from ..supervisor.ondisk import LAUNCHER_MAX_MESSAGE, process_start_ticks
 
 logger = logging.getLogger("sandbox_agent.launcher")
 
 #: Run by path: the folder's __main__.py starts the launcher.
 _PROGRAM = str(Path(__file__).resolve().parent.parent / "supervisor")
 _BUFFER = LAUNCHER_MAX_MESSAGE
+#: The runs pipe: the launcher reads it once a second (``RunGuard``).
+_RUNS_PIPE_SIZE = 1024 * 1024
 
 
 class LauncherClient:
@@ -69,14 +73,21 @@ class LauncherClient:
                 os.close(runs_r)
             ours.setblocking(False)
             os.set_blocking(runs_w, False)
+            with contextlib.suppress(OSError):  # capped by pipe-max-size: the default holds enough
+                fcntl.fcntl(runs_w, fcntl.F_SETPIPE_SZ, _RUNS_PIPE_SIZE)
             self._sock = ours
             self._runs_w = runs_w
             asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
 
     def guard_run(self, pid: int) -> None:
         """Name a one-shot run to the launcher, which kills its group if the server dies
-        before ``release_run``. Best effort: a run that cannot be named runs all the same."""
-        self._tell_runs(f"+{pid}\n")
+        before ``release_run``. Best effort: a run that cannot be named runs all the same.
+
+        ``pid`` is our unreaped child, so its start time is its own: with it, the launcher
+        never takes a later process that got the same pid for the run."""
+        ticks = process_start_ticks(pid)
+        if ticks is not None:
+            self._tell_runs(f"+{pid} {ticks}\n")
 
     def release_run(self, pid: int) -> None:
         """The run ``pid`` has ended and been reaped (told at once, with no await between)."""

@@ -34,6 +34,9 @@ _TAKEN, _END, _DIED = b"t", b"e", b"d"
 #: when none is left, as a request may be waiting.
 SPARES = 2
 REFILL_DELAY = 0.01
+#: How often the launcher reads the runs the server named (``RunGuard``): the pipe holds
+#: far more than the server can start in that time.
+RUNS_READ_INTERVAL = 1.0
 #: Children reaped since the last spare was forked, and the pipe the handler wakes the loop on.
 _dead: set[int] = set()
 _notify_w = -1
@@ -101,14 +104,21 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
     poller = select.poll()
     poller.register(notify_r, select.POLLIN)
     if runs_fd >= 0:
-        poller.register(runs_fd, select.POLLIN)
+        # Not woken by each line (two per run, a wake-up each on another core), only by
+        # the pipe's end; the lines are read every RUNS_READ_INTERVAL, and at the end.
+        os.set_blocking(runs_fd, False)
+        poller.register(runs_fd, 0)
+    runs_read_at = time.monotonic() + RUNS_READ_INTERVAL
     while True:
-        timeout = None if refill_at is None else max(0, int((refill_at - time.monotonic()) * 1000) + 1)
-        ready = [fd for fd, _mask in poller.poll(timeout)]
-        if runs_fd in ready and not runs.read():
-            # The server is gone (its end of the pipe closed with it).
-            poller.unregister(runs_fd)
-            runs.kill_all()
+        wake_at = runs_read_at if refill_at is None else min(refill_at, runs_read_at)
+        ready = [fd for fd, _mask in poller.poll(max(0, int((wake_at - time.monotonic()) * 1000) + 1))]
+        if runs_fd in ready or (runs_fd >= 0 and time.monotonic() >= runs_read_at):
+            runs_read_at = time.monotonic() + RUNS_READ_INTERVAL
+            if not runs.read():
+                # The server is gone (its end of the pipe closed with it).
+                poller.unregister(runs_fd)
+                runs.kill_all()
+                runs_fd = -1
         if notify_r in ready:
             news = os.read(notify_r, 4096)
             if not news or _END in news:
@@ -141,12 +151,12 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
 class RunGuard:
     """The server's one-shot runs that still run, as it names them on a pipe.
 
-    The server writes ``+<pid>`` when a run starts and ``-<pid>`` as soon as it has reaped
-    it, each line one atomic pipe write. A run is a session and process group of its own,
-    led by its pid. Its start time, read here as the line comes, tells it from a later
-    process that got the same pid: that pid could only be reused after the reaping, and so
-    after ``-<pid>`` was written, which this reads before it could act on the wrong one.
-    (The server does not read the start time itself: it waits while the run execs.)
+    The server writes ``+<pid> <start ticks>`` when a run starts and ``-<pid>`` as soon as
+    it has reaped it, each line one atomic pipe write. A run is a session and process
+    group of its own, led by its pid. Its start time, read by the server while the run was
+    its unreaped child, tells it from a later process that got the same pid: the group is
+    killed only if its leader still has that start time. The lines are read in batches,
+    in order: a run that ended is gone from the list by the end of the batch.
     """
 
     def __init__(self, fd: int) -> None:
@@ -155,27 +165,27 @@ class RunGuard:
         self.runs: dict[int, int] = {}
 
     def read(self) -> bool:
-        """Take what the server wrote; False at its end (the server is gone)."""
-        try:
-            data = os.read(self.fd, 65536)
-        except OSError:
-            data = b""
-        if not data:
-            return False
-        lines = (self.pending + data).split(b"\n")
-        self.pending = lines.pop()
-        for line in lines:
+        """Take all the server wrote so far; False at its end (the server is gone)."""
+        while True:
             try:
-                if line.startswith(b"+"):
-                    pid = int(line[1:])
-                    ticks = process_start_ticks(pid)
-                    if ticks is not None:  # None: gone already
-                        self.runs[pid] = ticks
-                elif line.startswith(b"-"):
-                    self.runs.pop(int(line[1:]), None)
-            except ValueError:
-                continue
-        return True
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                return False
+            lines = (self.pending + data).split(b"\n")
+            self.pending = lines.pop()
+            for line in lines:
+                try:
+                    if line.startswith(b"+"):
+                        pid, ticks = line[1:].split(b" ")
+                        self.runs[int(pid)] = int(ticks)
+                    elif line.startswith(b"-"):
+                        self.runs.pop(int(line[1:]), None)
+                except ValueError:
+                    continue
 
     def kill_all(self) -> None:
         """SIGKILL to the group of every run still listed that is still the same process."""
