@@ -236,9 +236,23 @@ class Supervisor:
                 return False
             return True
 
-    def write_state(self) -> None:
+    def write_state(self, sync: bool = True) -> None:
         with self.state_lock:
-            write_json_atomic(self.state_path, self.state)
+            write_json_atomic(self.state_path, self.state, sync=sync)
+
+    def sync_state(self) -> None:
+        """Put the state record written without ``sync`` on the disk (best effort: a full
+        or failing disk leaves it in the page cache, whole, which any process crash keeps)."""
+        try:
+            fd = os.open(self.state_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def _spawn_tty(self) -> int:
         """Start the command on a new pty: its controlling terminal, as stdin, stdout and stderr."""
@@ -292,7 +306,9 @@ class Supervisor:
         try:
             # The exit record first: its blocks are taken now, while there is room.
             make_exit_record(self.dir)
-            self.write_state()
+            # Whole through any crash of a process once renamed; put on the disk right
+            # after the answer (``sync_state``), which need not wait on it.
+            self.write_state(sync=False)
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
             # start failed, so nothing may be left running that no one would see.
@@ -853,6 +869,7 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> Non
             reply(sock, {"req": message["req"], "ok": False, "errno": exc.errno, "error": exc.strerror or str(exc)})
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
+        supervisor.sync_state()
         os.close(sock)
         for fd in (0, 1, 2):
             os.dup2(supervisor.devnull, fd)
