@@ -94,3 +94,20 @@ def test_original(run: dict[str, Any]) -> None:
     assert len(mine) == 2, pythons
     assert all(isinstance(row["original"], float) and isinstance(row["ours"], float) for row in mine), mine
     assert "ours/orig" in run["stdout"]
+
+
+def test_ab_sets_two_builds_side_by_side() -> None:
+    """``python -m bench.ab REV`` runs this checkout and REV's ``src/`` in turn and prints
+    both builds' figures and their ratio, for each scenario."""
+    args = [sys.executable, "-m", "bench.ab", "HEAD", "-n", "5", "--gap", "0"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    lines = done.stdout.splitlines()
+    assert "5 samples per build" in lines[0]
+    for what in ("start", "run"):
+        for build in ("this checkout", "HEAD"):
+            (line,) = [line for line in lines if line.split(":")[0].split() == [what, *build.split()]]
+            p50, p90 = (float(part.split()[1]) for part in line.split(": ", 1)[1].split(", ")[:2])
+            assert 0 < p50 <= p90, line
+        (ratio,) = [line for line in lines if line.startswith(f"{what} ") and "this checkout / HEAD" in line]
+        assert float(ratio.rsplit(" ", 1)[1].rstrip("x")) > 0

@@ -78,7 +78,8 @@ def _warm_up() -> None:
 
 
 def launcher_main(fd: int, runs_fd: int = -1) -> None:
-    """Keep a spare supervisor waiting on the server's socket until the server closes it.
+    """Keep ``SPARES`` spare supervisors waiting on the server's socket until the server
+    closes it.
 
     ``runs_fd``: the read end of a pipe on which the server names its one-shot runs as they
     start and end (``RunGuard``); when the server is gone, the launcher kills what still
@@ -118,6 +119,7 @@ def launcher_main(fd: int, runs_fd: int = -1) -> None:
                 # The server is gone (its end of the pipe closed with it).
                 poller.unregister(runs_fd)
                 runs.kill_all()
+                os.close(runs_fd)  # not for the spares forked from now on
                 runs_fd = -1
         if notify_r in ready:
             news = os.read(notify_r, 4096)

@@ -1,0 +1,152 @@
+"""Two builds of our server side by side: this checkout and another git revision, asked in
+turn request by request, so that the machine's swings touch both alike::
+
+    python -m bench.ab REV                  # start-to-exit and run, 300 samples each
+    python -m bench.ab REV --what start -n 500 --gap 0
+
+The figures of one build move by 20-50% from one run to the next on a shared machine, far
+more than most changes do; two builds interleaved in one run see the same machine, so
+their ratio is what a change did. Each build runs from its own ``src/`` (the revision's,
+taken with ``git archive``, through PYTHONPATH) under this interpreter and its packages.
+
+- ``start``: POST /v1/processes of ``true``, then GET until it reports exited (the DELETE
+  after it is not timed);
+- ``run``: POST /v1/processes/run of ``echo hi``.
+
+Prints, per build and scenario, the p50 and p90 round trip and the CPU per request of the
+server and all it ran, then this checkout's p50 over the revision's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import _harness as h
+from ._rawhttp import RawHttp
+from .ours import OurServer
+
+ROOT = h.BENCH_DIR.parent
+_WARMUP = 10
+_START = RawHttp.build("POST", "/v1/processes", {"command": "true", "args": []})
+_RUN = RawHttp.build("POST", "/v1/processes/run", {"command": "echo", "args": ["hi"]})
+
+
+def _checkout(rev: str, into: Path) -> Path:
+    """The ``src/`` of ``rev``, extracted under ``into``."""
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src"], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"git archive {rev}: {done.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+        archive.extractall(into, filter="data")
+    return into / "src"
+
+
+def _start(http: RawHttp) -> str | None:
+    """Start ``true`` and poll until it exited; its id, to delete untimed."""
+    status, body = http.send(_START)
+    if status != 200:
+        raise RuntimeError(f"start: {status} {body[:300]!r}")
+    info = json.loads(body)
+    get = RawHttp.build("GET", f"/v1/processes/{info['id']}")
+    while info["status"] != "exited":
+        status, body = http.send(get)
+        info = json.loads(body)
+    return str(info["id"])
+
+
+def _run(http: RawHttp) -> str | None:
+    status, body = http.send(_RUN)
+    if status != 200:
+        raise RuntimeError(f"run: {status} {body[:300]!r}")
+    return None
+
+
+def _tree(pid: int) -> list[int]:
+    """The server and its launcher: with what they reaped, all a build ran."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(child) for child in f.read().split())]
+    except OSError:
+        return [pid]
+
+
+def _measure(servers: dict[str, OurServer], what: str, n: int, gap: float) -> dict[str, tuple[list[float], float]]:
+    """Per build: the round trips (s) and CPU per request (ms), builds taking turns."""
+    sample: Callable[[RawHttp], str | None] = _start if what == "start" else _run
+    https = {name: RawHttp(server.port) for name, server in servers.items()}
+    times: dict[str, list[float]] = {name: [] for name in servers}
+    pids = {name: _tree(server.pid) for name, server in servers.items()}
+    cpu0: dict[str, float] = {}
+    names = list(servers)
+    try:
+        for i in range(_WARMUP + n):
+            if i == _WARMUP:
+                cpu0 = {name: h.cpu_seconds_reaped(pids[name]) for name in names}
+            for name in names if i % 2 == 0 else reversed(names):
+                time.sleep(gap)
+                t0 = time.perf_counter()
+                process_id = sample(https[name])
+                if i >= _WARMUP:
+                    times[name].append(time.perf_counter() - t0)
+                if process_id is not None:
+                    https[name].request("DELETE", f"/v1/processes/{process_id}")
+        time.sleep(0.2)  # the last supervisors end and are reaped
+        cpu = {name: 1000 * (h.cpu_seconds_reaped(pids[name]) - cpu0[name]) / n for name in names}
+    finally:
+        for http in https.values():
+            http.close()
+    return {name: (times[name], cpu[name]) for name in names}
+
+
+def _machine() -> str:
+    cpus = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpus if line.startswith("model name")), "?")
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    python = sys.version.split()[0]
+    return f"this checkout at {head.stdout.strip() or '?'} on {os.cpu_count()} x {model}, Python {python}"
+
+
+def _ms(values: list[float], q: int) -> float:
+    return 1000 * statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("rev", help="the git revision to compare this checkout with (HEAD~1, a tag, a hash)")
+    parser.add_argument("--what", choices=["start", "run", "both"], default="both")
+    parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
+    args = parser.parse_args(argv)
+    scenarios = ["start", "run"] if args.what == "both" else [args.what]
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
+        src = _checkout(args.rev, Path(scratch) / "rev")
+        builds = {"this checkout": None, args.rev: {"PYTHONPATH": str(src)}}
+        with contextlib.ExitStack() as stack:
+            servers = {name: stack.enter_context(OurServer(Path(scratch), env=env)) for name, env in builds.items()}
+            print(f"{_machine()}; {args.n} samples per build, {args.gap * 1000:g} ms apart, builds in turn")
+            for what in scenarios:
+                results = _measure(servers, what, args.n, args.gap)
+                for name, (times, cpu) in results.items():
+                    print(
+                        f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "
+                        f"CPU {cpu:.2f} ms per request"
+                    )
+                this, other = (statistics.median(results[name][0]) for name in builds)
+                print(f"{what:5} this checkout / {args.rev}: p50 {this / other:.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
