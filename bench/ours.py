@@ -19,6 +19,14 @@ from . import _harness as h
 EXITED = ("stopped", "killed")
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class OurServer:
     """``with OurServer() as server:`` starts it; leaving kills what it runs and stops it."""
 
@@ -104,6 +112,10 @@ class OurServer:
 
     def launcher_pids(self) -> set[int]:
         return set(h.children(self.pid))
+
+    def spare_pids(self) -> set[int]:
+        """The launcher's spare supervisors (named ``sa-spare``): ours, never left behind."""
+        return {pid for launcher in self.launcher_pids() for pid in h.children(launcher) if _comm(pid) == "sa-spare"}
 
     def overhead_pids(self) -> dict[str, set[int]]:
         """The server, the launcher and other helpers, and the supervisors: all but the managed."""

@@ -128,7 +128,8 @@ def run_churn(ctx: Context) -> h.Outcome:
         time.sleep(ctx.sizes.settle)
         after = _server_side(server)
         zombies = _zombies(server)
-        leftovers = [p for p in h.descendants(server.pid) if p not in server.launcher_pids()]
+        ours = server.launcher_pids() | server.spare_pids()
+        leftovers = [p for p in h.descendants(server.pid) if p not in ours]
         # Then the same number kept as records, for what a record costs the server.
         _churn(server, count, delete=False)
         time.sleep(ctx.sizes.settle)
