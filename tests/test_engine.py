@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +123,28 @@ def test_an_idle_follow_sends_keepalives_then_sees_new_lines(tmp_path: Path) -> 
 
     kinds = asyncio.run(main())
     assert kinds == [_follow.Snapshot, _follow.Keepalive, _follow.Keepalive, _follow.Lines]
+
+
+def test_a_deleted_process_is_held_by_nothing(tmp_path: Path, marker: str) -> None:
+    """Once a process exited and was deleted, the engine keeps no reference to its record
+    (the event history keeps copies of its own): a server started on by the hundred
+    thousand must not grow by a record for each (it did, through the set of records that
+    may run, which only a start with a limit on running processes pruned)."""
+
+    async def main() -> list[list[str]]:
+        manager = ProcessManager(tmp_path / "data")
+        await manager.start()
+        try:
+            held = []
+            for _ in range(3):
+                record = await manager.spawn(StartProcess(command="true"))
+                await manager.wait(record.id)
+                await manager.delete(record.id)
+                gc.collect()
+                holders = [ref for ref in gc.get_referrers(record) if not isinstance(ref, types.FrameType)]
+                held.append([type(ref).__name__ for ref in holders])
+            return held
+        finally:
+            await manager.close()
+
+    assert asyncio.run(main()) == [[], [], []]

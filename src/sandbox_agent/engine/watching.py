@@ -216,6 +216,7 @@ class SupervisorWatching(ManagerState):
     def _on_exit(self, record: Record) -> None:
         """The command exited (recorded in ``record.state``): tell followers and waiters."""
         self._ordered = None
+        self._maybe_running.discard(record)
         for feed in record.feeds.values():
             feed.finish(record.state)
         self.terminals.exited(record)
@@ -280,6 +281,7 @@ class SupervisorWatching(ManagerState):
 
     def _forget(self, record: Record) -> None:
         self._unsaved.discard(record)
+        self._maybe_running.discard(record)
         record.unsaved = None
         self._unwatch_supervisor(record)
         self._unwatch_state(record)
