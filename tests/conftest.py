@@ -161,18 +161,23 @@ class Server:
         the only marked processes allowed to stay."""
         if self.proc is None:
             return set()
-        pids = {self.proc.pid}
-        children = _children(self.proc.pid)
-        pids.update(children)
-        for launcher in children:
+        return {self.proc.pid, *_children(self.proc.pid), *self.spare_pids()}
+
+    def spare_pids(self) -> set[int]:
+        """The launcher's spare supervisors: its children that named themselves sa-spare
+        (which they do once ready to take a request)."""
+        if self.proc is None:
+            return set()
+        spares = set()
+        for launcher in _children(self.proc.pid):
             for pid in _children(launcher):
                 try:
                     with open(f"/proc/{pid}/comm") as f:
                         if f.read().strip() == "sa-spare":
-                            pids.add(pid)
+                            spares.add(pid)
                 except OSError:
-                    pass
-        return pids
+                    pass  # gone between the listing and the read
+        return spares
 
     def leftovers(self) -> dict[int, str]:
         own = self.own_pids()

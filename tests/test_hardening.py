@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import Server, py, start, wait_exited, wait_for
-from sandbox_agent.supervisor.launcher import SPARES
-from sandbox_agent.supervisor.ondisk import KILL_SIGNAL_REQUEST, STOP_SIGNAL_REQUEST
+from sandbox_agent.supervisor.launcher import SPARES, RunGuard
+from sandbox_agent.supervisor.ondisk import KILL_SIGNAL_REQUEST, STOP_SIGNAL_REQUEST, process_start_ticks
 
 
 def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
@@ -110,20 +110,9 @@ def test_a_request_signal_to_a_spare_does_not_reach_the_next_command(server: Ser
     """The spare supervisor takes stop and kill requests before it has a command (so that
     none is lost once it has one); one sent to it before, which can only be meant for some
     earlier process with its pid, must not stop the command it then starts."""
-
-    def spares() -> list[int]:
-        found = []
-        for pid in server.own_pids():
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "sa-spare":
-                    found.append(pid)
-            except OSError:
-                pass  # gone between the listing and the read
-        return found
-
     # The launcher forks the spares after the server answers; each takes its name once ready.
-    wait_for(lambda: len(spares()) == SPARES, 10, "the spare supervisors")
-    for spare in spares():
+    wait_for(lambda: len(server.spare_pids()) == SPARES, 10, "the spare supervisors")
+    for spare in server.spare_pids():
         os.kill(spare, STOP_SIGNAL_REQUEST)
         os.kill(spare, KILL_SIGNAL_REQUEST)
     with server.client() as client:
@@ -349,8 +338,6 @@ def test_the_launcher_kills_only_runs_that_are_still_the_same_process() -> None:
     """``RunGuard`` reads the server's lines in batches: a run that started and ended in
     between is not killed, and neither is a live process whose start time is not the one
     the server named (a pid reused after the run was reaped)."""
-    from sandbox_agent.supervisor.launcher import RunGuard
-    from sandbox_agent.supervisor.ondisk import process_start_ticks
 
     def group() -> subprocess.Popen[bytes]:
         return subprocess.Popen(["sleep", "60"], start_new_session=True)

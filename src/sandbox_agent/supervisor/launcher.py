@@ -37,7 +37,7 @@ REFILL_DELAY = 0.01
 #: How often the launcher reads the runs the server named (``RunGuard``): the pipe holds
 #: far more than the server can start in that time.
 RUNS_READ_INTERVAL = 1.0
-#: Children reaped since the last spare was forked, and the pipe the handler wakes the loop on.
+#: Children reaped and not yet seen by the launcher's loop, and the pipe the handler wakes it on.
 _dead: set[int] = set()
 _notify_w = -1
 
