@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -118,8 +117,8 @@ def _machine() -> str:
     return f"this checkout at {head.stdout.strip() or '?'} on {os.cpu_count()} x {model}, Python {python}"
 
 
-def _ms(values: list[float], q: int) -> float:
-    return 1000 * statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+def _ms(values: list[float], p: int) -> float:
+    return 1000 * h.percentile(values, p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "
                         f"CPU {cpu:.2f} ms per request"
                     )
-                this, other = (statistics.median(results[name][0]) for name in builds)
+                this, other = (h.median(results[name][0]) for name in builds)
                 print(f"{what:5} this checkout / {args.rev}: p50 {this / other:.3f}x")
     return 0
 
