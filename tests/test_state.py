@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import wait_for
 from sandbox_agent.supervisor.ondisk import (
     EXIT_FILE,
@@ -25,10 +27,10 @@ from sandbox_agent.supervisor.ondisk import (
 WRITER = """
 import sys
 from sandbox_agent.supervisor.ondisk import write_json_atomic
-path = sys.argv[1]
+path, after = sys.argv[1], sys.argv[2] == "after"
 i = 0
 while True:
-    write_json_atomic(path, {"i": i, "pad": "x" * (i * 37 % 20000)})
+    write_json_atomic(path, {"i": i, "pad": "x" * (i * 37 % 20000)}, sync=not after, sync_after=after)
     i += 1
 """
 
@@ -53,23 +55,28 @@ def _open_files_of(path: Path) -> list[str]:
     return found
 
 
-def test_the_replaced_record_is_freed_after_the_rename_in_both_ways(tmp_path: Path) -> None:
+def test_the_replaced_record_is_freed_after_the_rename_in_every_way(tmp_path: Path) -> None:
     """The old file is held open across the rename and then closed, here or in a thread
-    (``aside``): either way the new one is in place, nothing else is left, and no
-    descriptor of the old one stays open."""
+    (``aside``), and the new one synced before or after the rename: each way the new one
+    is in place, nothing else is left, and no descriptor of the old or the new one stays
+    open."""
     path = tmp_path / "state.json"
-    for i, aside in enumerate((False, True, True, False, True)):
-        write_json_atomic(str(path), {"i": i}, sync=False, aside=aside)
+    ways = [(False, False, False), (False, False, True), (True, False, True), (False, True, False), (False, True, True)]
+    for i, (sync, sync_after, aside) in enumerate(ways):
+        write_json_atomic(str(path), {"i": i}, sync=sync, sync_after=sync_after, aside=aside)
         assert json.loads(path.read_text()) == {"i": i}
         assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     wait_for(lambda: not _open_files_of(path), 10, "the replaced records' descriptors to be closed")
 
 
-def test_a_writer_killed_at_any_instant_leaves_a_whole_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["before", "after"])
+def test_a_writer_killed_at_any_instant_leaves_a_whole_file(tmp_path: Path, sync: str) -> None:
+    """Synced before the rename or after it (as a supervisor writes the exit), a record
+    is never torn by a crash."""
     path = tmp_path / "state.json"
     rng = random.Random(7)
     for _ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), sync])
         try:
             threshold = rng.randrange(5, 400)
 

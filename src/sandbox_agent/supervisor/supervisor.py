@@ -745,7 +745,9 @@ class Supervisor:
             state["status"] = "killed" if self.killed else "stopped"
             state["stoppedAt"] = now
             try:
-                write_json_atomic(self.state_path, state)
+                # Synced after the rename, so that the server (watching it) learns of the
+                # exit one fsync sooner; whole through any crash of a process either way.
+                write_json_atomic(self.state_path, state, sync=False, sync_after=True)
             except OSError:
                 # A full disk: the exit goes over the blanks of the exit record, which
                 # needs no new space; the server takes it from there and writes
