@@ -149,7 +149,11 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
 
         ``restart_reset``: seconds a run must stay up for the next restart to start a new
         row (backoff and ``maxRestarts`` count afresh).
+
+        The environment processes start from is this process's, read here once
+        (``base_env``): a request's ``env`` is added over it.
         """
+        self.base_env = validate.server_env()
         self.restart_reset = restart_reset
         self.max_log_bytes = validate.check_max_log_bytes(max_log_bytes)
         self.subreaper = subreaper
@@ -286,7 +290,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             )
         system.check_fd_headroom()
         cwd = validate.resolve_cwd(request.cwd)
-        env = validate.build_env(request.env)
+        env = validate.build_env(request.env, self.base_env)
         if request.tty and "TERM" not in (request.env or {}):
             env["TERM"] = DEFAULT_TERM
         terminal_size = validate.check_terminal_size(request.terminal_size) if request.tty else None
@@ -483,7 +487,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         )
         self._runs += 1
         try:
-            return await _run.run(request, self._launcher)
+            return await _run.run(request, self._launcher, self.base_env)
         finally:
             self._runs -= 1
 

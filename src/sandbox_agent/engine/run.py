@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,8 +182,11 @@ async def _exited(process: _Child | subprocess.Popen[bytes]) -> int:
     return process.wait()
 
 
-async def run(request: RunRequest, guard: RunGuard | None = None) -> RunResult:
+async def run(
+    request: RunRequest, guard: RunGuard | None = None, base_env: Mapping[str, str] | None = None
+) -> RunResult:
     """Run ``request`` to its end or its timeout; ``guard`` is told of it while it runs.
+    ``request.env`` is added over ``base_env`` (None: this process's environment now).
 
     Example::
 
@@ -190,7 +194,7 @@ async def run(request: RunRequest, guard: RunGuard | None = None) -> RunResult:
         assert result.stdout == b"hi\\n"
     """
     cwd = validate.resolve_cwd(request.cwd)
-    env = validate.build_env(request.env)
+    env = validate.build_env(request.env, base_env)
     # As the original does (over the server's own TERM): a run is often a tool that
     # colours its output by TERM, and its output is read by a program, not a terminal.
     if "TERM" not in (request.env or {}):

@@ -7,6 +7,7 @@ terminal WebSocket alone as ``?access_token=<token>`` (where the published SDK p
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 from urllib.parse import parse_qsl
@@ -102,7 +103,7 @@ class BrowserPolicy:
     def problem(self, origin: bytes | None, host: bytes) -> str | None:
         """Why a request with these headers is refused; None if it is not."""
         host_text = host.decode("latin-1").lower()
-        if self.check_host and not is_loopback(_hostname(host_text)):
+        if self.check_host and not _is_loopback_host(host_text):
             return (
                 f"requests for host {host_text!r} are refused: without a token this server answers only to "
                 "localhost, 127.0.0.1 or [::1]. Use one of those, or start the server with --token."
@@ -133,6 +134,13 @@ class BrowserGuard:
                 await _refuse(scope, send, 403, "Forbidden", problem)
                 return
         await self.app(scope, receive, send)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names a loopback host (remembered: a client sends the
+    same one every time, and parsing the address was a thirtieth of a run's CPU)."""
+    return is_loopback(_hostname(host))
 
 
 def _hostname(host: str) -> str:
