@@ -82,6 +82,9 @@ SPARE_NAME, SUPERVISOR_NAME = b"sa-spare", b"sa-supervisor"
 #: Rounds of a kill sweep: each signals the descendants the previous ones had not seen
 #: yet (forked meanwhile); a sweep ends at the first round that finds none new.
 _KILL_ROUNDS = 50
+#: How long after the answer the start record may wait for its fsync while the loop is
+#: busy (a command that writes without pause); it is synced sooner at any idle moment.
+SYNC_DEFERRAL = 0.05
 #: libc, opened by the launcher before it forks (``prepare``): a supervisor then only calls it.
 _libc: Any = None
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
@@ -116,6 +119,9 @@ class Supervisor:
         self.pid = 0
         #: A signal woke the loop (a child exited, a request came).
         self.woken = False
+        #: The start record, renamed into place unsynced, is to be synced by then: at the
+        #: loop's first idle moment, at the latest this (``SYNC_DEFERRAL``) after the answer.
+        self.sync_due: float | None = None
         #: While waiting to restart: when (pid is 0 then).
         self.restart_at: float | None = None
         self.restart_requested = False
@@ -459,7 +465,7 @@ class Supervisor:
             if self.restart_at is not None:
                 deadline = self.restart_at if deadline is None else min(deadline, self.restart_at)
             timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
-            events = poller.poll(0 if ended else timeout)
+            events = poller.poll(0 if ended or self.sync_due is not None else timeout)
             now = time.time()
             for fd, mask in events:
                 if fd == pidfd:
@@ -496,6 +502,9 @@ class Supervisor:
             for stream in self.streams.values():
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)
+            if self.sync_due is not None and (not events or now >= self.sync_due):
+                self.sync_due = None
+                self.sync_state()
             # The command is gone, so is every writer of its output, and so is every
             # descendant: one that closed its output (a daemon) still runs under us, where
             # stop and kill reach it. Each that exits wakes us (SIGCHLD) to check again.
@@ -510,6 +519,9 @@ class Supervisor:
         for stream in self.streams.values():
             stream.flush_partial(now, self.clock)
         self.combined.flush()
+        if self.sync_due is not None:
+            self.sync_due = None
+            self.sync_state()
 
     def _command_exited(self) -> None:
         """Reap the command and record its exit, with all it wrote before it."""
@@ -748,6 +760,7 @@ class Supervisor:
                 # Synced after the rename, so that the server (watching it) learns of the
                 # exit one fsync sooner; whole through any crash of a process either way.
                 write_json_atomic(self.state_path, state, sync=False, sync_after=True)
+                self.sync_due = None  # the start record it replaced need not reach the disk
             except OSError:
                 # A full disk: the exit goes over the blanks of the exit record, which
                 # needs no new space; the server takes it from there and writes
@@ -871,7 +884,9 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> Non
             reply(sock, {"req": message["req"], "ok": False, "errno": exc.errno, "error": exc.strerror or str(exc)})
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
-        supervisor.sync_state()
+        # Synced once the loop has looked at what is waiting: a short command has often
+        # exited by now, and its exit (synced too) is then recorded one fsync sooner.
+        supervisor.sync_due = time.time() + SYNC_DEFERRAL
         os.close(sock)
         for fd in (0, 1, 2):
             os.dup2(supervisor.devnull, fd)
