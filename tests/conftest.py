@@ -4,6 +4,10 @@ Every server a test starts carries a marker in its environment, which the launch
 supervisors and every managed process inherit. After the test, nothing carrying the
 marker may be alive but the server itself and its launcher: anything else is a process
 the test left behind, and fails it.
+
+Servers are forked from a warm interpreter (``_zygote.py``) unless the test sets their
+environment or wraps their command: then, and with SANDBOX_AGENT_TEST_EXEC_SERVERS=1,
+they are exec'd as ``python -m sandbox_agent server``.
 """
 
 from __future__ import annotations
@@ -23,10 +27,25 @@ from typing import Any
 import httpx
 import pytest
 
+from _zygote import ForkedServer, Zygote
+
 MARKER = "SANDBOX_AGENT_TEST_MARKER"
 #: The original server and its TypeScript SDK, from npm (test_reference_diff.py, test_ts_sdk.py).
 REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_BIN = REFERENCE_DIR / "node_modules" / "@sandbox-agent" / "cli-linux-x64" / "bin" / "sandbox-agent"
+
+
+#: Set to exec every test server (``python -m sandbox_agent server``) instead of forking
+#: the plain ones from the zygote (``_zygote.py``).
+EXEC_SERVERS = os.environ.get("SANDBOX_AGENT_TEST_EXEC_SERVERS") == "1"
+_zygote: Zygote | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_zygote() -> Iterator[None]:
+    yield
+    if _zygote is not None:
+        _zygote.close()
 
 
 def free_port() -> int:
@@ -96,7 +115,7 @@ class Server:
         self.extra_env = extra_env or {}
         self.port = free_port()
         self.marker = uuid.uuid4().hex
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedServer | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     @property
@@ -126,9 +145,16 @@ class Server:
         env = dict(os.environ, **{MARKER: self.marker})
         env.pop("SANDBOX_AGENT_TOKEN", None)
         env.update(self.extra_env)
-        with open(self.log_path, "ab") as log:
-            command = self.prefix + args + self.extra_args
-            self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        if self.prefix or self.extra_env or EXEC_SERVERS:
+            # Exec'd: what the test looks at may be the process's own environment.
+            with open(self.log_path, "ab") as log:
+                command = self.prefix + args + self.extra_args
+                self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        else:
+            global _zygote
+            if _zygote is None:
+                _zygote = Zygote({k: v for k, v in os.environ.items() if k not in (MARKER, "SANDBOX_AGENT_TOKEN")})
+            self.proc = _zygote.spawn(args[3:] + self.extra_args, env, self.log_path)
         wait_for(self._healthy, 20, f"the server on port {self.port} (log: {self.log_path})")
         return self
 
