@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, py, start, wait_exited, wait_for, wait_log
+from conftest import MARKER, Server, py, start, wait_exited, wait_for, wait_log
 
 
 def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
@@ -118,6 +119,30 @@ def test_cwd_env_and_args_reach_the_process(client: httpx.Client, tmp_path: Path
     wait_exited(client, process["id"])
     logs = client.get(f"/v1/process/{process['id']}/logs", params={"strip_timestamps": "true"}).json()
     assert logs["content"] == f"[stdout] {tmp_path} hi there None ['a b', 'ünï']\n"
+
+
+def test_env_goes_over_the_servers_own_and_changes_only_that_process(client: httpx.Client) -> None:
+    """A request's env replaces the server's value of a variable it names, adds the
+    others, and leaves the next process with the server's environment as it was."""
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    changed = {"HOME": "/nowhere", "PATH": os.environ["PATH"], "ADDED": "yes"}
+    results = []
+    for env in (changed, None):
+        process = start(client, {**py(code), "env": env})
+        wait_exited(client, process["id"])
+        logs = client.get(f"/v1/process/{process['id']}/logs", params={"strip_timestamps": "true"}).json()
+        results.append(json.loads(logs["content"].removeprefix("[stdout] ")))
+    first, second = results
+    assert first["HOME"] == "/nowhere"
+    assert first["ADDED"] == "yes"
+    assert first["PATH"] == second["PATH"] == os.environ["PATH"]
+    assert second["HOME"] == os.environ["HOME"]
+    assert "ADDED" not in second
+    # Everything else is the server's, in both: the test's environment when it started
+    # the server (it has changed a little since: PYTEST_CURRENT_TEST), and the marker.
+    assert {k: v for k, v in first.items() if k not in changed} == {k: v for k, v in second.items() if k not in changed}
+    assert second[MARKER]
+    assert second["LANG"] == os.environ["LANG"]
 
 
 def test_env_cannot_leak_the_server_token(server_factory: Any) -> None:

@@ -34,8 +34,13 @@ _RUNS_PIPE_SIZE = 1024 * 1024
 
 
 class LauncherClient:
-    def __init__(self, python: str = sys.executable, reply_timeout: float = 15.0) -> None:
+    def __init__(
+        self, python: str = sys.executable, reply_timeout: float = 15.0, env: dict[str, str] | None = None
+    ) -> None:
+        """``env``: the launcher's environment, which each spawn request's ``envAdd`` is
+        added over (None: this process's)."""
         self._python = python
+        self._env = env
         self._reply_timeout = reply_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -63,6 +68,7 @@ class LauncherClient:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     start_new_session=True,
+                    env=self._env,
                 )
             except BaseException:
                 ours.close()

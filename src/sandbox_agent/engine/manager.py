@@ -163,7 +163,9 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         self.processes_dir = self.data_dir / "processes"
         self.stop_timeout = stop_timeout
         self.partial_delay = partial_delay
-        self._launcher = LauncherClient(python)
+        # Started with the environment processes start from, so that a spawn request
+        # carries only what a process has on top of it (a smaller message to parse).
+        self._launcher = LauncherClient(python, env=self.base_env)
         self._records: dict[str, Record] = {}
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
@@ -334,7 +336,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             "executable": executable,
             "args": request.args,
             "cwd": cwd,
-            "env": env,
+            # Over the launcher's environment, which is ``base_env``.
+            "envAdd": {name: value for name, value in env.items() if self.base_env.get(name) != value},
             "stopTimeout": self.stop_timeout if request.stop_timeout is None else request.stop_timeout,
             "partialDelay": self.partial_delay,
             "tty": request.tty,

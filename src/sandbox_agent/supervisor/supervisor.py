@@ -87,6 +87,9 @@ _KILL_ROUNDS = 50
 SYNC_DEFERRAL = 0.05
 #: libc, opened by the launcher before it forks (``prepare``): a supervisor then only calls it.
 _libc: Any = None
+#: The environment every command starts from: the launcher's own, read by ``prepare``
+#: before it forks (a spawn request names only what it adds, ``envAdd``).
+_base_env: dict[str, str] = {}
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
 #: Writable, or broken (a stdin pipe whose reader closed reports only POLLERR).
 _WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
@@ -144,6 +147,8 @@ class Supervisor:
     def configure(self, request: dict[str, Any]) -> None:
         """Take the spawn request."""
         self.request = request
+        added = request.get("envAdd")
+        self.env = {**_base_env, **added} if added else _base_env
         self.dir: str = request["dir"]
         self.state_path = f"{self.dir}/{STATE_FILE}"
         self.stop_timeout = float(request.get("stopTimeout", 10.0))
@@ -193,7 +198,7 @@ class Supervisor:
             pid = spawn_in_session(
                 req["executable"],
                 [req["command"], *req["args"]],
-                req["env"],
+                self.env,
                 [
                     (os.POSIX_SPAWN_DUP2, stdin, 0),
                     (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -271,7 +276,7 @@ class Supervisor:
         pid = spawn_in_session(
             req["executable"],
             [req["command"], *req["args"]],
-            req["env"],
+            self.env,
             [
                 # Opened after setsid and without O_NOCTTY: it becomes the session's
                 # controlling terminal, so ^C reaches the foreground job.
@@ -835,8 +840,10 @@ def descendants() -> list[tuple[int, int, int]]:
 
 
 def prepare() -> None:
-    """In the launcher, before it forks: open libc, so that a supervisor only calls prctl."""
+    """In the launcher, before it forks: open libc, so that a supervisor only calls prctl,
+    and read the environment commands start from."""
     global _libc
+    _base_env.update(os.environ)
     try:
         import ctypes
 
