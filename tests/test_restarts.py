@@ -22,11 +22,13 @@ from test_services import _open_events, _read
 
 def runs(counter: Path, fail: int, code: int = 1, then: str = "import signal\nsignal.pause()") -> dict[str, Any]:
     """Counts its runs in ``counter``; runs 0 to ``fail - 1`` print and exit with ``code``,
-    later ones print and run ``then`` (by default: stay up)."""
+    later ones print and run ``then`` (by default: stay up). The count is replaced whole
+    (written aside, then renamed), so the test never reads it half written."""
     return py(
         f"import os, sys\np = {str(counter)!r}\n"
         "n = int(open(p).read()) if os.path.exists(p) else 0\n"
-        "open(p, 'w').write(str(n + 1))\n"
+        "with open(p + '.new', 'w') as f:\n    f.write(str(n + 1))\n"
+        "os.replace(p + '.new', p)\n"
         "print('run', n, flush=True)\n"
         f"if n < {fail}:\n    sys.exit({code})\n{then}\n"
     )
