@@ -34,11 +34,10 @@ _RUNS_PIPE_SIZE = 1024 * 1024
 
 
 class LauncherClient:
-    def __init__(
-        self, python: str = sys.executable, reply_timeout: float = 15.0, env: dict[str, str] | None = None
-    ) -> None:
-        """``env``: the launcher's environment, which each spawn request's ``envAdd`` is
-        added over (None: this process's)."""
+    def __init__(self, env: dict[str, str], python: str = sys.executable, reply_timeout: float = 15.0) -> None:
+        """``env``: the launcher's whole environment, which each spawn request's ``envAdd``
+        is added over (given, never inherited: what the requests leave out must be exactly
+        what the manager took as the base)."""
         self._python = python
         self._env = env
         self._reply_timeout = reply_timeout

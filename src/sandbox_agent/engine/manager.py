@@ -165,7 +165,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         self.partial_delay = partial_delay
         # Started with the environment processes start from, so that a spawn request
         # carries only what a process has on top of it (a smaller message to parse).
-        self._launcher = LauncherClient(python, env=self.base_env)
+        self._launcher = LauncherClient(self.base_env, python)
         self._records: dict[str, Record] = {}
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
