@@ -13,7 +13,7 @@ serves requests on the socket ``FD``, one JSON line each:
 
 What a forked server cannot show is the exec: its ``/proc/<pid>/environ`` and cmdline
 are the zygote's. So the conftest execs a real server for any test that sets its
-environment or wraps its command, and the CLI's own tests exec it too.
+environment or wraps its command, and the tests of its start-up exec it too.
 """
 
 from __future__ import annotations

@@ -253,7 +253,9 @@ class Supervisor:
 
     def sync_state(self) -> None:
         """Put the state record written without ``sync`` on the disk (best effort: a full
-        or failing disk leaves it in the page cache, whole, which any process crash keeps)."""
+        or failing disk leaves it in the page cache, whole, which any process crash keeps);
+        no sync is due after it."""
+        self.sync_due = None
         try:
             fd = os.open(self.state_path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -317,8 +319,8 @@ class Supervisor:
         try:
             # The exit record first: its blocks are taken now, while there is room.
             make_exit_record(self.dir)
-            # Whole through any crash of a process once renamed; put on the disk right
-            # after the answer (``sync_state``), which need not wait on it.
+            # Whole through any crash of a process once renamed; put on the disk after
+            # the answer, at the loop's first idle moment (``sync_due``).
             self.write_state(sync=False)
         except OSError:
             # No record, no process (a full disk, most likely): the caller is told the
@@ -508,7 +510,6 @@ class Supervisor:
                 if stream.pending and now - stream.pending_since >= self.partial_delay:
                     stream.flush_partial(now, self.clock)
             if self.sync_due is not None and (not events or now >= self.sync_due):
-                self.sync_due = None
                 self.sync_state()
             # The command is gone, so is every writer of its output, and so is every
             # descendant: one that closed its output (a daemon) still runs under us, where
@@ -525,7 +526,6 @@ class Supervisor:
             stream.flush_partial(now, self.clock)
         self.combined.flush()
         if self.sync_due is not None:
-            self.sync_due = None
             self.sync_state()
 
     def _command_exited(self) -> None:
