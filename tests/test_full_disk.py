@@ -128,7 +128,12 @@ def on_disk(server: Server, process_id: str) -> dict[str, Any]:
 
 
 def check_exit_shown(client: httpx.Client, process_id: str, *, unsaved: bool) -> dict[str, Any]:
-    """The exit (code 3) in both dialects, and whether they say it is not recorded yet."""
+    """The exit (code 3) in both dialects, and whether they say it is not recorded yet.
+
+    An exit the supervisor told is shown at once, and flagged as unsaved once the engine
+    has read what the supervisor could write of it (the exit record): waited for."""
+    if unsaved:
+        wait_for(lambda: client.get(f"/v1/process/{process_id}").json().get("stateUnsaved"), 10, "the unsaved flag")
     v1 = client.get(f"/v1/process/{process_id}").json()
     assert (v1["status"], v1["exitCode"], v1["exitSignal"]) == ("stopped", 3, None)
     assert "stoppedAt" in v1
@@ -218,3 +223,33 @@ def test_an_exit_on_a_full_disk_is_seen_while_a_daemon_keeps_its_supervisor(
         wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
         assert on_disk(server, process["id"])["exitCode"] == 3
         check_exit_shown(client, process["id"], unsaved=False)
+
+
+def test_an_exit_its_supervisor_could_not_record_at_all_is_recorded_by_the_server(
+    server_factory: Callable[..., Server], small_fs: Path
+) -> None:
+    """The supervisor tells the server the exit before it writes it: a supervisor that
+    ends without writing it (here: no room for state.json, and its exit record gone)
+    loses nothing, the server writes the exit itself once there is room."""
+    server = server_factory(data_dir=small_fs / "data")
+    go = small_fs / "go"
+    with server.client() as client:
+        process = start_waiter(client, WAITER, go)
+        supervisor = on_disk(server, process["id"])["supervisorPid"]
+        (server.data_dir / "processes" / process["id"] / "exit.rec").unlink()
+        filler = fill(small_fs)
+        try:
+            go.touch()
+            wait_for(lambda: not alive(supervisor), 10, "the supervisor to end")
+            shown = check_exit_shown(client, process["id"], unsaved=True)
+            assert on_disk(server, process["id"])["status"] == "running"  # no room for it there
+        finally:
+            filler.unlink()
+        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
+        recorded = on_disk(server, process["id"])
+        assert (recorded["status"], recorded["exitCode"], recorded["exitSignal"]) == ("stopped", 3, None)
+        del shown["stateUnsaved"]
+        assert client.get(f"/v1/process/{process['id']}").json() == shown
+    server.restart()
+    with server.client() as client:
+        assert client.get(f"/v1/process/{process['id']}").json() == shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -104,6 +105,49 @@ def test_commands_get_no_descriptor_of_ours(server: Server) -> None:
         )
         run = client.post("/v1/processes/run", json=py(code)).json()
         assert run["stdout"] == expected
+
+
+def _exits_socket_of(server: Server) -> int:
+    """A descriptor of the supervisors' end of the server's exits socket, taken from the
+    launcher (``pidfd_getfd``: what a process that got hold of it could do)."""
+    wait_for(lambda: server.spare_pids(), 10, "a spare supervisor")
+    spare = next(iter(server.spare_pids()))
+    stat = Path(f"/proc/{spare}/stat").read_text()
+    launcher = int(stat[stat.rindex(")") + 2 :].split()[1])
+    exits_fd = int(Path(f"/proc/{launcher}/cmdline").read_bytes().split(b"\0")[6])
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(launcher)
+    try:
+        fd: int = libc.syscall(_SYS_PIDFD_GETFD, pidfd, exits_fd, 0)
+    finally:
+        os.close(pidfd)
+    if fd < 0:
+        pytest.skip(f"pidfd_getfd: {os.strerror(ctypes.get_errno())}")
+    return fd
+
+
+#: pidfd_getfd(2), the same number on every architecture.
+_SYS_PIDFD_GETFD = 438
+
+
+def test_an_exit_told_by_anyone_but_the_supervisor_is_ignored(server: Server) -> None:
+    """Supervisors tell the server their command's exit on a datagram socket: a message
+    on it from another process (one that got the socket) changes no record."""
+    with server.client() as client:
+        target = start(client, {"command": "sleep", "args": ["600"]})
+        fd = _exits_socket_of(server)
+        try:
+            forged = {**client.get(f"/v1/process/{target['id']}").json(), "status": "stopped", "exitCode": 0}
+            forged.update(stoppedAt=time.time(), exitSignal=None)
+            os.write(fd, json.dumps(forged).encode())
+        finally:
+            os.close(fd)
+        # Told after the forgery, on the same socket, so read after it.
+        later = start(client, {"command": "true"})
+        assert wait_exited(client, later["id"])["exitCode"] == 0
+        assert client.get(f"/v1/process/{target['id']}").json()["status"] == "running"
+        assert client.post(f"/v1/process/{target['id']}/kill").status_code == 204
+        assert wait_exited(client, target["id"])["exitSignal"] == signal.SIGKILL
 
 
 def test_a_request_signal_to_a_spare_does_not_reach_the_next_command(server: Server) -> None:

@@ -4,6 +4,12 @@ The launcher (``supervisor/launcher.py``) is a small standard-library interprete
 that forks one supervisor per request. It lives as long as the server's socket to it:
 when the server exits or crashes the launcher sees end of file and exits too, while the
 supervisors it forked carry on in sessions of their own.
+
+Each supervisor also holds the server's *exits socket*, a datagram socket on which it
+tells its command's exit (the record it is about to write) before it writes it. The
+kernel stamps each datagram with its sender's pid, and the engine takes an exit only
+from the supervisor of that record (``on_exit``). The socket lives as long as this client,
+whatever becomes of the launcher: supervisors forked by an earlier launcher still reach it.
 """
 
 from __future__ import annotations
@@ -16,13 +22,15 @@ import json
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .._exceptions import BadRequest, ServerError
-from ..supervisor.ondisk import LAUNCHER_MAX_MESSAGE, process_start_ticks
+from ..supervisor.ondisk import EXIT_MESSAGE_MAX, LAUNCHER_MAX_MESSAGE, process_start_ticks
 
 logger = logging.getLogger("sandbox_agent.launcher")
 
@@ -31,6 +39,9 @@ _PROGRAM = str(Path(__file__).resolve().parent.parent / "supervisor")
 _BUFFER = LAUNCHER_MAX_MESSAGE
 #: The runs pipe: the launcher reads it once a second (``RunGuard``).
 _RUNS_PIPE_SIZE = 1024 * 1024
+#: Room for the credentials the kernel adds to each exit message (``struct ucred``).
+_CREDENTIALS = struct.Struct("3i")
+_CREDENTIALS_SPACE = socket.CMSG_SPACE(_CREDENTIALS.size)
 
 
 class LauncherClient:
@@ -49,21 +60,27 @@ class LauncherClient:
         self._reaping: asyncio.Future[int] | None = None
         #: The write end of the launcher's pipe of runs (``RunGuard``), -1 without one.
         self._runs_w = -1
+        #: The exits socket: our end (read), and the supervisors' (each launcher gets it).
+        self._exits: socket.socket | None = None
+        self._exits_theirs: socket.socket | None = None
+        #: Called with the state record a supervisor told and the pid that sent it.
+        self.on_exit: Callable[[dict[str, Any], int], None] | None = None
 
     async def start(self) -> None:
         async with self._start_lock:
             if self._sock is not None:
                 return
+            exits = self._open_exits()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             runs_r, runs_w = os.pipe2(os.O_CLOEXEC)
             try:
                 for s in (ours, theirs):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
-                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno()), str(runs_r)]
+                args = [self._python, "-I", "-S", _PROGRAM, str(theirs.fileno()), str(runs_r), str(exits)]
                 self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, never waits
                     args,
-                    pass_fds=(theirs.fileno(), runs_r),
+                    pass_fds=(theirs.fileno(), runs_r, exits),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     start_new_session=True,
@@ -83,6 +100,45 @@ class LauncherClient:
             self._sock = ours
             self._runs_w = runs_w
             asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable)
+
+    def _open_exits(self) -> int:
+        """The exits socket (made once): the fd of the supervisors' end."""
+        if self._exits_theirs is None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+            ours.setblocking(False)
+            # Non-blocking for every supervisor (one open file, shared): one never waits
+            # for a server that does not read, and tells nothing instead.
+            theirs.setblocking(False)
+            asyncio.get_running_loop().add_reader(ours.fileno(), self._on_exits_readable)
+            self._exits, self._exits_theirs = ours, theirs
+        return self._exits_theirs.fileno()
+
+    def _on_exits_readable(self) -> None:
+        sock = self._exits
+        assert sock is not None
+        while True:
+            try:
+                data, ancillary, flags, _address = sock.recvmsg(EXIT_MESSAGE_MAX, _CREDENTIALS_SPACE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                logger.error("cannot read the exits socket: %s", exc)
+                return
+            sender = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDENTIALS.size:
+                    sender, _uid, _gid = _CREDENTIALS.unpack_from(payload)
+            if sender is None or flags & socket.MSG_TRUNC or self.on_exit is None:
+                continue
+            try:
+                state = json.loads(data)
+            except ValueError:
+                logger.error("unreadable exit message from pid %d: %r", sender, data[:200])
+                continue
+            if isinstance(state, dict):
+                self.on_exit(state, sender)
 
     def guard_run(self, pid: int) -> None:
         """Name a one-shot run to the launcher, which kills its group if the server dies
@@ -185,6 +241,13 @@ class LauncherClient:
     async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a bound on proc.wait
         proc, self._proc = self._proc, None
         self._detach(ServerError("the server is shutting down"))
+        exits, self._exits = self._exits, None
+        if exits is not None:
+            asyncio.get_running_loop().remove_reader(exits.fileno())
+            exits.close()
+        if self._exits_theirs is not None:
+            self._exits_theirs.close()
+            self._exits_theirs = None
         if proc is None:
             return
         try:

@@ -166,6 +166,9 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         # Started with the environment processes start from, so that a spawn request
         # carries only what a process has on top of it (a smaller message to parse).
         self._launcher = LauncherClient(self.base_env, python)
+        self._launcher.on_exit = self._on_exit_told
+        #: Exits told before their spawn's answer was taken (``_on_exit_told``), by id.
+        self._early_exits: dict[str, tuple[dict[str, Any], int]] = {}
         self._records: dict[str, Record] = {}
         self._ordered: list[Record] | None = None
         self._lock_fd: int | None = None
@@ -374,6 +377,9 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         self._service_created(record, service)
         if self._watch_supervisor(record):
             self._watch_state(record)
+            early = self._early_exits.pop(process_id, None)
+            if early is not None:
+                self._take_told_exit(record, *early)
         else:
             # It already finished (a quick command): its final state is on disk.
             self._on_supervisor_exit(record)

@@ -47,6 +47,7 @@ class Record:
     __slots__ = (
         "cache",
         "dir",
+        "exit_told",
         "feeds",
         "id",
         "line_index",
@@ -73,6 +74,9 @@ class Record:
         #: The full state record as the engine knows it but state.json does not hold yet
         #: (an exit on a full disk, taken from the exit record): written once there is room.
         self.unsaved: dict[str, Any] | None = None
+        #: The exit in ``state`` came from the supervisor's message, and state.json may
+        #: not hold it yet: the state watch stays until it does (``_confirm_exit``).
+        self.exit_told = False
         #: The directory, watched for the state record the supervisor replaces (the
         #: command's exit) while the command runs.
         self.state_watch: StateWatch | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .config import ProcessConfig
 from .launcher import LauncherClient
@@ -28,5 +29,6 @@ class ManagerState:
     _polled: set[Record]
     _maybe_running: set[Record]
     _unsaved: set[Record]
+    _early_exits: dict[str, tuple[dict[str, Any], int]]
     _closing: bool
     _runs: int

@@ -40,6 +40,8 @@ from .state import ManagerState
 logger = logging.getLogger("sandbox_agent.engine")
 
 _REAP_INTERVAL = 1.0
+#: Exits told before their spawn's answer was taken, kept at most (the oldest go first).
+_EARLY_EXITS = 64
 
 
 def _remove_leftovers(directory: str, state: dict[str, Any] | None) -> None:
@@ -171,7 +173,11 @@ class SupervisorWatching(ManagerState):
             record.state_watch = None
 
     def _on_state_change(self, record: Record) -> None:
-        if record.exited or record.state_watch is None:
+        if record.state_watch is None:
+            return
+        if record.exited:
+            if record.exit_told:
+                self._confirm_exit(record)
             return
         try:
             state, unsaved = read_state_with_exit(record.dir)
@@ -187,8 +193,61 @@ class SupervisorWatching(ManagerState):
             else:
                 self._run_changed(record, before)
 
+    def _on_exit_told(self, state: dict[str, Any], sender: int) -> None:
+        """A supervisor's exit message (``LauncherClient.on_exit``): the record it is
+        about to write, sent by the process ``sender``."""
+        process_id = state.get("id")
+        if not isinstance(process_id, str):
+            return
+        record = self._records.get(process_id)
+        if record is not None:
+            self._take_told_exit(record, state, sender)
+        elif ID_PATTERN.fullmatch(process_id):
+            # Its spawn's answer may still wait in the launcher's socket: taken with it.
+            self._early_exits[process_id] = (state, sender)
+            while len(self._early_exits) > _EARLY_EXITS:
+                del self._early_exits[next(iter(self._early_exits))]
+
+    def _take_told_exit(self, record: Record, state: dict[str, Any], sender: int) -> None:
+        """Show the exit a supervisor told before it wrote it; the watch on its record
+        stays until the record holds it (``_confirm_exit``)."""
+        if (
+            record.exited
+            or record.state_watch is None
+            or sender != record.supervisor_pid
+            or state.get("id") != record.id
+            or state.get("status") not in EXITED_STATUSES
+        ):
+            return  # only the record's own supervisor speaks for it, and only of its exit
+        record.update(state)
+        record.exit_told = True
+        self._on_exit(record)
+
+    def _confirm_exit(self, record: Record, final: bool = False) -> None:
+        """Take the exit from the record once the supervisor has written it, and end the
+        watch. ``final``: the supervisor has ended; if it never wrote the exit it told,
+        the engine writes it."""
+        try:
+            state, unsaved = read_state_with_exit(record.dir)
+        except (OSError, ValueError):
+            state, unsaved = None, False
+        if state is not None and state["status"] in EXITED_STATUSES:
+            if state != record.state:
+                record.update(state)
+            if unsaved:
+                self._keep_unsaved(record, state)
+        elif not final:
+            return  # not written yet
+        else:
+            logger.warning("process %s: its supervisor ended before recording the exit it told", record.id)
+            self._keep_unsaved(record, record.state)
+        record.exit_told = False
+        self._unwatch_state(record)
+
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
+        if record.exit_told:
+            self._confirm_exit(record, final=True)
         if record.exited:
             # Descendants may have written on (and rotated logs) after the exit: the final
             # record says how much was dropped.
@@ -225,7 +284,8 @@ class SupervisorWatching(ManagerState):
                 waiter.set_result(None)
         record.waiters.clear()
         record.run_waiters.clear()
-        self._unwatch_state(record)
+        if not record.exit_told:
+            self._unwatch_state(record)
         self._service_exited(record)
         if self.retain_exited is not None:
             self._prune()

@@ -40,6 +40,8 @@ RUNS_READ_INTERVAL = 1.0
 #: Children reaped and not yet seen by the launcher's loop, and the pipe the handler wakes it on.
 _dead: set[int] = set()
 _notify_w = -1
+#: The server's exits socket, which every supervisor tells its command's exit on.
+_exits_fd = -1
 
 
 def _reap(signum: int, frame: object) -> None:
@@ -77,21 +79,24 @@ def _warm_up() -> None:
         os.close(devnull)
 
 
-def launcher_main(fd: int, runs_fd: int = -1) -> None:
+def launcher_main(fd: int, runs_fd: int = -1, exits_fd: int = -1) -> None:
     """Keep ``SPARES`` spare supervisors waiting on the server's socket until the server
     closes it.
 
     ``runs_fd``: the read end of a pipe on which the server names its one-shot runs as they
     start and end (``RunGuard``); when the server is gone, the launcher kills what still
-    runs of them, each as a whole process group.
+    runs of them, each as a whole process group. ``exits_fd``: a datagram socket to the
+    server, for the supervisors (``Supervisor._tell_exit``).
     """
-    global _notify_w
+    global _notify_w, _exits_fd
     # A SOCK_SEQPACKET socket: one read is one message, one write sends one. Plain os
     # calls on it spare the launcher (and every supervisor) the socket module.
     sock = fd
     os.set_inheritable(sock, False)
-    if runs_fd >= 0:
-        os.set_inheritable(runs_fd, False)  # no command a supervisor starts gets it
+    for own in (runs_fd, exits_fd):
+        if own >= 0:
+            os.set_inheritable(own, False)  # no command a supervisor starts gets it
+    _exits_fd = exits_fd
     notify_r, _notify_w = os.pipe2(os.O_CLOEXEC)
     signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -221,7 +226,7 @@ def _spare(sock: int, notify_r: int) -> None:
     try:
         os.close(notify_r)
         become_supervisor()
-        supervisor = Supervisor()
+        supervisor = Supervisor(_exits_fd)
         # Named only now, with its request handlers in place: the name says it is ready.
         set_name(SPARE_NAME)
         while True:

@@ -79,6 +79,9 @@ STREAM_TAGS = {"stdout": b"[stdout] ", "stderr": b"[stderr] "}
 
 #: The largest message on the launcher's socket; the server keeps its requests below it.
 LAUNCHER_MAX_MESSAGE = 4 * 1024 * 1024
+#: Supervisor to server, on the exits socket: the exit's state record as it is about to be
+#: written, if it is no longer than this (a longer one is learnt from the file alone).
+EXIT_MESSAGE_MAX = 32 * 1024
 
 #: Server to supervisor: stop (SIGTERM to the group, SIGKILL after the stop timeout).
 STOP_SIGNAL_REQUEST = signal.SIGUSR1

@@ -39,6 +39,7 @@ from .ondisk import (
     DEFAULT_BACKOFF_MS,
     DEFAULT_TERMINAL_SIZE,
     ERROR_FILE,
+    EXIT_MESSAGE_MAX,
     KILL_SIGNAL_REQUEST,
     LOG_FILES,
     MAX_BACKOFF_MS,
@@ -98,9 +99,14 @@ _WRITE_EVENTS = select.POLLOUT | select.POLLERR | select.POLLHUP
 class Supervisor:
     """Owns one child from spawn to recorded exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, exits_fd: int = -1) -> None:
         """What does not depend on the request: made by the spare before it has one, so
-        that a start waits for none of it (nor for the pages it copies)."""
+        that a start waits for none of it (nor for the pages it copies).
+
+        ``exits_fd``: the server's exits socket (a datagram socket, non-blocking), on
+        which the exit is told before it is written (``_tell_exit``); -1 for none.
+        """
+        self.exits_fd = exits_fd
         #: State writes come from the loop and from the combined.log writer's thread (a rotation).
         self.state_lock = _thread.allocate_lock()
         #: The exit went to the exit record (a full disk): state.json is the server's now.
@@ -761,6 +767,7 @@ class Supervisor:
                 state["restartAt"] = None
             state["status"] = "killed" if self.killed else "stopped"
             state["stoppedAt"] = now
+            self._tell_exit(state)
             try:
                 # Synced after the rename, so that the server (watching it) learns of the
                 # exit one fsync sooner; whole through any crash of a process either way.
@@ -775,7 +782,24 @@ class Supervisor:
                 try:
                     fill_exit_record(self.dir, state)
                 except OSError:
-                    pass  # nothing left to try: the server settles the exit as unknown
+                    pass  # nothing left to try: the server keeps the exit it was told, if it was
+
+    def _tell_exit(self, state: dict[str, Any]) -> None:
+        """Send the server the exit's record before it is written: the server shows the
+        exit one write (and one read of it) sooner, and writes the record itself if this
+        supervisor ends before it has. Best effort: with the server gone, busy (its queue
+        full) or another server's, the record alone tells it."""
+        fd, self.exits_fd = self.exits_fd, -1
+        if fd < 0:
+            return
+        payload = encode_json(state).encode()
+        try:
+            if len(payload) <= EXIT_MESSAGE_MAX:
+                os.write(fd, payload)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def children(pid: int) -> list[int]:
