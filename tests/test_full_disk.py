@@ -145,6 +145,20 @@ def check_exit_shown(client: httpx.Client, process_id: str, *, unsaved: bool) ->
     return dict(v1)
 
 
+def check_recorded_once_there_is_room(server: Server, process_id: str, shown: dict[str, Any]) -> None:
+    """The disk has room again: state.json gets the exit (code 3), which the API shows as
+    it did (``shown``) less the unsaved flag, before a restart and after it."""
+    shown = {name: value for name, value in shown.items() if name != "stateUnsaved"}
+    with server.client() as client:
+        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process_id}").json(), 10, "the record")
+        recorded = on_disk(server, process_id)
+        assert (recorded["status"], recorded["exitCode"], recorded["exitSignal"]) == ("stopped", 3, None)
+        assert client.get(f"/v1/process/{process_id}").json() == shown
+    server.restart()
+    with server.client() as client:
+        assert client.get(f"/v1/process/{process_id}").json() == shown
+
+
 def test_an_exit_on_a_full_disk_keeps_its_code_and_is_recorded_once_there_is_room(
     server_factory: Callable[..., Server], small_fs: Path
 ) -> None:
@@ -164,14 +178,8 @@ def test_an_exit_on_a_full_disk_keeps_its_code_and_is_recorded_once_there_is_roo
             assert on_disk(server, process["id"])["status"] == "running"  # no room for it there
         finally:
             filler.unlink()
-        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
-        recorded = on_disk(server, process["id"])
-        assert (recorded["status"], recorded["exitCode"]) == ("stopped", 3)
-        del shown["stateUnsaved"]
-        assert client.get(f"/v1/process/{process['id']}").json() == shown
-    server.restart()
+    check_recorded_once_there_is_room(server, process["id"], shown)
     with server.client() as client:
-        assert client.get(f"/v1/process/{process['id']}").json() == shown
         assert client.delete(f"/v1/process/{process['id']}").status_code == 204
 
 
@@ -245,11 +253,4 @@ def test_an_exit_its_supervisor_could_not_record_at_all_is_recorded_by_the_serve
             assert on_disk(server, process["id"])["status"] == "running"  # no room for it there
         finally:
             filler.unlink()
-        wait_for(lambda: "stateUnsaved" not in client.get(f"/v1/process/{process['id']}").json(), 10, "the record")
-        recorded = on_disk(server, process["id"])
-        assert (recorded["status"], recorded["exitCode"], recorded["exitSignal"]) == ("stopped", 3, None)
-        del shown["stateUnsaved"]
-        assert client.get(f"/v1/process/{process['id']}").json() == shown
-    server.restart()
-    with server.client() as client:
-        assert client.get(f"/v1/process/{process['id']}").json() == shown
+    check_recorded_once_there_is_room(server, process["id"], shown)
