@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -278,3 +281,52 @@ def test_orphans_left_by_a_process_are_adopted_and_reaped(server: Server, client
     os.kill(orphan, signal.SIGKILL)
     # Reaped, not left a zombie.
     wait_for(lambda: not Path(f"/proc/{orphan}").exists(), 10, "the orphan to be reaped")
+
+
+def test_supervisors_killed_around_their_exit_never_lose_or_change_a_shown_exit(server: Server, tmp_path: Path) -> None:
+    """A supervisor tells the server the exit, then writes it: killed at random moments
+    around its command's exit (before the tell, between the tell and the record, after
+    both), each process still ends shown as exited with its true code or with none, the
+    record on disk says the same, and a restart shows the same again: an exit once shown
+    is never lost or changed."""
+    rng = random.Random(11)
+    shown: dict[str, dict[str, Any]] = {}
+    with server.client() as client:
+        for i in range(40):
+            code = rng.randrange(256)
+            go = tmp_path / f"go{i}"
+            body = py(EXIT_ON_GO)
+            body["args"] += [str(go), str(code)]
+            process = start(client, body)
+            supervisor = supervisor_of(server, process["id"])
+            wait_log(client, process["id"], "waiting")
+            go.touch()
+            # Spread over the moments of the command's exit and its record (all within
+            # a millisecond or two of the go).
+            deadline = time.perf_counter() + rng.uniform(0, 0.005)
+            while time.perf_counter() < deadline:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supervisor, signal.SIGKILL)
+            final = wait_exited(client, process["id"])
+            assert final["exitCode"] in (code, None), final
+            assert final["exitSignal"] is None
+            shown[process["id"]] = final
+        for process_id, final in shown.items():
+            wait_for(lambda i=process_id: "stateUnsaved" not in client.get(f"/v1/process/{i}").json(), 10, "records")
+            record = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
+            assert (record["status"], record["exitCode"]) == ("stopped", final["exitCode"])
+    server.restart()
+    with server.client() as client:
+        for process_id, final in shown.items():
+            assert client.get(f"/v1/process/{process_id}").json()["exitCode"] == final["exitCode"]
+
+
+#: Says it is waiting, waits for a file, then exits with the code it was given.
+EXIT_ON_GO = """
+import os, sys, time
+print('waiting', flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.0002)
+os._exit(int(sys.argv[2]))
+"""
