@@ -166,6 +166,15 @@ class LauncherClient:
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
 
+    def wake(self) -> None:
+        """Wake a spare now, ahead of the spawn request the caller is about to send (best
+        effort): its wake-up overlaps the server's checks instead of following them."""
+        if self._sock is not None:
+            try:
+                self._sock.send(b'{"op":"wake"}')
+            except OSError:
+                pass
+
     async def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send ``message`` to the launcher and wait for the reply with the same number."""
         if self._sock is None:

@@ -293,6 +293,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
                 f"max concurrent process limit reached ({max_running}); stop or kill a running process, "
                 "or raise maxConcurrentProcesses in the process config"
             )
+        self._launcher.wake()
         system.check_fd_headroom()
         cwd = validate.resolve_cwd(request.cwd)
         env = validate.build_env(request.env, self.base_env)

@@ -241,9 +241,12 @@ def _spare(sock: int, notify_r: int) -> None:
                 message = json.loads(data)
             except ValueError:
                 continue
-            if message.get("op") == "ping":
+            op = message.get("op")
+            if op == "ping":
                 reply(sock, {"req": message.get("req"), "ok": True})
                 continue
+            if op == "wake":
+                continue  # a spawn request follows: this woke a spare (and its CPU) ahead
             _taken()
             supervise(sock, supervisor, message)
     except BaseException:
