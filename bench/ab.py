@@ -10,7 +10,8 @@ their ratio is what a change did. Each build runs from its own ``src/`` (the rev
 taken with ``git archive``, through PYTHONPATH) under this interpreter and its packages.
 
 - ``start``: POST /v1/processes of ``true``, then GET until it reports exited (the DELETE
-  after it is not timed);
+  after it is not timed; with ``--keep``, none: the processes pile up, as they do for an
+  agent that leaves them to retention);
 - ``run``: POST /v1/processes/run of ``echo hi``.
 
 Prints, per build and scenario, the p50 and p90 round trip and the CPU per request of the
@@ -81,8 +82,11 @@ def _tree(pid: int) -> list[int]:
         return [pid]
 
 
-def _measure(servers: dict[str, OurServer], what: str, n: int, gap: float) -> dict[str, tuple[list[float], float]]:
-    """Per build: the round trips (s) and CPU per request (ms), builds taking turns."""
+def _measure(
+    servers: dict[str, OurServer], what: str, n: int, gap: float, keep: bool = False
+) -> dict[str, tuple[list[float], float]]:
+    """Per build: the round trips (s) and CPU per request (ms), builds taking turns;
+    ``keep``: started processes are not deleted."""
     sample: Callable[[RawHttp], str | None] = _start if what == "start" else _run
     https = {name: RawHttp(server.port) for name, server in servers.items()}
     times: dict[str, list[float]] = {name: [] for name in servers}
@@ -99,7 +103,7 @@ def _measure(servers: dict[str, OurServer], what: str, n: int, gap: float) -> di
                 process_id = sample(https[name])
                 if i >= _WARMUP:
                     times[name].append(time.perf_counter() - t0)
-                if process_id is not None:
+                if process_id is not None and not keep:
                     https[name].request("DELETE", f"/v1/processes/{process_id}")
         time.sleep(0.2)  # the last supervisors end and are reaped
         cpu = {name: 1000 * (h.cpu_seconds_reaped(pids[name]) - cpu0[name]) / n for name in names}
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--what", choices=["start", "run", "both"], default="both")
     parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
+    parser.add_argument("--keep", action="store_true", help="start: leave the processes, do not delete them")
     args = parser.parse_args(argv)
     scenarios = ["start", "run"] if args.what == "both" else [args.what]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             servers = {name: stack.enter_context(OurServer(Path(scratch), env=env)) for name, env in builds.items()}
             print(f"{_machine()}; {args.n} samples per build, {args.gap * 1000:g} ms apart, builds in turn")
             for what in scenarios:
-                results = _measure(servers, what, args.n, args.gap)
+                results = _measure(servers, what, args.n, args.gap, args.keep)
                 for name, (times, cpu) in results.items():
                     print(
                         f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "

@@ -16,6 +16,12 @@ import httpx
 import pytest
 
 from conftest import MARKER, Server, py, start, wait_exited, wait_for, wait_log
+from sandbox_agent.engine.dirpool import POOL_DIR
+
+
+def process_dirs(server: Server) -> list[Path]:
+    """The process directories on disk (not the pool of ones made ahead)."""
+    return [p for p in (server.data_dir / "processes").iterdir() if p.name != POOL_DIR]
 
 
 def assert_problem(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
@@ -203,7 +209,7 @@ def test_bad_start_requests_are_400_and_create_nothing(
 ) -> None:
     assert_problem(client.post("/v1/process", json=body), 400, *needles)
     assert client.get("/v1/process").json() == {"processes": []}
-    assert list((server.data_dir / "processes").iterdir()) == []
+    assert process_dirs(server) == []
 
 
 def test_not_executable_and_malformed_json(server: Server, client: httpx.Client, tmp_path: Path) -> None:
@@ -214,7 +220,7 @@ def test_not_executable_and_malformed_json(server: Server, client: httpx.Client,
     assert_problem(response, 400, "not valid JSON")
     response = client.post("/v1/process", content=b"", headers={"content-type": "application/json"})
     assert_problem(response, 400)
-    assert list((server.data_dir / "processes").iterdir()) == []
+    assert process_dirs(server) == []
 
 
 def test_relative_command_resolves_against_cwd(client: httpx.Client, tmp_path: Path) -> None:

@@ -53,6 +53,7 @@ from . import config as _config
 from . import run as _run
 from . import system, validate
 from .config import ProcessConfig
+from .dirpool import DirPool
 from .ids import new_id, unknown_id_detail
 from .launcher import LauncherClient
 from .logs.watch import LogWatcher
@@ -167,6 +168,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         # carries only what a process has on top of it (a smaller message to parse).
         self._launcher = LauncherClient(self.base_env, python)
         self._launcher.on_exit = self._on_exit_told
+        #: Process directories made ahead: a start renames one into place.
+        self._dirs = DirPool(self.processes_dir)
         #: Exits told before their spawn's answer was taken (``_on_exit_told``), by id.
         self._early_exits: dict[str, tuple[dict[str, Any], int]] = {}
         self._records: dict[str, Record] = {}
@@ -209,6 +212,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         # subprocesses. An orphan stays a zombie a second at most; a supervisor watched
         # without a pidfd is checked as often.
         self._reaper = asyncio.create_task(self._poll_forever())
+        self._dirs.start()
         await self._launcher.start()
 
     async def close(self) -> None:
@@ -231,6 +235,7 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
         await self._watcher.close()
+        await self._dirs.close()
         await self._launcher.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -326,7 +331,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
         try:
-            pid_dir.mkdir(mode=0o700)
+            if not self._dirs.take(pid_dir):
+                pid_dir.mkdir(mode=0o700)
             if service is not None:
                 self._write_service(str(pid_dir), service)
         except OSError as exc:

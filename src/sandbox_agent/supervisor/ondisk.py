@@ -336,10 +336,13 @@ def close_aside(fd: int) -> None:
 
 
 def make_exit_record(directory: str) -> None:
-    """Create ``EXIT_FILE`` in ``directory``, blank, taking the blocks its exit will need."""
-    fd = os.open(f"{directory}/{EXIT_FILE}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Make ``EXIT_FILE`` in ``directory`` blank, taking the blocks its exit will need.
+
+    Written over in place, not truncated: one made ahead (``engine/dirpool.py``) keeps
+    its blocks, and freeing them would cost a discard on some disks."""
+    fd = os.open(f"{directory}/{EXIT_FILE}", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        if os.write(fd, b" " * (EXIT_RECORD_SIZE - 1) + b"\n") != EXIT_RECORD_SIZE:
+        if os.pwrite(fd, b" " * (EXIT_RECORD_SIZE - 1) + b"\n", 0) != EXIT_RECORD_SIZE:
             raise OSError(28, "No space left on device")  # ENOSPC: a short write
     finally:
         os.close(fd)
