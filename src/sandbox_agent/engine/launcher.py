@@ -124,7 +124,9 @@ class LauncherClient:
             except BlockingIOError:
                 return
             except OSError as exc:
-                logger.error("cannot read the exits socket: %s", exc)
+                # Not expected of a socket pair; exits are still read from the records.
+                logger.error("cannot read the exits socket (%s); exits are taken from the records alone", exc)
+                asyncio.get_running_loop().remove_reader(sock.fileno())
                 return
             sender = None
             for level, kind, payload in ancillary:
