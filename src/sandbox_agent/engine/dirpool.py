@@ -65,17 +65,16 @@ class DirPool:
     def take(self, target: Path) -> bool:
         """Move a ready directory to ``target`` (which must not exist); False if none is
         ready, or it could not be moved: the caller makes ``target`` itself."""
-        while self._ready:
+        taken = False
+        while self._ready and not taken:
             ready = self._ready.popleft()
             try:
                 os.rename(ready, target)
+                taken = True
             except OSError as exc:
                 logger.warning("directory pool: cannot take %s (%s)", ready, exc)
-                continue
-            self._refill()
-            return True
         self._refill()
-        return False
+        return taken
 
     async def close(self) -> None:
         self._closed = True

@@ -215,7 +215,6 @@ class SupervisorWatching(ManagerState):
             record.exited
             or record.state_watch is None
             or sender != record.supervisor_pid
-            or state.get("id") != record.id
             or state.get("status") not in EXITED_STATUSES
         ):
             return  # only the record's own supervisor speaks for it, and only of its exit
@@ -246,12 +245,13 @@ class SupervisorWatching(ManagerState):
 
     def _on_supervisor_exit(self, record: Record) -> None:
         self._unwatch_supervisor(record)
-        if record.exit_told:
-            self._confirm_exit(record, final=True)
         if record.exited:
             # Descendants may have written on (and rotated logs) after the exit: the final
             # record says how much was dropped.
-            if record.unsaved is None:  # else the engine's copy is the newer one
+            if record.exit_told:
+                # Its read of the record is the final one (or it writes the exit told).
+                self._confirm_exit(record, final=True)
+            elif record.unsaved is None:  # else the engine's copy is the newer one
                 with contextlib.suppress(OSError, ValueError):
                     state, _unsaved = read_state_with_exit(record.dir)
                     if state["status"] in EXITED_STATUSES:

@@ -269,9 +269,17 @@ encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def write_json_atomic(
-    path: str, data: dict[str, Any], *, sync: bool = True, sync_after: bool = False, aside: bool = False
+    path: str,
+    data: dict[str, Any],
+    *,
+    sync: bool = True,
+    sync_after: bool = False,
+    aside: bool = False,
+    payload: bytes | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+
+    ``payload``: ``data`` already encoded (``encode_json``), when the caller has it.
 
     ``sync``: the new file reaches the disk before it replaces the old one, so that a
     machine's crash also leaves one or the other (``False`` for a record of what is not
@@ -292,7 +300,8 @@ def write_json_atomic(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         try:
-            payload = encode_json(data).encode()
+            if payload is None:
+                payload = encode_json(data).encode()
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view) :]

@@ -767,11 +767,12 @@ class Supervisor:
                 state["restartAt"] = None
             state["status"] = "killed" if self.killed else "stopped"
             state["stoppedAt"] = now
-            self._tell_exit(state)
+            payload = encode_json(state).encode()
+            self._tell_exit(payload)
             try:
                 # Synced after the rename, so that the server (watching it) learns of the
                 # exit one fsync sooner; whole through any crash of a process either way.
-                write_json_atomic(self.state_path, state, sync=False, sync_after=True)
+                write_json_atomic(self.state_path, state, sync=False, sync_after=True, payload=payload)
                 self.sync_due = None  # the start record it replaced need not reach the disk
             except OSError:
                 # A full disk: the exit goes over the blanks of the exit record, which
@@ -784,15 +785,14 @@ class Supervisor:
                 except OSError:
                     pass  # nothing left to try: the server keeps the exit it was told, if it was
 
-    def _tell_exit(self, state: dict[str, Any]) -> None:
-        """Send the server the exit's record before it is written: the server shows the
-        exit one write (and one read of it) sooner, and writes the record itself if this
-        supervisor ends before it has. Best effort: with the server gone, busy (its queue
-        full) or another server's, the record alone tells it."""
+    def _tell_exit(self, payload: bytes) -> None:
+        """Send the server the exit's record (encoded) before it is written: the server
+        shows the exit one write (and one read of it) sooner, and writes the record itself
+        if this supervisor ends before it has. Best effort: with the server gone, busy (its
+        queue full) or another server's, the record alone tells it."""
         fd, self.exits_fd = self.exits_fd, -1
         if fd < 0:
             return
-        payload = encode_json(state).encode()
         try:
             if len(payload) <= EXIT_MESSAGE_MAX:
                 os.write(fd, payload)
