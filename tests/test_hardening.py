@@ -17,7 +17,14 @@ import pytest
 
 from conftest import Server, py, start, wait_exited, wait_for
 from sandbox_agent.supervisor.launcher import SPARES, RunGuard
-from sandbox_agent.supervisor.ondisk import KILL_SIGNAL_REQUEST, STOP_SIGNAL_REQUEST, process_start_ticks
+from sandbox_agent.supervisor.ondisk import (
+    KILL_SIGNAL_REQUEST,
+    STOP_SIGNAL_REQUEST,
+    boot_clock_ns,
+    process_start_ticks,
+    spawn_in_session,
+    spawned_start_ticks,
+)
 
 
 def assert_problem(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
@@ -413,3 +420,19 @@ def test_the_launcher_kills_only_runs_that_are_still_the_same_process() -> None:
             p.kill()
             p.wait()
         os.close(read)
+
+
+def test_a_spawned_process_is_named_by_its_own_start_time() -> None:
+    """The start time a spawn gives (taken from the boot clock around the spawn, which
+    /proc would make the caller wait for) is the one /proc shows, spawn after spawn; a
+    spawn whose clock readings straddle a tick reads /proc instead."""
+    for _ in range(200):
+        pid, ticks = spawn_in_session("/bin/sleep", ["sleep", "30"], dict(os.environ), [])
+        try:
+            assert ticks is not None
+            assert ticks == process_start_ticks(pid)
+            # Readings a tick apart: the clock cannot tell, /proc is read.
+            assert spawned_start_ticks(pid, boot_clock_ns() - 20_000_000) == ticks
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

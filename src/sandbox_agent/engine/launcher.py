@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .._exceptions import BadRequest, ServerError
-from ..supervisor.ondisk import EXIT_MESSAGE_MAX, LAUNCHER_MAX_MESSAGE, process_start_ticks
+from ..supervisor.ondisk import EXIT_MESSAGE_MAX, LAUNCHER_MAX_MESSAGE
 
 logger = logging.getLogger("sandbox_agent.launcher")
 
@@ -142,15 +142,15 @@ class LauncherClient:
             if isinstance(state, dict):
                 self.on_exit(state, sender)
 
-    def guard_run(self, pid: int) -> None:
+    def guard_run(self, pid: int, start_ticks: int | None) -> None:
         """Name a one-shot run to the launcher, which kills its group if the server dies
         before ``release_run``. Best effort: a run that cannot be named runs all the same.
 
-        ``pid`` is our unreaped child, so its start time is its own: with it, the launcher
-        never takes a later process that got the same pid for the run."""
-        ticks = process_start_ticks(pid)
-        if ticks is not None:
-            self._tell_runs(f"+{pid} {ticks}\n")
+        ``pid`` is our unreaped child and ``start_ticks`` its start time (None: it is
+        gone already): with it, the launcher never takes a later process that got the
+        same pid for the run."""
+        if start_ticks is not None:
+            self._tell_runs(f"+{pid} {start_ticks}\n")
 
     def release_run(self, pid: int) -> None:
         """The run ``pid`` has ended and been reaped (told at once, with no await between)."""

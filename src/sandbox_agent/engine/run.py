@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._exceptions import BadRequest
-from ..supervisor.ondisk import spawn_in_session
+from ..supervisor.ondisk import boot_clock_ns, spawn_in_session, spawned_start_ticks
 from . import system, validate
 
 _READ_SIZE = 64 * 1024
@@ -36,7 +36,7 @@ _DRAIN_AFTER_KILL = 1.0
 class RunGuard(Protocol):
     """Who kills the runs still going if the server dies (the launcher's client)."""
 
-    def guard_run(self, pid: int) -> None: ...
+    def guard_run(self, pid: int, start_ticks: int | None) -> None: ...
 
     def release_run(self, pid: int) -> None: ...
 
@@ -116,8 +116,11 @@ class _Child:
         return self.returncode
 
 
-def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | subprocess.Popen[bytes], int, int]:
-    """Start ``argv`` in a session of its own: the process, its stdout and stderr read ends.
+def _spawn(
+    argv: list[str], cwd: str, env: dict[str, str]
+) -> tuple[_Child | subprocess.Popen[bytes], int | None, int, int]:
+    """Start ``argv`` in a session of its own: the process, its start time
+    (``spawned_start_ticks``), its stdout and stderr read ends.
 
     vfork and exec, in C: ``os.posix_spawn`` in the server's own directory (it cannot
     change directory before the exec), else ``subprocess.Popen``, whose Python costs a
@@ -130,7 +133,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | sub
         if cwd == os.getcwd():
             stdin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                pid = spawn_in_session(
+                pid, start_ticks = spawn_in_session(
                     argv[0],
                     argv,
                     env,
@@ -140,6 +143,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | sub
                 os.close(stdin)
             process: _Child | subprocess.Popen[bytes] = _Child(pid)
         else:
+            before = boot_clock_ns()
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -149,6 +153,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | sub
                 env=env,
                 start_new_session=True,
             )
+            start_ticks = spawned_start_ticks(process.pid, before)
     except BaseException:
         os.close(out_r)
         os.close(err_r)
@@ -156,7 +161,7 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[_Child | sub
     finally:
         os.close(out_w)
         os.close(err_w)
-    return process, out_r, err_r
+    return process, start_ticks, out_r, err_r
 
 
 async def _exited(process: _Child | subprocess.Popen[bytes]) -> int:
@@ -205,7 +210,7 @@ async def run(
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
-        process, out_fd, err_fd = _spawn(argv, cwd, env)
+        process, start_ticks, out_fd, err_fd = _spawn(argv, cwd, env)
     except OSError as exc:
         # What the checks above cannot see: not a format the kernel runs (ENOEXEC), a
         # missing interpreter on its #! line; or no descriptors left (a 503).
@@ -213,7 +218,7 @@ async def run(
             f"could not start {request.command!r}: {exc.strerror or exc}"
         ) from None
     if guard is not None:
-        guard.guard_run(process.pid)
+        guard.guard_run(process.pid, start_ticks)
     out = _Collector(out_fd, request.max_output_bytes, loop)
     err = _Collector(err_fd, request.max_output_bytes, loop)
     readers = asyncio.gather(out.done, err.done)

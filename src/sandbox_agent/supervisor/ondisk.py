@@ -444,11 +444,15 @@ def boot_id() -> str:
 _SIGNALS_TO_RESET = (int(signal.SIGPIPE), int(signal.SIGXFSZ))
 
 
-def spawn_in_session(executable: str, argv: list[str], env: dict[str, str], file_actions: list[Any]) -> int:
+def spawn_in_session(
+    executable: str, argv: list[str], env: dict[str, str], file_actions: list[Any]
+) -> tuple[int, int | None]:
     """Start a command as every command is started (by a supervisor, or as a run): in a
     session and process group of its own, no signal blocked, every signal at its default;
-    vfork and exec (``posix_spawn``), so little runs in the forked process. Its pid."""
-    return os.posix_spawn(
+    vfork and exec (``posix_spawn``), so little runs in the forked process. Its pid, and
+    its start time (``spawned_start_ticks``)."""
+    before = boot_clock_ns()
+    pid = os.posix_spawn(
         executable,
         argv,
         env,
@@ -457,6 +461,33 @@ def spawn_in_session(executable: str, argv: list[str], env: dict[str, str], file
         setsigmask=(),
         setsigdef=_SIGNALS_TO_RESET,
     )
+    return pid, spawned_start_ticks(pid, before)
+
+
+#: Clock ticks per second of /proc's start times (USER_HZ).
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boot_clock_ns() -> int:
+    """The boot-time clock, which the kernel stamps a new process's start time from."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+
+def spawned_start_ticks(pid: int, before_ns: int) -> int | None:
+    """``process_start_ticks`` of ``pid``, a child made since ``boot_clock_ns()`` read
+    ``before_ns``.
+
+    The kernel stamps a process's start from the boot-time clock when it makes it, and
+    /proc shows that stamp in whole clock ticks: if the clock reads the same tick now as
+    before the spawn, that tick is the child's (98% of spawns here; a spawn is 0.15 ms,
+    a tick 10 ms). Otherwise /proc is read, which right after a spawn waits until the
+    child's exec is through: 0.5 to 0.7 ms here, which every start and run used to wait.
+    """
+    if 1_000_000_000 % _CLOCK_TICKS == 0:
+        tick = before_ns * _CLOCK_TICKS // 1_000_000_000
+        if boot_clock_ns() * _CLOCK_TICKS // 1_000_000_000 == tick:
+            return tick
+    return process_start_ticks(pid)
 
 
 def process_start_ticks(pid: int) -> int | None:

@@ -126,6 +126,8 @@ class Supervisor:
         self.eof_pending = False
         #: The command's pid until it has been reaped; 0 after.
         self.pid = 0
+        #: The start time of the command now running (``spawn_in_session``).
+        self.pid_start: int | None = None
         #: A signal woke the loop (a child exited, a request came).
         self.woken = False
         #: The start record, renamed into place unsynced, is to be synced by then: at the
@@ -201,7 +203,7 @@ class Supervisor:
             # posix_spawn (vfork and exec) rather than subprocess: far less Python runs
             # in the forked supervisor, so far fewer shared pages get copied.
             os.chdir(req["cwd"])
-            pid = spawn_in_session(
+            pid, self.pid_start = spawn_in_session(
                 req["executable"],
                 [req["command"], *req["args"]],
                 self.env,
@@ -281,7 +283,7 @@ class Supervisor:
         self.input_fd = master
         self.pty = PtyRecorder(self.dir, self.max_log_bytes, self._record_log if self.max_log_bytes else None)
         os.chdir(req["cwd"])
-        pid = spawn_in_session(
+        pid, self.pid_start = spawn_in_session(
             req["executable"],
             [req["command"], *req["args"]],
             self.env,
@@ -307,7 +309,7 @@ class Supervisor:
             "cwd": req["cwd"],
             "status": "running",
             "pid": pid,
-            "pidStart": process_start_ticks(pid),
+            "pidStart": self.pid_start,
             "exitCode": None,
             "exitSignal": None,
             "startedAt": started,
@@ -728,9 +730,7 @@ class Supervisor:
         self.kill_deadline = None
         self.kill_sent = False
         with self.state_lock:
-            self.state.update(
-                pid=pid, pidStart=process_start_ticks(pid), restarts=count, restartAt=None, runLogOffset=offset
-            )
+            self.state.update(pid=pid, pidStart=self.pid_start, restarts=count, restartAt=None, runLogOffset=offset)
         self._save_state()
         return os.pidfd_open(pid)
 
