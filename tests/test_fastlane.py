@@ -6,6 +6,8 @@ so the two answers can be set side by side.
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,126 @@ def test_a_start_that_is_not_json_or_too_big_for_the_lane_still_works(checked_sh
         big = client.post("/v1/processes", json={"command": "true", "env": {"BIG": "x" * 100_000}})
         assert big.status_code == 200, big.text
         wait_exited(client, big.json()["id"])
+
+
+# The lane's answers are written at the connection itself (server/wire.py): the connection
+# must go on as uvicorn's own would, whatever the client does around them.
+
+
+def _read_answer(sock: socket.socket, buffer: bytearray) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One answer from ``sock`` (status line, lower-cased headers, body); ``buffer`` keeps
+    what came after it."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection before answering"
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(b":") for line in lines)}
+    length = int(headers.get(b"content-length", b"0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection in the middle of an answer"
+        rest += chunk
+    buffer[:] = rest[length:]
+    return status, headers, rest[:length]
+
+
+def _request(method: str, path: str, body: bytes = b"", *extra: str, version: str = "1.1") -> bytes:
+    head = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _closed(sock: socket.socket) -> bool:
+    """The server has closed ``sock`` (it reads end of file, within a deadline)."""
+    sock.settimeout(10)
+    return sock.recv(1) == b""
+
+
+def test_lane_answers_keep_the_connection_going(checked_shared_server: Server) -> None:
+    """Pipelined requests, lane's and stack's mixed, are answered in order on one connection;
+    a ``Connection: close`` or HTTP/1.0 request gets ``connection: close`` and the close."""
+    with checked_shared_server.client() as client:
+        process = start(client, py("pass"))
+        wait_exited(client, process["id"])
+    get = _request("GET", f"/v1/processes/{process['id']}")
+    run = _request("POST", "/v1/processes/run", json.dumps({"command": "echo", "args": ["piped"]}).encode())
+    routed = _request("GET", f"/v1/processes/{process['id']}?via=routes")
+    with socket.create_connection(("127.0.0.1", checked_shared_server.port), timeout=10) as sock:
+        buffer = bytearray()
+        sock.sendall(get + run + get + routed + get)
+        answers = [_read_answer(sock, buffer) for _ in range(5)]
+        assert [status for status, _, _ in answers] == [b"HTTP/1.1 200 OK"] * 5
+        for index in (0, 2, 3, 4):
+            assert json.loads(answers[index][2])["id"] == process["id"]
+        assert answers[0][2] == answers[3][2]  # the lane's bytes are the routes'
+        assert json.loads(answers[1][2])["stdout"] == "piped\n"
+        for _, headers, body in answers:
+            assert headers[b"content-type"] == b"application/json"
+            assert int(headers[b"content-length"]) == len(body)
+            assert b"connection" not in headers
+            assert b"date" in headers
+        sock.sendall(_request("GET", f"/v1/processes/{process['id']}", b"", "Connection: close"))
+        status, headers, _ = _read_answer(sock, buffer)
+        assert (status, headers[b"connection"]) == (b"HTTP/1.1 200 OK", b"close")
+        assert _closed(sock)
+    with socket.create_connection(("127.0.0.1", checked_shared_server.port), timeout=10) as sock:
+        sock.sendall(_request("GET", f"/v1/processes/{process['id']}", version="1.0"))
+        status, headers, body = _read_answer(sock, bytearray())
+        assert headers[b"connection"] == b"close"
+        assert json.loads(body)["id"] == process["id"]
+        assert _closed(sock)
+
+
+def test_lane_posts_wait_for_their_body(checked_shared_server: Server, tmp_path: Path) -> None:
+    """A start sent in pieces, or with ``Expect: 100-continue``, is taken once its body is
+    whole; a client gone before its body is whole starts nothing, and the server goes on."""
+    mark = tmp_path / "started"
+    body = json.dumps({"command": "touch", "args": [str(mark)]}).encode()
+    port = checked_shared_server.port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_request("POST", "/v1/processes/run", body)[: -len(body) // 2])
+        sock.sendall(body[-len(body) // 2 :])
+        status, _, answer = _read_answer(sock, bytearray())
+        assert (status, json.loads(answer)["exitCode"]) == (b"HTTP/1.1 200 OK", 0)
+    assert mark.exists()
+    mark.unlink()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        buffer = bytearray()
+        sock.sendall(
+            _request("POST", "/v1/processes/run", b"", "Expect: 100-continue")[:-2].replace(
+                b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
+            )
+            + b"\r\n"
+        )
+        status, _, _ = _read_answer(sock, buffer)
+        assert status == b"HTTP/1.1 100 Continue"
+        sock.sendall(body)
+        status, _, answer = _read_answer(sock, buffer)
+        assert (status, json.loads(answer)["exitCode"]) == (b"HTTP/1.1 200 OK", 0)
+    assert mark.exists()
+    mark.unlink()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(_request("POST", "/v1/processes", body)[:-5])
+    with checked_shared_server.client() as client:
+        wait_for(lambda: client.get("/v1/health").status_code == 200, 10, "the server to answer")
+        assert client.post("/v1/processes/run", json={"command": "true"}).json()["exitCode"] == 0
+        assert not any(p["args"] == [str(mark)] for p in client.get("/v1/processes").json()["processes"])
+    assert not mark.exists()
+
+
+def test_with_the_access_log_on_every_request_is_logged(server_factory: Callable[..., Server]) -> None:
+    """The access log is uvicorn's: with it on, the lane's requests go through uvicorn's
+    cycle (and the lane's ASGI application), so each is in the log."""
+    server = server_factory(extra_args=["--access-log"])
+    with server.client() as client:
+        process = client.post("/v1/processes", json={"command": "true"}).json()
+        wait_for(lambda: client.get(f"/v1/processes/{process['id']}").json()["status"] == "exited", 10, "the exit")
+        assert client.post("/v1/processes/run", json={"command": "true"}).json()["exitCode"] == 0
+    log = wait_for(
+        lambda: (text := server.log_path.read_text()).count(f"GET /v1/processes/{process['id']} HTTP/1.1") and text,
+        10,
+        "the access log's lines",
+    )
+    assert '"POST /v1/processes HTTP/1.1" 200' in log
+    assert '"POST /v1/processes/run HTTP/1.1" 200' in log

@@ -24,7 +24,7 @@ answers are the routes' own, byte for byte, errors of the engine included
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,6 +49,8 @@ _RUN_FIELDS = _BASE_FIELDS | {"timeoutMs", "maxOutputBytes"}
 _POSTS = {"/v1/processes": _BASE_FIELDS, "/v1/process": _BASE_FIELDS, "/v1/processes/run": _RUN_FIELDS}
 #: A start body larger than this goes to the routes (an environment that large is rare).
 _MAX_BODY = 64 * 1024
+#: Sends one of the lane's answers: status, body and the headers beside the content's.
+Respond = Callable[[int, bytes, tuple[tuple[bytes, bytes], ...]], Awaitable[None]]
 
 
 class FastLane:
@@ -69,17 +71,27 @@ class FastLane:
         self.policy = policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["query_string"]:
+        if scope["type"] == "http":
             method = scope["method"]
             if method == "GET":
-                body = self._answer(scope["path"]) if self._admits(scope) else None
+                body = self.answer(scope)
                 if body is not None:
                     await _respond(send, 200, body)
                     return
-            elif method == "POST" and scope["path"] in _POSTS and self._admits(scope):
-                await self._post(scope, receive, send)
+            elif method == "POST" and self.takes_post(scope):
+                await self.post(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def answer(self, scope: Scope) -> bytes | None:
+        """The body of the lane's 200 to this GET, or None if the stack is to answer it."""
+        if scope["query_string"] or not self._admits(scope):
+            return None
+        return self._answer(scope["path"])
+
+    def takes_post(self, scope: Scope) -> bool:
+        """This POST is a start or a run the lane may take (its body decides: ``post``)."""
+        return not scope["query_string"] and scope["path"] in _POSTS and self._admits(scope)
 
     def _admits(self, scope: Scope) -> bool:
         """The stack would let this request through to the routes, untouched."""
@@ -104,8 +116,10 @@ class FastLane:
                 return render_one(record)
         return None
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A start or a run with a body the lane can take whole; else the routes'."""
+    async def post(self, scope: Scope, receive: Receive, send: Send, respond: Respond | None = None) -> None:
+        """Answer a POST that ``takes_post``: a start or a run with a body the lane can take
+        whole, else the routes' answer. ``respond`` sends the lane's own answers (by
+        default as two ASGI messages on ``send``)."""
         body = await _read_body(scope, receive)
         fields = None if body is None else _simple_body(body, scope["path"])
         if fields is None:
@@ -119,7 +133,10 @@ class FastLane:
         except Exception:
             response = problems.unexpected("POST", path)
         else:
-            await _respond(send, status, answer, *headers)
+            if respond is None:
+                await _respond(send, status, answer, *headers)
+            else:
+                await respond(status, answer, headers)
             return
         await response(scope, receive, send)
 
