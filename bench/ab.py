@@ -12,7 +12,10 @@ taken with ``git archive``, through PYTHONPATH) under this interpreter and its p
 - ``start``: POST /v1/processes of ``true``, then GET until it reports exited (the DELETE
   after it is not timed; with ``--keep``, none: the processes pile up, as they do for an
   agent that leaves them to retention);
-- ``run``: POST /v1/processes/run of ``echo hi``.
+- ``run``: POST /v1/processes/run of ``echo hi``;
+- ``create``: POST /v1/processes of ``sleep 60`` until its answer (what a caller starting
+  a dev server waits for; the kill, the wait for its exit and the DELETE after it are
+  not timed).
 
 Prints, per build and scenario, the p50 and p90 round trip and the CPU per request of the
 server and all it ran, then this checkout's p50 over the revision's.
@@ -41,6 +44,7 @@ ROOT = h.BENCH_DIR.parent
 _WARMUP = 10
 _START = RawHttp.build("POST", "/v1/processes", {"command": "true", "args": []})
 _RUN = RawHttp.build("POST", "/v1/processes/run", {"command": "echo", "args": ["hi"]})
+_CREATE = RawHttp.build("POST", "/v1/processes", {"command": "sleep", "args": ["60"]})
 
 
 def _checkout(rev: str, into: Path) -> Path:
@@ -66,6 +70,22 @@ def _start(http: RawHttp) -> str | None:
     return str(info["id"])
 
 
+def _create(http: RawHttp) -> str | None:
+    """Start ``sleep 60``; its id, to kill and delete untimed."""
+    status, body = http.send(_CREATE)
+    if status != 200:
+        raise RuntimeError(f"create: {status} {body[:300]!r}")
+    return str(json.loads(body)["id"])
+
+
+def _end(http: RawHttp, process_id: str) -> None:
+    """Kill a process started by ``_create`` and wait until it exited (untimed)."""
+    http.request("POST", f"/v1/processes/{process_id}/kill")
+    get = RawHttp.build("GET", f"/v1/processes/{process_id}")
+    while json.loads(http.send(get)[1])["status"] != "exited":
+        time.sleep(0.001)
+
+
 def _run(http: RawHttp) -> str | None:
     status, body = http.send(_RUN)
     if status != 200:
@@ -87,7 +107,7 @@ def _measure(
 ) -> dict[str, tuple[list[float], float]]:
     """Per build: the round trips (s) and CPU per request (ms), builds taking turns;
     ``keep``: started processes are not deleted."""
-    sample: Callable[[RawHttp], str | None] = _start if what == "start" else _run
+    sample: Callable[[RawHttp], str | None] = {"start": _start, "run": _run, "create": _create}[what]
     https = {name: RawHttp(server.port) for name, server in servers.items()}
     times: dict[str, list[float]] = {name: [] for name in servers}
     pids = {name: _tree(server.pid) for name, server in servers.items()}
@@ -103,6 +123,8 @@ def _measure(
                 process_id = sample(https[name])
                 if i >= _WARMUP:
                     times[name].append(time.perf_counter() - t0)
+                if process_id is not None and what == "create":
+                    _end(https[name], process_id)
                 if process_id is not None and not keep:
                     https[name].request("DELETE", f"/v1/processes/{process_id}")
         time.sleep(0.2)  # the last supervisors end and are reaped
@@ -128,7 +150,7 @@ def _ms(values: list[float], p: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the git revision to compare this checkout with (HEAD~1, a tag, a hash)")
-    parser.add_argument("--what", choices=["start", "run", "both"], default="both")
+    parser.add_argument("--what", choices=["start", "run", "create", "both"], default="both")
     parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
     parser.add_argument("--keep", action="store_true", help="start: leave the processes, do not delete them")
