@@ -55,16 +55,20 @@ def out_of_fds(exc: OSError) -> ServiceUnavailable | None:
 
 
 def check_fd_headroom(needed: int = FD_HEADROOM) -> None:
-    """ServiceUnavailable (503) unless ``needed`` descriptors can be opened now.
+    """ServiceUnavailable (503) unless ``needed`` descriptors can be had now.
 
     Checked before a start creates anything: out of descriptors, the server would start
-    a process it could not watch. Opening them is the only exact test (limits are per
-    process and per system), and it costs microseconds.
+    a process it could not watch. Taking them is the only exact test of the process's
+    limit; duplicating one kept open is a quarter of the cost of opening a file (about
+    15 against 60 microseconds here for 16), and it is on every start's path.
     """
+    global _probe_fd
     probes: list[int] = []
     try:
+        if _probe_fd < 0:
+            _probe_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         for _ in range(needed):
-            probes.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            probes.append(os.dup(_probe_fd))
     except OSError as exc:
         error = out_of_fds(exc)
         if error is None:
@@ -73,3 +77,7 @@ def check_fd_headroom(needed: int = FD_HEADROOM) -> None:
     finally:
         for fd in probes:
             os.close(fd)
+
+
+#: A descriptor of /dev/null, kept open for ``check_fd_headroom`` to duplicate.
+_probe_fd = -1
