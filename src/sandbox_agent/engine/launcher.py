@@ -65,6 +65,8 @@ class LauncherClient:
         self._exits_theirs: socket.socket | None = None
         #: Called with the state record a supervisor told and the pid that sent it.
         self.on_exit: Callable[[dict[str, Any], int], None] | None = None
+        #: The exits socket is read (no error stopped its reader).
+        self._exits_readable = True
 
     async def start(self) -> None:
         async with self._start_lock:
@@ -115,6 +117,13 @@ class LauncherClient:
             self._exits, self._exits_theirs = ours, theirs
         return self._exits_theirs.fileno()
 
+    def read_exits(self) -> None:
+        """Take the exits told so far, now: before an answer that would otherwise show a
+        process running whose exit is already in the socket (the loop reads it only once
+        the answer is written). One ``recvmsg`` when there is none."""
+        if self._exits is not None and self._exits_readable:
+            self._on_exits_readable()
+
     def _on_exits_readable(self) -> None:
         sock = self._exits
         assert sock is not None
@@ -127,6 +136,7 @@ class LauncherClient:
                 # Not expected of a socket pair; exits are still read from the records.
                 logger.error("cannot read the exits socket (%s); exits are taken from the records alone", exc)
                 asyncio.get_running_loop().remove_reader(sock.fileno())
+                self._exits_readable = False
                 return
             sender = None
             for level, kind, payload in ancillary:

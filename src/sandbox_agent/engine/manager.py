@@ -315,6 +315,9 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             record = await self._spawn(request, service, cwd, env, terminal_size, executable, max_log_bytes)
         finally:
             self._release_name(service)
+        # A short command has often exited by now, its exit told but not yet read: the
+        # answer then says so, and its caller needs no second look.
+        self.read_told_exits()
         await self._start_ready(record)
         return record
 
@@ -398,6 +401,11 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
 
     def get(self, process_id: str) -> Record:
         return self._record(process_id)
+
+    def read_told_exits(self) -> None:
+        """Take the exits supervisors have told and the loop has not read yet (a poll of
+        a running process may arrive beside its exit)."""
+        self._launcher.read_exits()
 
     async def wait(self, process_id: str) -> Record:
         """Wait until the process has exited; return its final record."""

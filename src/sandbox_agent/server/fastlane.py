@@ -113,6 +113,8 @@ class FastLane:
                     record = self.manager.get(key)
                 except SandboxAgentError:
                     return None  # unknown, or not an id: the route says so properly
+                if not record.exited:
+                    self.manager.read_told_exits()
                 return render_one(record)
         return None
 
