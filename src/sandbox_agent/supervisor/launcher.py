@@ -261,8 +261,7 @@ def _spare(sock: int, notify_r: int) -> None:
                 continue
             if op == "wake":
                 continue  # a spawn request follows: this woke a spare (and its CPU) ahead
-            _taken()
-            supervise(sock, supervisor, message)
+            supervise(sock, supervisor, message, _taken)
     except BaseException:
         pass
     os._exit(0)

@@ -64,6 +64,7 @@ from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
 # typing is a large import for a process that must stay small; annotations are strings.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # Plain ints and the C function under signal.signal, whose wrapper converts to and from
@@ -902,9 +903,12 @@ def become_supervisor() -> None:
     _set_handler(_SIGINT, _ignore)
 
 
-def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> None:
+def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any], taken: Callable[[], None]) -> None:
     """Body of a supervisor (``become_supervisor`` done, ``supervisor`` made) once it has
-    its request; never returns."""
+    its request; never returns. ``taken`` tells the launcher the spare is taken: called
+    once the request is answered, as the launcher replaces a spare only later anyway and
+    its wake-up (a write to its pipe, up to a tenth of a millisecond here) need not hold
+    the answer."""
     code = 0
     try:
         set_name(SUPERVISOR_NAME)
@@ -913,8 +917,10 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any]) -> Non
             pid = supervisor.spawn()
         except OSError as exc:
             reply(sock, {"req": message["req"], "ok": False, "errno": exc.errno, "error": exc.strerror or str(exc)})
+            taken()
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
+        taken()
         # Synced once the loop has looked at what is waiting: a short command has often
         # exited by now, and its exit (synced too) is then recorded one fsync sooner.
         supervisor.sync_due = time.time() + SYNC_DEFERRAL
