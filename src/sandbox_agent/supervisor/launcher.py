@@ -220,6 +220,31 @@ def _taken() -> None:
     os.close(_notify_w)
 
 
+#: A spawn request's shape, parsed by each spare while it waits: the parse of the real one
+#: then writes to pages the spare has already copied (the decoder's objects and state).
+_REHEARSAL = json.dumps(
+    {
+        "op": "spawn",
+        "id": "0" * 26,
+        "dir": "/" + "d" * 80,
+        "command": "command",
+        "executable": "/usr/bin/command",
+        "args": ["argument", "argument"],
+        "cwd": "/" + "c" * 40,
+        "envAdd": {"NAME": "value"},
+        "stopTimeout": 10.0,
+        "partialDelay": 0.1,
+        "tty": False,
+        "interactive": False,
+        "terminalSize": None,
+        "maxLogBytes": 67108864,
+        "restart": None,
+        "restartResetAfter": 60.0,
+        "req": 1,
+    }
+)
+
+
 def _touch_allocator() -> None:
     """Copy, while the spare waits, the allocator's pages a start writes first.
 
@@ -241,6 +266,7 @@ def _spare(sock: int, notify_r: int) -> None:
         become_supervisor()
         supervisor = Supervisor(_exits_fd)
         _touch_allocator()
+        json.loads(_REHEARSAL)
         # Named only now, with its request handlers in place: the name says it is ready.
         set_name(SPARE_NAME)
         while True:
