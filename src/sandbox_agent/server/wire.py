@@ -94,6 +94,8 @@ def _finish(cycle: RequestResponseCycle, status: int, body: bytes, headers: tupl
     for name, value in (*cycle.default_headers, *headers):
         head += (name, b": ", value, b"\r\n")
     head += (b"content-length: ", str(len(body)).encode(), b"\r\ncontent-type: application/json\r\n")
+    if cycle.keep_alive and _asks_close(cycle.scope["headers"]):
+        cycle.keep_alive = False  # uvicorn before 0.53 sets it from the request's version alone
     if not cycle.keep_alive:
         head.append(b"connection: close\r\n")
     head += (b"\r\n", body)
@@ -105,6 +107,14 @@ def _finish(cycle: RequestResponseCycle, status: int, body: bytes, headers: tupl
     if not cycle.keep_alive:
         cycle.transport.close()
     cycle.on_response()
+
+
+def _asks_close(headers: Any) -> bool:
+    """The request's ``Connection`` header says ``close``."""
+    for name, value in headers:
+        if name == b"connection" and b"close" in (token.strip().lower() for token in value.split(b",")):
+            return True
+    return False
 
 
 def _find_lane(app: Any) -> FastLane | None:
