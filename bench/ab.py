@@ -57,14 +57,23 @@ def _checkout(rev: str, into: Path) -> Path:
     return into / "src"
 
 
+#: Seconds between a start's polls after the first (``--poll``).
+_poll = 0.0
+
+
 def _start(http: RawHttp) -> str | None:
-    """Start ``true`` and poll until it exited; its id, to delete untimed."""
+    """Start ``true`` and poll until it exited (at once, then every ``_poll`` seconds, as
+    the hot-path bench does with 1 ms); its id, to delete untimed."""
     status, body = http.send(_START)
     if status != 200:
         raise RuntimeError(f"start: {status} {body[:300]!r}")
     info = json.loads(body)
     get = RawHttp.build("GET", f"/v1/processes/{info['id']}")
+    polls = 0
     while info["status"] != "exited":
+        if polls and _poll:
+            time.sleep(_poll)
+        polls += 1
         status, body = http.send(get)
         info = json.loads(body)
     return str(info["id"])
@@ -154,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
     parser.add_argument("--keep", action="store_true", help="start: leave the processes, do not delete them")
+    parser.add_argument(
+        "--poll", type=float, default=0.0, help="start: ms between GETs after the first (the hot-path bench: 1)"
+    )
     args = parser.parse_args(argv)
+    global _poll
+    _poll = args.poll / 1000
     scenarios = ["start", "run"] if args.what == "both" else [args.what]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
         src = _checkout(args.rev, Path(scratch) / "rev")
