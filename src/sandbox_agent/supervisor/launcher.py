@@ -267,6 +267,7 @@ def _spare(sock: int, notify_r: int) -> None:
         supervisor = Supervisor(_exits_fd)
         _touch_allocator()
         json.loads(_REHEARSAL)
+        supervisor.rehearse()
         # Named only now, with its request handlers in place: the name says it is ready.
         set_name(SPARE_NAME)
         while True:

@@ -256,6 +256,22 @@ class Supervisor:
                 return False
             return True
 
+    def rehearse(self) -> None:
+        """In a spare, while it waits: a spawn done once for nothing, so that a start's
+        spawn finds the pages it writes already copied (the first ``posix_spawn`` in a
+        fresh fork took 0.24 to 0.38 ms here, the next ones 0.13 to 0.15). The program is
+        the root directory, which no exec runs (EACCES): the child fails, and
+        ``posix_spawn`` reaps it before it returns."""
+        try:
+            spawn_in_session(
+                "/",
+                ["/"],
+                _base_env,
+                [(os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, self.devnull, 1)],
+            )
+        except OSError:
+            pass
+
     def write_state(self, sync: bool = True) -> None:
         with self.state_lock:
             write_json_atomic(self.state_path, self.state, sync=sync)
