@@ -122,7 +122,12 @@ class LauncherClient:
         process running whose exit is already in the socket (the loop reads it only once
         the answer is written). One ``recvmsg`` when there is none."""
         if self._exits is not None and self._exits_readable:
-            self._on_exits_readable()
+            try:
+                self._on_exits_readable()
+            except Exception:
+                # Called from a request's handling: a fault here must not fail that request
+                # (the loop's own reader logs it the same way).
+                logger.exception("taking the exits told failed")
 
     def _on_exits_readable(self) -> None:
         sock = self._exits
