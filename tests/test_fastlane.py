@@ -324,3 +324,24 @@ def test_with_the_access_log_on_every_request_is_logged(server_factory: Callable
     )
     assert '"POST /v1/processes HTTP/1.1" 200' in log
     assert '"POST /v1/processes/run HTTP/1.1" 200' in log
+
+
+@pytest.mark.slow
+def test_a_request_pipelined_behind_a_lane_answer_outlives_the_keep_alive_timeout(
+    checked_shared_server: Server,
+) -> None:
+    """A lane GET answered at once arms uvicorn's keep-alive timeout (5 s) while the run
+    sent behind it in the same write is still to come: the run must still get its answer
+    after longer than that, and the connection must still close once it is idle."""
+    with checked_shared_server.client() as client:
+        process = start(client, py("pass"))
+        wait_exited(client, process["id"])
+    run = _request("POST", "/v1/processes/run", json.dumps({"command": "sleep", "args": ["5.5"]}).encode())
+    with socket.create_connection(("127.0.0.1", checked_shared_server.port), timeout=20) as sock:
+        buffer = bytearray()
+        sock.sendall(_request("GET", f"/v1/processes/{process['id']}") + run)
+        status, _, body = _read_answer(sock, buffer)
+        assert (status, json.loads(body)["id"]) == (b"HTTP/1.1 200 OK", process["id"])
+        status, _, body = _read_answer(sock, buffer)
+        assert (status, json.loads(body)["exitCode"]) == (b"HTTP/1.1 200 OK", 0)
+        assert _closed(sock)  # the keep-alive timeout, once the connection is idle

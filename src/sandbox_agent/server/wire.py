@@ -46,6 +46,12 @@ class LaneProtocol(HttpToolsProtocol):
         self._lane = _find_lane(self.app)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # A request is starting: no keep-alive timeout may run under it. uvicorn arms one
+        # when an answer completes and cancels it when data comes; an answer completed
+        # here, while the parser is still in the data that brought it, would otherwise
+        # leave it armed under the next request of that data (a pipelined run cut off
+        # after the timeout).
+        self._unset_keepalive_if_required()
         lane = self._lane
         if lane is None or app is not self.app or cycle.access_log or self.pipeline or self.flow.write_paused:
             super()._start_asgi_task(cycle, app)
@@ -129,6 +135,7 @@ def _find_lane(app: Any) -> FastLane | None:
 def http_protocol() -> type[asyncio.Protocol] | str:
     """``LaneProtocol`` if this uvicorn has what it relies on, else uvicorn's ``httptools``."""
     cycle_fields = set(inspect.signature(RequestResponseCycle.__init__).parameters)
-    if callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)) and cycle_fields >= _CYCLE_FIELDS:
+    steps = ("_start_asgi_task", "_unset_keepalive_if_required")
+    if all(callable(getattr(HttpToolsProtocol, step, None)) for step in steps) and cycle_fields >= _CYCLE_FIELDS:
         return LaneProtocol
     return "httptools"
