@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from .fastlane import FastLane
+
+logger = logging.getLogger("sandbox_agent.server")
 
 _STATUS = {200: b"HTTP/1.1 200 OK\r\n", 201: b"HTTP/1.1 201 Created\r\n"}
 _CYCLE_FIELDS = frozenset(("default_headers", "keep_alive", "on_response", "access_log", "transport"))
@@ -59,7 +62,13 @@ class LaneProtocol(HttpToolsProtocol):
         scope: Any = cycle.scope
         method = scope["method"]
         if method == "GET":
-            body = lane.answer(scope)
+            try:
+                body = lane.answer(scope)
+            except Exception:
+                # Raised here, it would reach the HTTP parser and become a 400: the stack
+                # answers instead (with a 500 if it fails the same way), and it is logged.
+                logger.exception("the fast lane failed to answer GET %s", scope["path"])
+                body = None
             if body is not None:
                 _finish(cycle, 200, body, ())
                 return
