@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -57,12 +58,8 @@ def _checkout(rev: str, into: Path) -> Path:
     return into / "src"
 
 
-#: Seconds between a start's polls after the first (``--poll``).
-_poll = 0.0
-
-
-def _start(http: RawHttp) -> str | None:
-    """Start ``true`` and poll until it exited (at once, then every ``_poll`` seconds, as
+def _start(http: RawHttp, poll: float = 0.0) -> str | None:
+    """Start ``true`` and poll until it exited (at once, then every ``poll`` seconds, as
     the hot-path bench does with 1 ms); its id, to delete untimed."""
     status, body = http.send(_START)
     if status != 200:
@@ -71,8 +68,8 @@ def _start(http: RawHttp) -> str | None:
     get = RawHttp.build("GET", f"/v1/processes/{info['id']}")
     polls = 0
     while info["status"] != "exited":
-        if polls and _poll:
-            time.sleep(_poll)
+        if polls and poll:
+            time.sleep(poll)
         polls += 1
         status, body = http.send(get)
         info = json.loads(body)
@@ -91,8 +88,7 @@ def _end(http: RawHttp, process_id: str) -> None:
     """Kill a process started by ``_create`` and wait until it exited (untimed)."""
     http.request("POST", f"/v1/processes/{process_id}/kill")
     get = RawHttp.build("GET", f"/v1/processes/{process_id}")
-    while json.loads(http.send(get)[1])["status"] != "exited":
-        time.sleep(0.001)
+    h.wait_until(lambda: json.loads(http.send(get)[1])["status"] == "exited", 10, 0.001, "a killed sleep to exit")
 
 
 def _run(http: RawHttp) -> str | None:
@@ -112,11 +108,16 @@ def _tree(pid: int) -> list[int]:
 
 
 def _measure(
-    servers: dict[str, OurServer], what: str, n: int, gap: float, keep: bool = False
+    servers: dict[str, OurServer], what: str, n: int, gap: float, keep: bool = False, poll: float = 0.0
 ) -> dict[str, tuple[list[float], float]]:
     """Per build: the round trips (s) and CPU per request (ms), builds taking turns;
-    ``keep``: started processes are not deleted."""
-    sample: Callable[[RawHttp], str | None] = {"start": _start, "run": _run, "create": _create}[what]
+    ``keep``: started processes are not deleted; ``poll``: seconds between a start's GETs."""
+    samples: dict[str, Callable[[RawHttp], str | None]] = {
+        "start": functools.partial(_start, poll=poll),
+        "run": _run,
+        "create": _create,
+    }
+    sample = samples[what]
     https = {name: RawHttp(server.port) for name, server in servers.items()}
     times: dict[str, list[float]] = {name: [] for name in servers}
     pids = {name: _tree(server.pid) for name, server in servers.items()}
@@ -167,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         "--poll", type=float, default=0.0, help="start: ms between GETs after the first (the hot-path bench: 1)"
     )
     args = parser.parse_args(argv)
-    global _poll
-    _poll = args.poll / 1000
     scenarios = ["start", "run"] if args.what == "both" else [args.what]
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
         src = _checkout(args.rev, Path(scratch) / "rev")
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             servers = {name: stack.enter_context(OurServer(Path(scratch), env=env)) for name, env in builds.items()}
             print(f"{_machine()}; {args.n} samples per build, {args.gap * 1000:g} ms apart, builds in turn")
             for what in scenarios:
-                results = _measure(servers, what, args.n, args.gap, args.keep)
+                results = _measure(servers, what, args.n, args.gap, args.keep, args.poll / 1000)
                 for name, (times, cpu) in results.items():
                     print(
                         f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "
