@@ -464,8 +464,11 @@ def spawn_in_session(
     return pid, spawned_start_ticks(pid, before)
 
 
-#: Clock ticks per second of /proc's start times (USER_HZ).
+#: Clock ticks per second of /proc's start times (USER_HZ), when a tick is a whole number
+#: of nanoseconds (it always is on Linux: 100); else 0, and start times come from /proc.
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+if 1_000_000_000 % _CLOCK_TICKS:
+    _CLOCK_TICKS = 0
 
 
 def boot_clock_ns() -> int:
@@ -483,7 +486,7 @@ def spawned_start_ticks(pid: int, before_ns: int) -> int | None:
     a tick 10 ms). Otherwise /proc is read, which right after a spawn waits until the
     child's exec is through: 0.5 to 0.7 ms here, which every start and run used to wait.
     """
-    if 1_000_000_000 % _CLOCK_TICKS == 0:
+    if _CLOCK_TICKS:
         tick = before_ns * _CLOCK_TICKS // 1_000_000_000
         if boot_clock_ns() * _CLOCK_TICKS // 1_000_000_000 == tick:
             return tick
