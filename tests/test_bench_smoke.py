@@ -111,3 +111,14 @@ def test_ab_sets_two_builds_side_by_side() -> None:
             assert 0 < p50 <= p90, line
         (ratio,) = [line for line in lines if line.startswith(f"{what} ") and "this checkout / HEAD" in line]
         assert float(ratio.rsplit(" ", 1)[1].rstrip("x")) > 0
+
+
+def test_follow_split_stamps_every_line_in_the_file_and_at_the_follower() -> None:
+    args = [sys.executable, "-m", "bench.follow_split", "--rounds", "1", "--seconds", "1", "--no-install"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    counts = [int(line.rsplit("(", 1)[1].split()[0]) for line in done.stdout.splitlines() if "ours:" in line]
+    # A line every 10 ms for a second: both stamps saw most of them (the first few may
+    # come before the follower and the watcher are in place).
+    assert len(counts) == 2, done.stdout
+    assert all(count >= 50 for count in counts), done.stdout
