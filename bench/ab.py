@@ -15,7 +15,10 @@ taken with ``git archive``, through PYTHONPATH) under this interpreter and its p
 - ``run``: POST /v1/processes/run of ``echo hi``;
 - ``create``: POST /v1/processes of ``sleep 60`` until its answer (what a caller starting
   a dev server waits for; the kill, the wait for its exit and the DELETE after it are
-  not timed).
+  not timed);
+- ``follow``: print → receive delay of a line printed every 10 ms, one follower over
+  ``/v1/processes/{id}/logs?follow=true`` (the hot-path bench's follow-delay); ``-n``
+  rounds of 2 s per build, builds in turn round by round.
 
 Prints, per build and scenario, the p50 and p90 round trip and the CPU per request of the
 server and all it ran, then this checkout's p50 over the revision's.
@@ -40,6 +43,7 @@ from pathlib import Path
 from . import _harness as h
 from ._rawhttp import RawHttp
 from .ours import OurServer
+from .scenarios.hotpath import _CLOCK_INTERVAL, follow_entries
 
 ROOT = h.BENCH_DIR.parent
 _WARMUP = 10
@@ -145,6 +149,30 @@ def _measure(
     return {name: (times[name], cpu[name]) for name in names}
 
 
+def _measure_follow(servers: dict[str, OurServer], rounds: int) -> dict[str, tuple[list[float], float]]:
+    """Per build: the delays (s) of every followed line and CPU per line (ms), builds
+    taking turns round by round."""
+    seconds = 2.0
+    start = RawHttp.build(
+        "POST", "/v1/processes", {"command": h.PYTHON, "args": [h.GEN, "clock", str(seconds), str(_CLOCK_INTERVAL)]}
+    )
+    delays: dict[str, list[float]] = {name: [] for name in servers}
+    cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
+    names = list(servers)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            with RawHttp(servers[name].port) as http:
+                status, body = http.send(start)
+                if status != 200:
+                    raise RuntimeError(f"start the clock: {status} {body[:300]!r}")
+                process_id = json.loads(body)["id"]
+                before = h.cpu_seconds(servers[name].pid)
+                delays[name] += follow_entries(servers[name].port, process_id, seconds + 1.0)
+                cpu[name] += h.cpu_seconds(servers[name].pid) - before
+                http.request("DELETE", f"/v1/processes/{process_id}")
+    return {name: (delays[name], 1000 * cpu[name] / max(1, len(delays[name]))) for name in names}
+
+
 def _machine() -> str:
     cpus = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpus if line.startswith("model name")), "?")
@@ -160,7 +188,7 @@ def _ms(values: list[float], p: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the git revision to compare this checkout with (HEAD~1, a tag, a hash)")
-    parser.add_argument("--what", choices=["start", "run", "create", "both"], default="both")
+    parser.add_argument("--what", choices=["start", "run", "create", "follow", "both"], default="both")
     parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
     parser.add_argument("--keep", action="store_true", help="start: leave the processes, do not delete them")
@@ -176,11 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             servers = {name: stack.enter_context(OurServer(Path(scratch), env=env)) for name, env in builds.items()}
             print(f"{_machine()}; {args.n} samples per build, {args.gap * 1000:g} ms apart, builds in turn")
             for what in scenarios:
-                results = _measure(servers, what, args.n, args.gap, args.keep, args.poll / 1000)
+                if what == "follow":
+                    results = _measure_follow(servers, args.n)
+                else:
+                    results = _measure(servers, what, args.n, args.gap, args.keep, args.poll / 1000)
                 for name, (times, cpu) in results.items():
                     print(
                         f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "
-                        f"CPU {cpu:.2f} ms per request"
+                        f"p99 {_ms(times, 99):.3f} ms, "
+                        f"CPU {cpu:.2f} ms per {'line' if what == 'follow' else 'request'}"
                     )
                 this, other = (h.median(results[name][0]) for name in builds)
                 print(f"{what:5} this checkout / {args.rev}: p50 {this / other:.3f}x")

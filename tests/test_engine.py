@@ -97,6 +97,31 @@ def test_follow_works_without_inotify(tmp_path: Path, marker: str, monkeypatch: 
     assert [line[27:] for line in lines] == [str(i).encode() for i in range(20)]
 
 
+def test_inotify_read_returns_every_event_across_calls_while_the_descriptor_is_readable(tmp_path: Path) -> None:
+    """A read stops once a buffer came back with room to spare; whatever was queued
+    beyond one buffer, or came after, is still there and the descriptor says so (the
+    loop watches it): no event is lost or seen twice."""
+    import select
+
+    from sandbox_agent.engine.logs.inotify import IN_CLOSE_WRITE, Inotify
+
+    notify = Inotify.create()
+    assert notify is not None
+    try:
+        notify.add_watch(str(tmp_path), IN_CLOSE_WRITE)
+        # 400 events of 16 + 208 bytes: more than one 64 KiB read holds.
+        names = {(f"{i:04d}" + "n" * 200).encode() for i in range(400)}
+        for name in names:
+            (tmp_path / name.decode()).write_bytes(b"")
+        seen: list[bytes] = []
+        while select.select([notify.fd], [], [], 0)[0]:
+            seen += [event[2] for event in notify.read()]
+        assert sorted(seen) == sorted(names)
+        assert notify.read() == []
+    finally:
+        notify.close()
+
+
 def test_an_idle_follow_sends_keepalives_then_sees_new_lines(tmp_path: Path) -> None:
     log = tmp_path / "combined.log"
     log.write_bytes(b"[2026-01-30T12:32:45.123Z] [stdout] first\n")

@@ -20,6 +20,9 @@ IN_IGNORED = 0x00008000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _EVENT = struct.Struct("iIII")
+_READ_SIZE = 64 * 1024
+#: An event with the longest name a directory entry may have (NAME_MAX, and its NUL).
+_LARGEST_EVENT = _EVENT.size + 256
 
 
 class Inotify:
@@ -50,12 +53,17 @@ class Inotify:
         self._libc.inotify_rm_watch(self.fd, wd)
 
     def read(self) -> list[tuple[int, int, bytes]]:
-        """(watch descriptor, mask, name) of every queued event; empty when none. The
-        name is that of the file in a watched directory, empty for a watched file."""
+        """(watch descriptor, mask, name) of the queued events; empty when none. The name
+        is that of the file in a watched directory, empty for a watched file.
+
+        Stops after a read that left room for another event: what came after it keeps
+        the descriptor readable for the next call (the loop watches it level-triggered),
+        and a follower woken per line is spared a second ``read`` that finds nothing.
+        """
         events: list[tuple[int, int, bytes]] = []
         while True:
             try:
-                buf = os.read(self.fd, 64 * 1024)
+                buf = os.read(self.fd, _READ_SIZE)
             except BlockingIOError:
                 return events
             pos = 0
@@ -64,6 +72,8 @@ class Inotify:
                 start = pos + _EVENT.size
                 events.append((wd, mask, buf[start : start + length].rstrip(b"\0")))
                 pos = start + length
+            if len(buf) <= _READ_SIZE - _LARGEST_EVENT:
+                return events
 
     def close(self) -> None:
         if self.fd >= 0:
