@@ -43,7 +43,7 @@ from pathlib import Path
 from . import _harness as h
 from ._rawhttp import RawHttp
 from .ours import OurServer
-from .scenarios.hotpath import _CLOCK_INTERVAL, follow_entries
+from .scenarios.hotpath import clock_args, follow_entries
 
 ROOT = h.BENCH_DIR.parent
 _WARMUP = 10
@@ -153,9 +153,7 @@ def _measure_follow(servers: dict[str, OurServer], rounds: int) -> dict[str, tup
     """Per build: the delays (s) of every followed line and CPU per line (ms), builds
     taking turns round by round."""
     seconds = 2.0
-    start = RawHttp.build(
-        "POST", "/v1/processes", {"command": h.PYTHON, "args": [h.GEN, "clock", str(seconds), str(_CLOCK_INTERVAL)]}
-    )
+    start = RawHttp.build("POST", "/v1/processes", {"command": h.PYTHON, "args": clock_args(seconds)})
     delays: dict[str, list[float]] = {name: [] for name in servers}
     cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
     names = list(servers)

@@ -29,7 +29,7 @@ import httpx
 from . import _harness as h
 from .ours import OurServer
 from .peers import Original, PeerUnavailable, install_original
-from .scenarios.hotpath import _CLOCK_INTERVAL, follow_entries
+from .scenarios.hotpath import _CLOCK_INTERVAL, _follow_sampler, _original, clock_args, follow_entries
 
 
 def _watch(path: str, seconds: float, out: str) -> None:
@@ -59,9 +59,7 @@ def _watch(path: str, seconds: float, out: str) -> None:
 
 
 def _start_clock(http: httpx.Client, seconds: float) -> str:
-    response = http.post(
-        "/v1/processes", json={"command": h.PYTHON, "args": [h.GEN, "clock", str(seconds), str(_CLOCK_INTERVAL)]}
-    )
+    response = http.post("/v1/processes", json={"command": h.PYTHON, "args": clock_args(seconds)})
     if response.status_code != 200:
         raise RuntimeError(f"start the clock: {response.status_code} {response.text[:300]}")
     return str(response.json()["id"])
@@ -106,14 +104,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="follow-split-") as tmp:
         scratch = Path(tmp)
         with OurServer(scratch) as server, contextlib.nullcontext() if why_not else Original(scratch) as peer:
+            follow_original = None if peer is None else _follow_sampler(_original(peer), args.seconds)
             for i in range(args.rounds):
-                if peer is not None and i % 2 == 1:
-                    original += follow_entries(peer.port, _start_clock(peer.http, args.seconds), args.seconds + 1)
-                file_part, follower = _ours_round(server, args.seconds, scratch)
-                in_file += file_part
-                ours += follower
-                if peer is not None and i % 2 == 0:
-                    original += follow_entries(peer.port, _start_clock(peer.http, args.seconds), args.seconds + 1)
+                for turn in ("ours", "original") if i % 2 == 0 else ("original", "ours"):
+                    if turn == "ours":
+                        file_part, follower = _ours_round(server, args.seconds, scratch)
+                        in_file += file_part
+                        ours += follower
+                    elif follow_original is not None:
+                        original += follow_original()
     print(f"a line every {_CLOCK_INTERVAL * 1000:.0f} ms, {args.rounds} rounds of {args.seconds:g} s; p50 / p99 (ms)")
     print(f"  ours: print -> line in combined.log (supervisor)  {_quantiles(in_file)}  ({len(in_file)} lines)")
     print(f"  ours: print -> follower receives it               {_quantiles(ours)}  ({len(ours)} lines)")

@@ -393,10 +393,16 @@ def follow_entries(port: int, process_id: str, seconds: float) -> list[float]:
     return parser.delays
 
 
+def clock_args(seconds: float) -> list[str]:
+    """The arguments (after the interpreter) of a child printing its clock every 10 ms
+    for ``seconds``: the followed process of every follow-delay measurement."""
+    return [h.GEN, "clock", str(seconds), str(_CLOCK_INTERVAL)]
+
+
 def _follow_sampler(api: _Api, seconds: float) -> Callable[[], list[float]]:
     def sample() -> list[float]:
         with RawHttp(api.port) as http:
-            status, body = http.send(api.create(h.PYTHON, [h.GEN, "clock", str(seconds), str(_CLOCK_INTERVAL)]))
+            status, body = http.send(api.create(h.PYTHON, clock_args(seconds)))
         if status != api.created:
             raise RuntimeError(f"{api.name}: start the clock: {status} {body[:300]!r}")
         return follow_entries(api.port, json.loads(body)["id"], seconds + 1.0)
