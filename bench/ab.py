@@ -18,7 +18,11 @@ taken with ``git archive``, through PYTHONPATH) under this interpreter and its p
   not timed);
 - ``follow``: print → receive delay of a line printed every 10 ms, one follower over
   ``/v1/processes/{id}/logs?follow=true`` (the hot-path bench's follow-delay); ``-n``
-  rounds of 2 s per build, builds in turn round by round.
+  rounds of 2 s per build, builds in turn round by round;
+- ``ingest``: the hot-path bench's big writer, a child writing 200 MB of 100-byte lines
+  in 1 MB writes, until the logs API's last entry is its last line; ``-n`` rounds per
+  build, in turn. Prints MB/s (p50 over rounds) and the CPU per MB of the server and all
+  it ran (the supervisor and the writer).
 
 Prints, per build and scenario, the p50 and p90 round trip and the CPU per request of the
 server and all it ran, then this checkout's p50 over the revision's.
@@ -40,10 +44,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _gen
 from . import _harness as h
 from ._rawhttp import RawHttp
 from .ours import OurServer
-from .scenarios.hotpath import clock_args, follow_entries
+from .scenarios.hotpath import clock_args, follow_entries, ours_v1processes
+from .scenarios.hotscale import Writes, writer_api
 
 ROOT = h.BENCH_DIR.parent
 _WARMUP = 10
@@ -171,6 +177,24 @@ def _measure_follow(servers: dict[str, OurServer], rounds: int) -> dict[str, tup
     return {name: (delays[name], 1000 * cpu[name] / max(1, len(delays[name]))) for name in names}
 
 
+def _measure_ingest(servers: dict[str, OurServer], rounds: int) -> dict[str, tuple[list[float], float]]:
+    """Per build: the seconds from the writer's start until the logs hold its last line,
+    and CPU per MB (ms), builds taking turns round by round."""
+    count = h.FULL.writer_lines
+    megabytes = count * _gen.LINE_LEN / 1e6
+    got = {name: Writes() for name in servers}
+    cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
+    names = list(servers)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else reversed(names):
+            server = servers[name]
+            pids = _tree(server.pid)
+            before = h.cpu_seconds_reaped(pids)
+            writer_api(ours_v1processes(server), count, server.dir, h.FULL.ingest_timeout, got[name])
+            cpu[name] += h.cpu_seconds_reaped(pids) - before
+    return {name: (got[name].logged, 1000 * cpu[name] / (megabytes * rounds)) for name in names}
+
+
 def _machine() -> str:
     cpus = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpus if line.startswith("model name")), "?")
@@ -186,7 +210,7 @@ def _ms(values: list[float], p: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("rev", help="the git revision to compare this checkout with (HEAD~1, a tag, a hash)")
-    parser.add_argument("--what", choices=["start", "run", "create", "follow", "both"], default="both")
+    parser.add_argument("--what", choices=["start", "run", "create", "follow", "ingest", "both"], default="both")
     parser.add_argument("-n", type=int, default=300, help="samples per build and scenario (default 300)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between requests (default 0.02)")
     parser.add_argument("--keep", action="store_true", help="start: leave the processes, do not delete them")
@@ -204,16 +228,25 @@ def main(argv: list[str] | None = None) -> int:
             for what in scenarios:
                 if what == "follow":
                     results = _measure_follow(servers, args.n)
+                elif what == "ingest":
+                    results = _measure_ingest(servers, args.n)
                 else:
                     results = _measure(servers, what, args.n, args.gap, args.keep, args.poll / 1000)
                 for name, (times, cpu) in results.items():
+                    if what == "ingest":
+                        mbps = h.FULL.writer_lines * _gen.LINE_LEN / 1e6 / h.median(times)
+                        print(f"{what:5} {name:>15}: p50 {mbps:.0f} MB/s, CPU {cpu:.2f} ms per MB")
+                        continue
                     print(
                         f"{what:5} {name:>15}: p50 {_ms(times, 50):.3f} ms, p90 {_ms(times, 90):.3f} ms, "
                         f"p99 {_ms(times, 99):.3f} ms, "
                         f"CPU {cpu:.2f} ms per {'line' if what == 'follow' else 'request'}"
                     )
                 this, other = (h.median(results[name][0]) for name in builds)
-                print(f"{what:5} this checkout / {args.rev}: p50 {this / other:.3f}x")
+                if what == "ingest":
+                    print(f"{what:5} this checkout / {args.rev}: MB/s {other / this:.3f}x")
+                else:
+                    print(f"{what:5} this checkout / {args.rev}: p50 {this / other:.3f}x")
     return 0
 
 

@@ -50,7 +50,7 @@ class _Api:
         return RawHttp.build("POST", self.prefix, {"command": command, "args": args or []})
 
 
-def _ours_v1processes(server: OurServer) -> _Api:
+def ours_v1processes(server: OurServer) -> _Api:
     return _Api("ours", server.port, "/v1/processes", 200, ("exited",))
 
 
@@ -136,7 +136,7 @@ def run_exit_visible(ctx: Context) -> h.Outcome:
     original_na = ctx.peer_na("original")
     polls: dict[str, list[int]] = {"ours": [], "ours_v1process": [], "ours_wait": [], "original": []}
     with OurServer(ctx.scratch) as ours:
-        apis = [_ours_v1processes(ours), _ours_v1process(ours)]
+        apis = [ours_v1processes(ours), _ours_v1process(ours)]
         with _original_server(ctx) as original:
             if original is not None:
                 apis.append(_original(original))
@@ -415,7 +415,7 @@ def run_follow_delay(ctx: Context) -> h.Outcome:
     original_na = ctx.peer_na("original")
     delays: dict[str, list[float]] = {"ours": [], "original": []}
     with OurServer(ctx.scratch) as ours, _original_server(ctx) as original:
-        samplers = {"ours": _follow_sampler(_ours_v1processes(ours), seconds)}
+        samplers = {"ours": _follow_sampler(ours_v1processes(ours), seconds)}
         if original is not None:
             samplers["original"] = _follow_sampler(_original(original), seconds)
         names = list(samplers)

@@ -38,9 +38,9 @@ from .hotpath import (
     _Api,
     _original,
     _original_server,
-    _ours_v1processes,
     _ratio_met,
     follow_request,
+    ours_v1processes,
     read_head,
 )
 
@@ -169,7 +169,7 @@ def run_follow_many(ctx: Context) -> h.Outcome:
     original_na = ctx.peer_na("original")
     got: dict[str, list[_ManyRound]] = {"ours": [], "original": []}
     with OurServer(ctx.scratch) as ours, _original_server(ctx) as original:
-        runs = {"ours": (_ours_v1processes(ours), [ours.pid, *ours.launcher_pids()])}
+        runs = {"ours": (ours_v1processes(ours), [ours.pid, *ours.launcher_pids()])}
         if original is not None:
             runs["original"] = (_original(original), [original.pid])
         names = list(runs)
@@ -226,7 +226,7 @@ def run_follow_many(ctx: Context) -> h.Outcome:
 
 
 @dataclass
-class _Writes:
+class Writes:
     #: From the writer's first write to its last write's return.
     writing: list[float] = field(default_factory=list)
     #: From just before the start (request) until the writer's last write returned.
@@ -235,7 +235,7 @@ class _Writes:
     logged: list[float] = field(default_factory=list)
 
 
-def _read_done(path: Path, t0: float, timeout: float, into: _Writes) -> None:
+def _read_done(path: Path, t0: float, timeout: float, into: Writes) -> None:
     h.wait_until(path.exists, timeout, 0.005, f"the writer's {path.name}")
     start, end = (float(word) for word in path.read_bytes().split())
     path.unlink()
@@ -243,7 +243,7 @@ def _read_done(path: Path, t0: float, timeout: float, into: _Writes) -> None:
     into.written.append(end - t0)
 
 
-def _writer_floor(count: int, scratch: Path, timeout: float, into: _Writes) -> None:
+def _writer_floor(count: int, scratch: Path, timeout: float, into: Writes) -> None:
     done, out = scratch / "done-floor", scratch / "floor.out"
     size = count * _gen.LINE_LEN
     with open(out, "wb") as sink:
@@ -264,7 +264,7 @@ def _writer_floor(count: int, scratch: Path, timeout: float, into: _Writes) -> N
         out.unlink()
 
 
-def _writer_api(api: _Api, count: int, scratch: Path, timeout: float, into: _Writes) -> None:
+def writer_api(api: _Api, count: int, scratch: Path, timeout: float, into: Writes) -> None:
     done = scratch / f"done-{api.name}"
     last = _gen.expected_line(count - 1)
     with RawHttp(api.port) as http:
@@ -300,16 +300,16 @@ def run_big_writer(ctx: Context) -> h.Outcome:
     count, rounds, timeout = sizes.writer_lines, sizes.writer_rounds, sizes.ingest_timeout
     megabytes = count * _gen.LINE_LEN / 1e6
     original_na = ctx.peer_na("original")
-    got = {"floor": _Writes(), "ours": _Writes(), "original": _Writes()}
+    got = {"floor": Writes(), "ours": Writes(), "original": Writes()}
     with OurServer(ctx.scratch) as ours, _original_server(ctx) as original:
         scratch = ours.dir
         steps = {
             "floor": lambda: _writer_floor(count, scratch, timeout, got["floor"]),
-            "ours": lambda: _writer_api(_ours_v1processes(ours), count, scratch, timeout, got["ours"]),
+            "ours": lambda: writer_api(ours_v1processes(ours), count, scratch, timeout, got["ours"]),
         }
         if original is not None:
             api = _original(original)
-            steps["original"] = lambda: _writer_api(api, count, scratch, timeout, got["original"])
+            steps["original"] = lambda: writer_api(api, count, scratch, timeout, got["original"])
         names = list(steps)
         for i in range(rounds):
             for name in names[i % len(names) :] + names[: i % len(names)]:
