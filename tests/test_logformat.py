@@ -139,3 +139,19 @@ def test_any_mix_of_lines_and_read_sizes_is_logged_exactly(logs: Logs, seed: int
     expected = [line[i : i + MAX_LINE] for line in lines for i in range(0, max(len(line), 1), MAX_LINE)]
     for which, skip in (("stdout", TIMESTAMP_PREFIX_LEN), ("combined", TIMESTAMP_PREFIX_LEN + 9)):
         assert [line[skip:-1] for line in logs.lines(which)] == expected
+
+
+@pytest.mark.parametrize("length", [MAX_LINE - 1, MAX_LINE, MAX_LINE + 1])
+@pytest.mark.parametrize("begun", [1, MAX_LINE // 2, MAX_LINE])
+def test_a_line_begun_in_an_earlier_read_is_cut_only_past_max_line(logs: Logs, length: int, begun: int) -> None:
+    # The line's first `begun` bytes wait as a partial line; the rest comes in a large
+    # read with short lines after it, which is written without joining the two.
+    line = bytes(i % 26 + 97 for i in range(length))
+    begun = min(begun, length)
+    after = b"".join(b"%06d\n" % i for i in range(20_000)) + b"unfinished"
+    logs.stream.feed(line[:begun], 1.0, logs.clock)
+    logs.stream.feed(line[begun:] + b"\n" + after, 1.0, logs.clock)
+    assert logs.stream.pending == b"unfinished"
+    expected = [line[i : i + MAX_LINE] for i in range(0, length, MAX_LINE)] + after.split(b"\n")[:-1]
+    for which, skip in (("stdout", TIMESTAMP_PREFIX_LEN), ("combined", TIMESTAMP_PREFIX_LEN + 9)):
+        assert [line[skip:-1] for line in logs.lines(which)] == expected

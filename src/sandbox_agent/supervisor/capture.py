@@ -61,19 +61,23 @@ class LogFile:
         self.newlines = 0
         self.exact = self.size == 0
 
-    def write(self, lines: bytes, prefix: bytes) -> None:
-        """Write complete ``lines`` (ending in a newline), each after ``prefix``.
+    def write(self, lines: bytes, prefix: bytes, lead: bytes = b"", end: int = -1) -> None:
+        """Write complete lines, each after ``prefix``: ``lead`` (the start of the first
+        line, no newline in it), then ``lines`` up to ``end`` (all of it if -1), which ends
+        in a newline.
 
-        One ``replace`` and one ``writev``, with no other copy of the data: the prefix the
-        last newline gains is cut by view.
+        One ``replace`` and one ``writev``, with no other copy of the data: ``lead`` and
+        ``lines`` are not joined, and what the replace adds after ``end`` (the prefix the
+        last newline gains, and the start of a line still to come) is cut by view.
         """
         replaced = lines.replace(b"\n", b"\n" + prefix)
-        stamped = memoryview(replaced)[: -len(prefix)]
-        if self.half and self.size + len(prefix) + len(stamped) > self.half:
-            self._write_rotating(lines, prefix)
+        after = len(lines) - end if end != -1 else 0
+        stamped = memoryview(replaced)[: len(replaced) - after - len(prefix)]
+        if self.half and self.size + len(prefix) + len(lead) + len(stamped) > self.half:
+            self._write_rotating(lead + lines[: len(lines) - after], prefix)
             return
         # Each newline gained one prefix: the count comes with the replace.
-        self._write(stamped, prefix, (len(replaced) - len(lines)) // len(prefix))
+        self._write(lead, stamped, prefix, (len(replaced) - len(lines)) // len(prefix))
 
     def _write_rotating(self, lines: bytes, prefix: bytes) -> None:
         """Write ``lines`` in pieces that fit the current file, rotating between them."""
@@ -94,12 +98,12 @@ class LogFile:
                 cut = lines.find(b"\n", start) if not self.size else len(lines) - 1
             piece = lines[start : cut + 1]
             replaced = piece.replace(b"\n", b"\n" + prefix)
-            self._write(memoryview(replaced)[: -len(prefix)], prefix, (len(replaced) - len(piece)) // len(prefix))
+            self._write(b"", memoryview(replaced)[: -len(prefix)], prefix, (len(replaced) - len(piece)) // len(prefix))
             start = cut + 1
 
-    def _write(self, stamped: memoryview, prefix: bytes, newlines: int) -> None:
-        """Write ``stamped`` (``newlines`` lines) after ``prefix``, with the marker of a
-        loss before them if there was one."""
+    def _write(self, lead: bytes, stamped: memoryview, prefix: bytes, newlines: int) -> None:
+        """Write ``lead`` and ``stamped`` (``newlines`` lines) after ``prefix``, with the
+        marker of a loss before them if there was one."""
         head = prefix
         if self.lost or self.torn:
             head = (
@@ -108,22 +112,23 @@ class LogFile:
                 + b"[sandbox-agent: %d bytes of log lost: %s]\n" % (self.lost, self.reason.encode())
                 + prefix
             )
-        total = len(head) + len(stamped)
+        parts = (head, lead, stamped) if lead else (head, stamped)
+        total = len(head) + len(lead) + len(stamped)
         written = 0
         try:
-            written = os.writev(self.fd, (head, stamped))
+            written = os.writev(self.fd, parts)
             while written < total:  # only on a signal or a filling disk
-                written += os.write(self.fd, (bytes(head) + bytes(stamped))[written:])
+                written += os.write(self.fd, b"".join(parts)[written:])
         except OSError as exc:
             self.size += written
             self.reason = exc.strerror or type(exc).__name__
             if written >= len(head):  # the marker is out: only these lines are short
                 self.lost = total - written
             else:
-                self.lost += len(prefix) + len(stamped)
+                self.lost += len(prefix) + len(lead) + len(stamped)
             if written:
                 # The file now ends wherever the write stopped: inside a line, most likely.
-                self.torn = (bytes(head) + bytes(stamped))[written - 1 : written] != b"\n"
+                self.torn = b"".join(parts)[written - 1 : written] != b"\n"
                 self.exact = False  # a rotation counts this file's lines
             return
         self.size += total
@@ -163,12 +168,29 @@ class Stream:
         self.read_size = READ_SIZE
 
     def feed(self, chunk: bytes, now: float, clock: Clock) -> None:
-        data = self.pending + chunk if self.pending else chunk
+        lead = self.pending
+        if len(lead) + len(chunk) > MAX_LINE and _has_long_line(lead, chunk):
+            self._feed_cutting(lead + chunk, now, clock)
+            return
+        last = chunk.rfind(b"\n")
+        if last == -1:
+            if not lead:
+                self.pending_since = now
+            self.pending = lead + chunk if lead else chunk
+            return
+        # The lines go out without joining the line begun earlier to this chunk, or
+        # slicing the chunk at its last newline: with bulk output, both were copies of
+        # the whole read.
+        self.emit(chunk, clock.prefix(now), lead, last + 1)
+        self.pending = chunk[last + 1 :]
+        self.pending_since = now
+
+    def _feed_cutting(self, data: bytes, now: float, clock: Clock) -> None:
+        """``feed`` of what holds a line longer than MAX_LINE (``data``: all of it, the
+        line begun earlier included)."""
         continued = bool(self.pending)
-        start = 0
-        if len(data) > MAX_LINE:
-            data, start = self._cut_long_lines(data, now, clock)
-            continued = continued and start == 0
+        data, start = self._cut_long_lines(data, now, clock)
+        continued = continued and start == 0
         last = data.rfind(b"\n", start)
         if last == -1:
             if not continued:
@@ -205,14 +227,28 @@ class Stream:
             self.emit(self.pending + b"\n", clock.prefix(now))
             self.pending = b""
 
-    def emit(self, lines: bytes, prefix: bytes) -> None:
-        """Write complete lines (``lines`` ends in a newline) to both logs.
+    def emit(self, lines: bytes, prefix: bytes, lead: bytes = b"", end: int = -1) -> None:
+        """Write complete lines to both logs: ``lead`` (the start of the first line), then
+        ``lines`` up to ``end`` (all of it if -1), which ends in a newline.
 
         The hot path of capture: each log gets one ``replace`` and one ``writev``, with
-        no other copy of the data (the prefix the last newline gains is cut by view).
+        no other copy of the data (``LogFile.write``).
         """
-        self.combined.submit(lines, prefix + self.tag)
-        self.log.write(lines, prefix)
+        self.combined.submit(lines, prefix + self.tag, lead, end)
+        self.log.write(lines, prefix, lead, end)
+
+
+def _has_long_line(lead: bytes, chunk: bytes) -> bool:
+    """Whether ``lead + chunk`` (``lead`` holds no newline) has a line longer than MAX_LINE,
+    the unfinished last one included, looked at one window of MAX_LINE + 1 bytes at a time
+    as ``Stream._cut_long_lines`` does, without joining the two."""
+    pos = -len(lead)  # where the current line starts, as an offset into chunk
+    while len(chunk) - pos > MAX_LINE:
+        newline = chunk.rfind(b"\n", max(pos, 0), max(pos + MAX_LINE + 1, 0))
+        if newline == -1:
+            return True
+        pos = newline + 1
+    return False
 
 
 class CombinedWriter:
@@ -229,17 +265,17 @@ class CombinedWriter:
 
     def __init__(self, log: LogFile) -> None:
         self.log = log
-        self.job: tuple[bytes, bytes] | None = None
+        self.job: tuple[bytes, bytes, bytes, int] | None = None
         self.work: Any = None  # _thread locks, created with the thread
         self.done: Any = None
 
-    def submit(self, lines: bytes, prefix: bytes) -> None:
+    def submit(self, lines: bytes, prefix: bytes, lead: bytes = b"", end: int = -1) -> None:
         if self.done is not None:
             self.done.acquire()  # the previous chunk is written: the order holds
         if len(lines) < self.THREADED_FROM:
             if self.done is not None:
                 self.done.release()
-            self._write(lines, prefix)
+            self.log.write(lines, prefix, lead, end)
             return
         if self.work is None:
             self.work = _thread.allocate_lock()
@@ -247,7 +283,7 @@ class CombinedWriter:
             self.done = _thread.allocate_lock()
             self.done.acquire()
             _thread.start_new_thread(self._run, ())
-        self.job = (lines, prefix)
+        self.job = (lines, prefix, lead, end)
         self.work.release()
 
     def flush(self) -> None:
@@ -261,8 +297,5 @@ class CombinedWriter:
             self.work.acquire()
             job, self.job = self.job, None
             if job is not None:
-                self._write(*job)
+                self.log.write(*job)
             self.done.release()
-
-    def _write(self, lines: bytes, prefix: bytes) -> None:
-        self.log.write(lines, prefix)
