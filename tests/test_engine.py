@@ -173,3 +173,23 @@ def test_a_deleted_process_is_held_by_nothing(tmp_path: Path, marker: str) -> No
             await manager.close()
 
     assert asyncio.run(main()) == [[], [], []]
+
+
+def test_a_bare_command_is_the_first_regular_executable_file_in_path(tmp_path: Path) -> None:
+    from sandbox_agent.engine import validate
+
+    plain, folder, found, later, here = (tmp_path / name for name in ("plain", "folder", "found", "later", "here"))
+    for directory in (plain, folder, found, later, here):
+        directory.mkdir()
+    (plain / "tool").write_text("not executable\n")
+    (folder / "tool").mkdir()  # a directory passes an access check for X_OK, and is no program
+    for directory in (found, later, here):
+        (directory / "tool").write_text("#!/bin/sh\n")
+        (directory / "tool").chmod(0o755)
+    path = f"{plain}:{folder}:{found}:{later}"
+    assert validate.resolve_command("tool", str(tmp_path), {"PATH": path}) == str(found / "tool")
+    # An empty entry, or a relative one, is the command's working directory.
+    assert validate.resolve_command("tool", str(here), {"PATH": f"{plain}::{found}"}) == str(here / "tool")
+    assert validate.resolve_command("tool", str(tmp_path), {"PATH": f"{plain}:here"}) == str(here / "tool")
+    with pytest.raises(BadRequest, match="not found in PATH"):
+        validate.resolve_command("tool", str(tmp_path), {"PATH": f"{plain}:{folder}"})
