@@ -334,7 +334,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
         process_id = new_id()
         pid_dir = self.processes_dir / process_id
         try:
-            if not self._dirs.take(pid_dir):
+            made_ahead = self._dirs.take(pid_dir)
+            if not made_ahead:
                 pid_dir.mkdir(mode=0o700)
             if service is not None:
                 self._write_service(str(pid_dir), service)
@@ -359,6 +360,8 @@ class ProcessManager(ServiceTracking, SupervisorWatching, LogReading):
             "maxLogBytes": max_log_bytes,
             "restart": None if request.restart is None else request.restart.to_json(),
             "restartResetAfter": self.restart_reset,
+            # A directory made ahead has its blank exit record (``DirPool._make``).
+            "exitReady": made_ahead,
         }
         # Shielded: once asked, the launcher may start the process whatever happens to
         # this request (a client gone, a shutdown), and the record must still be kept.

@@ -240,6 +240,7 @@ _REHEARSAL = json.dumps(
         "maxLogBytes": 67108864,
         "restart": None,
         "restartResetAfter": 60.0,
+        "exitReady": True,
         "req": 1,
     }
 )

@@ -166,6 +166,8 @@ class Supervisor:
         self.max_log_bytes = int(request.get("maxLogBytes") or 0)
         self.tty = bool(request.get("tty"))
         self.interactive = bool(request.get("interactive"))
+        #: The directory holds a blank exit record already (made ahead by the server).
+        self.exit_ready = bool(request.get("exitReady"))
         restart = request.get("restart") or {}
         self.policy: str = restart.get("policy") or "never"
         self.max_restarts: int | None = restart.get("maxRestarts")
@@ -188,10 +190,11 @@ class Supervisor:
             return self._spawn_tty()
         self.streams: dict[int, Stream] = {}
         self.combined = CombinedWriter(self.logs["combined"])
-        return self._started(self._spawn_piped(), None)
+        return self._started(self._spawn_piped(tune=False), None)
 
-    def _spawn_piped(self) -> int:
-        """Start the command with its output on new pipes (added to ``streams``)."""
+    def _spawn_piped(self, tune: bool = True) -> int:
+        """Start the command with its output on new pipes (added to ``streams``);
+        ``tune``: made non-blocking and enlarged now (else by ``tune_pipes``)."""
         req = self.request
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -224,13 +227,23 @@ class Supervisor:
             if stdin != self.devnull:
                 os.close(stdin)
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
+            self.streams[fd] = Stream(name, fd, self.logs[name], self.combined)
+        if tune:
+            self.tune_pipes()
+        return pid
+
+    def tune_pipes(self) -> None:
+        """Make the output pipes non-blocking, and as large as allowed. A start does it
+        once it has answered: no read comes before, and a pipe's size may grow with
+        output in it."""
+        for fd in self.streams:
+            if fd == self.input_fd:
+                continue  # a pty's master (non-blocking already): not a pipe
             try:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
             os.set_blocking(fd, False)
-            self.streams[fd] = Stream(name, fd, self.logs[name], self.combined)
-        return pid
 
     def _open_log(self, name: str, file: str) -> LogFile:
         path = f"{self.dir}/{file}"
@@ -347,8 +360,11 @@ class Supervisor:
             if not self.tty:
                 self.state["inputClosed"] = False
         try:
-            # The exit record first: its blocks are taken now, while there is room.
-            make_exit_record(self.dir)
+            # The exit record first: its blocks are taken now, while there is room (a
+            # restart blanks the one its last run filled).
+            if not self.exit_ready:
+                make_exit_record(self.dir)
+            self.exit_ready = False
             # Whole through any crash of a process once renamed; put on the disk after
             # the answer, at the loop's first idle moment (``sync_due``).
             self.write_state(sync=False)
@@ -942,6 +958,7 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any], taken:
             return
         reply(sock, {"req": message["req"], "ok": True, "state": supervisor.state})
         taken()
+        supervisor.tune_pipes()
         # Synced once the loop has looked at what is waiting: a short command has often
         # exited by now, and its exit (synced too) is then recorded one fsync sooner.
         supervisor.sync_due = time.time() + SYNC_DEFERRAL
