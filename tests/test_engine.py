@@ -193,3 +193,46 @@ def test_a_bare_command_is_the_first_regular_executable_file_in_path(tmp_path: P
     assert validate.resolve_command("tool", str(tmp_path), {"PATH": f"{plain}:here"}) == str(here / "tool")
     with pytest.raises(BadRequest, match="not found in PATH"):
         validate.resolve_command("tool", str(tmp_path), {"PATH": f"{plain}:{folder}"})
+
+
+def test_a_full_inotify_queue_makes_every_feed_look_for_itself(tmp_path: Path) -> None:
+    """When the kernel's event queue overflows, the events it dropped (a log's writes, a
+    rotation) are nobody's news: the overflow event makes every watched feed look at
+    its file, or a follower would wait for lines already written until the next event."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    log, noise_a, noise_b = (tmp_path / name for name in ("combined.log", "a.log", "b.log"))
+    for path in (log, noise_a, noise_b):
+        path.write_bytes(b"")
+    line = b"[2026-01-30T12:32:46.000Z] [stdout] written while the queue was full\n"
+
+    def overflow_then_write() -> None:
+        # Alternate between two files: a file's events in a row would be merged into one.
+        # The loop does not run meanwhile, so the queue fills and overflows.
+        with open(noise_a, "ab", buffering=0) as a, open(noise_b, "ab", buffering=0) as b:
+            for _ in range(limit // 2 + 64):
+                a.write(b"x")
+                b.write(b"x")
+        with open(log, "ab") as f:
+            f.write(line)  # its event is dropped: the queue is full
+
+    async def main() -> bytes:
+        watcher = _watch.LogWatcher()
+        watcher.start()
+        feeds = [_follow.Feed(str(path)) for path in (log, noise_a, noise_b)]
+        try:
+            for feed in feeds:
+                watcher.watch(feed)
+            async with asyncio.timeout(10):
+                async for event in _follow.follow_feed(feeds[0], tail=None, resume_from=None, keepalive=30):
+                    if isinstance(event, _follow.Snapshot):
+                        overflow_then_write()
+                    elif isinstance(event, _follow.Lines):
+                        return b"".join(segment.raw for segment in event.segments)
+            return b""
+        finally:
+            for feed in feeds:
+                watcher.unwatch(feed)
+                feed.close()
+            await watcher.close()
+
+    assert asyncio.run(main()) == line

@@ -136,12 +136,13 @@ class Feed:
         self._last_wake = 0.0
         self._wake_timer: asyncio.TimerHandle | None = None
 
-    def catch_up(self) -> None:
-        """Take in whatever complete lines the log has gained; wake followers if any."""
+    def catch_up(self, moved: bool = True) -> None:
+        """Take in whatever complete lines the log has gained; wake followers if any.
+        ``moved``: look for a rotation too (not needed when the log was only written)."""
         if self.closed:
             return
         grown = self._read_new()
-        if self._rotated():
+        if moved and self._rotated():
             grown = self._read_new() or grown  # the old file is final now: read it to its end
             self._reopen()
             grown = self._read_new() or grown

@@ -273,7 +273,8 @@ class PtyFeed:
         self.exit_state: dict[str, Any] | None = None
         self.closed = False
 
-    def catch_up(self) -> None:
+    def catch_up(self, moved: bool = True) -> None:
+        # Its files are looked at whole each time (``files.update``): ``moved`` adds nothing.
         if self.closed:
             return
         if self.files.update():

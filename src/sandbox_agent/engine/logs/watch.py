@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 from ...supervisor.ondisk import EXIT_FILE, STATE_FILE
-from .inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, Inotify
+from .inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_MODIFY, IN_MOVE_SELF, IN_MOVED_TO, IN_Q_OVERFLOW, Inotify
 
 #: The files of a process directory whose change a ``StateWatch`` reports.
 _STATE_NAMES = frozenset(name.encode() for name in (STATE_FILE, EXIT_FILE))
@@ -34,20 +34,25 @@ class Feed(Protocol):
     watch: int | None
     rewatch: bool
 
-    def catch_up(self) -> None: ...
+    def catch_up(self, moved: bool = True) -> None:
+        """Take in what changed; ``moved``: the file may have been replaced or renamed
+        since the last look (False when all that happened to it is a write)."""
 
 
 class StateWatch:
     """A process directory, watched for a state record renamed into place (atomic replace),
     or for an exit record written in place (closed after writing)."""
 
-    __slots__ = ("catch_up", "path", "rewatch", "watch")
+    __slots__ = ("on_change", "path", "rewatch", "watch")
 
     def __init__(self, directory: str, on_change: Callable[[], None]) -> None:
         self.path = directory
         self.watch: int | None = None
         self.rewatch = False
-        self.catch_up = on_change
+        self.on_change = on_change
+
+    def catch_up(self, moved: bool = True) -> None:
+        self.on_change()
 
 
 class LogWatcher:
@@ -128,17 +133,26 @@ class LogWatcher:
 
     def _on_inotify(self) -> None:
         assert self._inotify is not None
-        seen = set()
-        for wd, _mask, name in self._inotify.read():
+        # Each watch's events of the batch, taken together, in the order they came.
+        changes: dict[int, int] = {}
+        for wd, mask, name in self._inotify.read():
+            if mask & IN_Q_OVERFLOW:
+                # The kernel's queue was full and dropped events, a rotation's among them
+                # perhaps: every feed looks at its file, as if it could have moved.
+                for watched in list(self._watches):
+                    changes[watched] = changes.get(watched, 0) | IN_Q_OVERFLOW
+                continue
             if name and name not in _STATE_NAMES:
                 continue  # a state record's temporary file, the control FIFO: not news
-            if wd not in seen:
-                seen.add(wd)
-                feed = self._watches.get(wd)
-                if feed is not None:
-                    feed.catch_up()
-                    while feed.rewatch:
-                        self._rewatch(feed)
+            changes[wd] = changes.get(wd, 0) | mask
+        for wd, mask in changes.items():
+            feed = self._watches.get(wd)
+            if feed is not None:
+                # A log that was only written to has not moved: no stat of its path (one
+                # per followed line). A rotation changes its link count or its name.
+                feed.catch_up(moved=bool(mask & ~IN_MODIFY))
+                while feed.rewatch:
+                    self._rewatch(feed)
 
     def _rewatch(self, feed: Feed) -> None:
         """Watch the file ``feed.path`` names now, then read what it got before the watch."""
