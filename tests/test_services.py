@@ -319,6 +319,10 @@ def test_events_in_order_and_resumed_with_last_event_id(checked_shared_server: S
         body.update(interactive=True, name="evt", waitFor={"logPattern": "ready$", "timeoutMs": 0})
         process = create(c, "/v1/process", body)
         send_line(c, "evt")
+        # Ready before it is told to end: a process that exits before its readiness is
+        # seen is never ready, and the second line could otherwise win that race.
+        ready = c.get("/v1/process/evt/wait", params={"until": "ready", "timeoutMs": 30000}).json()
+        assert ready["ready"] is True
         send_line(c, "evt")
         wait_exited(c, "evt")
         assert c.delete("/v1/process/evt").status_code == 204
