@@ -194,7 +194,8 @@ class Supervisor:
 
     def _spawn_piped(self, tune: bool = True) -> int:
         """Start the command with its output on new pipes (added to ``streams``);
-        ``tune``: made non-blocking and enlarged now (else by ``tune_pipes``)."""
+        ``tune``: made non-blocking and enlarged now (else by ``tune_pipes``, once the
+        start is answered)."""
         req = self.request
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -228,22 +229,16 @@ class Supervisor:
                 os.close(stdin)
         for name, fd in (("stdout", out_r), ("stderr", err_r)):
             self.streams[fd] = Stream(name, fd, self.logs[name], self.combined)
-        if tune:
-            self.tune_pipes()
+            if tune:
+                _tune_pipe(fd)
         return pid
 
     def tune_pipes(self) -> None:
-        """Make the output pipes non-blocking, and as large as allowed. A start does it
-        once it has answered: no read comes before, and a pipe's size may grow with
-        output in it."""
+        """``_tune_pipe`` for the first run's output pipes. A start does it once it has
+        answered: no read comes before, and a pipe's size may grow with output in it."""
         for fd in self.streams:
-            if fd == self.input_fd:
-                continue  # a pty's master (non-blocking already): not a pipe
-            try:
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
-            except OSError:
-                pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
-            os.set_blocking(fd, False)
+            if fd != self.input_fd:  # a pty's master (non-blocking already): not a pipe
+                _tune_pipe(fd)
 
     def _open_log(self, name: str, file: str) -> LogFile:
         path = f"{self.dir}/{file}"
@@ -971,6 +966,15 @@ def supervise(sock: int, supervisor: Supervisor, message: dict[str, Any], taken:
         _report_crash(message.get("dir"))
     finally:
         os._exit(code)
+
+
+def _tune_pipe(fd: int) -> None:
+    """Make an output pipe non-blocking, and as large as allowed."""
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # capped by /proc/sys/fs/pipe-max-size: the default size works too
+    os.set_blocking(fd, False)
 
 
 def _ignore(signum: int, frame: object) -> None:
