@@ -56,6 +56,8 @@ _WARMUP = 10
 _START = RawHttp.build("POST", "/v1/processes", {"command": "true", "args": []})
 _RUN = RawHttp.build("POST", "/v1/processes/run", {"command": "echo", "args": ["hi"]})
 _CREATE = RawHttp.build("POST", "/v1/processes", {"command": "sleep", "args": ["60"]})
+#: What the ``ingest`` writer writes, in MB.
+_INGEST_MB = h.FULL.writer_lines * _gen.LINE_LEN / 1e6
 
 
 def _checkout(rev: str, into: Path) -> Path:
@@ -180,8 +182,6 @@ def _measure_follow(servers: dict[str, OurServer], rounds: int) -> dict[str, tup
 def _measure_ingest(servers: dict[str, OurServer], rounds: int) -> dict[str, tuple[list[float], float]]:
     """Per build: the seconds from the writer's start until the logs hold its last line,
     and CPU per MB (ms), builds taking turns round by round."""
-    count = h.FULL.writer_lines
-    megabytes = count * _gen.LINE_LEN / 1e6
     got = {name: Writes() for name in servers}
     cpu: dict[str, float] = dict.fromkeys(servers, 0.0)
     names = list(servers)
@@ -190,9 +190,9 @@ def _measure_ingest(servers: dict[str, OurServer], rounds: int) -> dict[str, tup
             server = servers[name]
             pids = _tree(server.pid)
             before = h.cpu_seconds_reaped(pids)
-            writer_api(ours_v1processes(server), count, server.dir, h.FULL.ingest_timeout, got[name])
+            writer_api(ours_v1processes(server), h.FULL.writer_lines, server.dir, h.FULL.ingest_timeout, got[name])
             cpu[name] += h.cpu_seconds_reaped(pids) - before
-    return {name: (got[name].logged, 1000 * cpu[name] / (megabytes * rounds)) for name in names}
+    return {name: (got[name].logged, 1000 * cpu[name] / (_INGEST_MB * rounds)) for name in names}
 
 
 def _machine() -> str:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                     results = _measure(servers, what, args.n, args.gap, args.keep, args.poll / 1000)
                 for name, (times, cpu) in results.items():
                     if what == "ingest":
-                        mbps = h.FULL.writer_lines * _gen.LINE_LEN / 1e6 / h.median(times)
+                        mbps = _INGEST_MB / h.median(times)
                         print(f"{what:5} {name:>15}: p50 {mbps:.0f} MB/s, CPU {cpu:.2f} ms per MB")
                         continue
                     print(
