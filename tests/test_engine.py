@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sys
 import time
 import types
@@ -17,6 +18,7 @@ from conftest import MARKER, marked_pids
 from sandbox_agent._exceptions import BadRequest, NotFound
 from sandbox_agent.engine import ProcessManager
 from sandbox_agent.engine import SpawnRequest as StartProcess
+from sandbox_agent.engine import run as _run
 from sandbox_agent.engine.logs import feed as _follow
 from sandbox_agent.engine.logs import watch as _watch
 
@@ -236,3 +238,87 @@ def test_a_full_inotify_queue_makes_every_feed_look_for_itself(tmp_path: Path) -
             await watcher.close()
 
     assert asyncio.run(main()) == line
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def _gone(pid: int) -> bool:
+    """``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].startswith(b"Z")
+
+
+def test_a_run_whose_command_left_a_child_holding_its_pipes(marker: str) -> None:
+    """The command exits at once, its background child keeps its output pipes: the run
+    answers at its deadline with the command's exit and output, not as timed out, and
+    the child is killed with the command's group."""
+
+    async def main() -> _run.RunResult:
+        return await _run.run(
+            _run.RunRequest("sh", ["-c", "sleep 60 & echo $!; exit 3"], timeout_ms=300), base_env=dict(os.environ)
+        )
+
+    before = _open_fds()
+    began = time.monotonic()
+    result = asyncio.run(main())
+    assert 0.25 <= time.monotonic() - began < 5
+    assert (result.exit_code, result.timed_out, result.stderr) == (3, False, b"")
+    child = int(result.stdout)
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, f"the run's background child {child} still runs"
+        time.sleep(0.01)
+    assert _open_fds() == before
+
+
+def test_a_run_whose_caller_goes_away_is_killed_with_its_group(marker: str) -> None:
+    """Cancelled (the client hung up, the server closes): the run's whole group is killed
+    and reaped before the cancellation goes on, and nothing of it stays open."""
+
+    async def main() -> int:
+        task = asyncio.create_task(
+            _run.run(_run.RunRequest("sh", ["-c", "sleep 60 & echo $!; sleep 60"]), base_env=dict(os.environ))
+        )
+        await asyncio.sleep(0)  # the run starts
+        started = marked_pids(marker)
+        deadline = time.monotonic() + 10
+        while len(started) < 3:  # sh and its two sleeps
+            assert time.monotonic() < deadline, f"the run did not start: {started}"
+            await asyncio.sleep(0.01)
+            started = marked_pids(marker)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return len(started)
+
+    before = _open_fds()
+    assert asyncio.run(main()) == 3
+    deadline = time.monotonic() + 10
+    while marked_pids(marker):
+        assert time.monotonic() < deadline, f"left running: {marked_pids(marker)}"
+        time.sleep(0.01)
+    assert _open_fds() == before
+
+
+def test_runs_in_a_row_leak_nothing(marker: str) -> None:
+    """The usual course (exit and end of output together), many times: each run reaps its
+    command and closes its pipes and its pidfd."""
+
+    async def main() -> list[_run.RunResult]:
+        env = dict(os.environ)
+        return [
+            await _run.run(_run.RunRequest("sh", ["-c", f"echo {i}; echo e >&2; exit {i % 3}"]), None, env)
+            for i in range(50)
+        ]
+
+    before = _open_fds()
+    results = asyncio.run(main())
+    assert [(r.exit_code, r.stdout, r.stderr, r.timed_out) for r in results] == [
+        (i % 3, b"%d\n" % i, b"e\n", False) for i in range(50)
+    ]
+    assert _open_fds() == before

@@ -19,9 +19,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from .._exceptions import BadRequest
 from ..supervisor.ondisk import boot_clock_ns, spawn_in_session, spawned_start_ticks
@@ -65,14 +65,14 @@ class RunResult:
 
 class _Collector:
     """One output pipe, read as it becomes readable: keeps the first ``cap`` bytes, reads
-    and drops the rest, and resolves ``done`` at its end of file."""
+    and drops the rest, and calls ``on_end`` at its end of file."""
 
     def __init__(self, fd: int, cap: int, loop: asyncio.AbstractEventLoop) -> None:
         self.fd = fd
         self.cap = cap
         self.kept = bytearray()
         self.truncated = False
-        self.done: asyncio.Future[None] = loop.create_future()
+        self.on_end: Callable[[], None] | None = None
         self._loop = loop
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._on_readable)
@@ -86,6 +86,8 @@ class _Collector:
             chunk = b""
         if not chunk:
             self.close()
+            if self.on_end is not None:
+                self.on_end()
             return
         room = self.cap - len(self.kept)
         if len(chunk) > room:
@@ -98,8 +100,80 @@ class _Collector:
             self._loop.remove_reader(self.fd)
             os.close(self.fd)
             self.fd = -1
-        if not self.done.done():
-            self.done.set_result(None)
+
+
+class _Ends:
+    """What a run waits for, watched on the loop: the command's exit (a pidfd; the child
+    is reaped as soon as it is seen) and the end of both its output pipes.
+
+    One future per wait, no timer unless there is a deadline: a run's usual course (the
+    command exits and its pipes end together) costs one wake-up of the waiting task and
+    no other object, where a timeout scope, a gathering and a shield each cost a run
+    about as much as the rest of its waiting.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, process: _Child | subprocess.Popen[bytes], pipes: tuple[_Collector, ...]
+    ) -> None:
+        self._loop = loop
+        self.process = process
+        self._pipes = pipes
+        self._waiter: asyncio.Future[bool] | None = None
+        self._drained_too = False
+        self._pidfd = -1
+        if process.returncode is None:
+            self._pidfd = os.pidfd_open(process.pid)
+            loop.add_reader(self._pidfd, self._on_exit)
+        for pipe in pipes:
+            pipe.on_end = self._check
+
+    @property
+    def exited(self) -> bool:
+        return self.process.returncode is not None
+
+    def _met(self) -> bool:
+        return self.exited and (not self._drained_too or all(pipe.fd < 0 for pipe in self._pipes))
+
+    def _on_exit(self) -> None:
+        self._unwatch()
+        self.process.wait()  # a zombie now: at once
+        self._check()
+
+    def _check(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and self._met():
+            waiter.set_result(True)
+
+    async def until(self, drained: bool, seconds: float | None) -> bool:
+        """Wait until the command has exited (and with ``drained``, its pipes have ended
+        too), at most ``seconds`` (None: no limit); whether it has."""
+        self._drained_too = drained
+        if self._met():
+            return True
+        self._waiter = waiter = self._loop.create_future()
+        timer = None if seconds is None else self._loop.call_later(seconds, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _unwatch(self) -> None:
+        if self._pidfd >= 0:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def close(self) -> None:
+        self._unwatch()
+        for pipe in self._pipes:
+            pipe.close()
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 class _Child:
@@ -221,34 +295,34 @@ async def run(
         guard.guard_run(process.pid, start_ticks)
     out = _Collector(out_fd, request.max_output_bytes, loop)
     err = _Collector(err_fd, request.max_output_bytes, loop)
-    readers = asyncio.gather(out.done, err.done)
-    timeout = request.timeout_ms / 1000
+    ends = _Ends(loop, process, (out, err))
     timed_out = False
     try:
-        try:
-            async with asyncio.timeout(timeout):
-                await _exited(process)
-        except TimeoutError:
-            timed_out = True
-            _kill_group(process.pid)
-            await _exited(process)
-        # Children left in the group may still hold the pipes: read until the deadline,
-        # then kill what is left of the group and give the pipes a moment to close.
-        remaining = max(0.0, timeout - (time.monotonic() - started))
-        if not await _drained(readers, _DRAIN_AFTER_KILL if timed_out else remaining):
-            _kill_group(process.pid)
-            await _drained(readers, _DRAIN_AFTER_KILL)
-            # Whatever still holds them is outside the group (it made its own session).
+        # The command's exit and its pipes' end, by the deadline; children it left in its
+        # group may hold the pipes after it exited.
+        if not await ends.until(True, request.timeout_ms / 1000):
+            drained = False
+            if not ends.exited:
+                timed_out = True
+                _kill_group(process.pid)
+                await ends.until(False, None)
+                # Give the pipes a moment to close after the kill.
+                drained = await ends.until(True, _DRAIN_AFTER_KILL)
+            if not drained:
+                # Kill what is left of the group; whatever still holds the pipes after
+                # that is outside the group (it made its own session).
+                _kill_group(process.pid)
+                await ends.until(True, _DRAIN_AFTER_KILL)
     except BaseException:
         # The caller went away (or the server is closing): leave nothing running.
         _kill_group(process.pid)
+        ends.close()
         with contextlib.suppress(BaseException):
             await asyncio.shield(_exited(process))
         raise
     finally:
         # No leaked descriptors, whatever happened.
-        out.close()
-        err.close()
+        ends.close()
         if guard is not None:
             guard.release_run(process.pid)
     returncode = process.returncode
@@ -261,15 +335,6 @@ async def run(
         stderr_truncated=err.truncated,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
-
-
-async def _drained(readers: asyncio.Future[Any], seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            await asyncio.shield(readers)
-    except TimeoutError:
-        return False
-    return True
 
 
 def _kill_group(pid: int) -> None:
