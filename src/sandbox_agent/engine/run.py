@@ -150,7 +150,8 @@ class _Ends:
         self._drained_too = drained
         if self._met():
             return True
-        self._waiter = waiter = self._loop.create_future()
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiter = waiter
         timer = None if seconds is None else self._loop.call_later(seconds, _expire, waiter)
         try:
             return await waiter
