@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MARKER, marked_pids
-from sandbox_agent._exceptions import BadRequest, NotFound
+from sandbox_agent._exceptions import BadRequest, NotFound, ServiceUnavailable
 from sandbox_agent.engine import ProcessManager
 from sandbox_agent.engine import SpawnRequest as StartProcess
 from sandbox_agent.engine import run as _run
@@ -322,3 +323,35 @@ def test_runs_in_a_row_leak_nothing(marker: str) -> None:
         (i % 3, b"%d\n" % i, b"e\n", False) for i in range(50)
     ]
     assert _open_fds() == before
+
+
+def test_a_run_whose_exit_cannot_be_watched_is_a_503_and_leaves_nothing(
+    marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors between the spawn and the pidfd that watches the exit (another
+    thread took the last ones): the command is killed and reaped, its pipes closed, the
+    launcher told it ended, and the caller gets the 503 of a shortage, not a 500."""
+
+    def no_descriptor(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    class Guard:
+        def __init__(self) -> None:
+            self.told: list[str] = []
+
+        def guard_run(self, pid: int, start_ticks: int | None) -> None:
+            self.told.append(f"+{pid}")
+
+        def release_run(self, pid: int) -> None:
+            self.told.append(f"-{pid}")
+
+    guard = Guard()
+    monkeypatch.setattr(os, "pidfd_open", no_descriptor)
+    before = _open_fds()
+    with pytest.raises(ServiceUnavailable, match="out of file descriptors"):
+        asyncio.run(_run.run(_run.RunRequest("sleep", ["60"]), guard, dict(os.environ)))
+    assert _open_fds() == before
+    assert len(guard.told) == 2
+    assert guard.told[0] == "+" + guard.told[1][1:]
+    with pytest.raises(ChildProcessError):  # reaped already, by the run
+        os.waitpid(int(guard.told[1][1:]), os.WNOHANG)

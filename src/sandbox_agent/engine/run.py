@@ -240,11 +240,15 @@ def _spawn(
 
 
 async def _exited(process: _Child | subprocess.Popen[bytes]) -> int:
-    """Wait for ``process`` to exit (a pidfd on the loop); its return code."""
+    """Wait for ``process``, which was killed, to exit; its return code."""
     if process.returncode is not None:
         return process.returncode  # reaped already: its pid may be another's by now
     loop = asyncio.get_running_loop()
-    pidfd = os.pidfd_open(process.pid)
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except OSError:
+        # No descriptor to spare: wait in a thread (a killed process exits at once).
+        return await asyncio.to_thread(process.wait)
     try:
         exited: asyncio.Future[None] = loop.create_future()
 
@@ -296,9 +300,10 @@ async def run(
         guard.guard_run(process.pid, start_ticks)
     out = _Collector(out_fd, request.max_output_bytes, loop)
     err = _Collector(err_fd, request.max_output_bytes, loop)
-    ends = _Ends(loop, process, (out, err))
+    ends: _Ends | None = None
     timed_out = False
     try:
+        ends = _Ends(loop, process, (out, err))
         # The command's exit and its pipes' end, by the deadline; children it left in its
         # group may hold the pipes after it exited.
         if not await ends.until(True, request.timeout_ms / 1000):
@@ -314,16 +319,23 @@ async def run(
                 # that is outside the group (it made its own session).
                 _kill_group(process.pid)
                 await ends.until(True, _DRAIN_AFTER_KILL)
-    except BaseException:
-        # The caller went away (or the server is closing): leave nothing running.
+    except BaseException as exc:
+        # The caller went away (or the server is closing), or the exit cannot be watched
+        # (no descriptor left for it): leave nothing running, nor unreaped.
         _kill_group(process.pid)
-        ends.close()
+        if ends is not None:
+            ends.close()
         with contextlib.suppress(BaseException):
             await asyncio.shield(_exited(process))
+        if isinstance(exc, OSError) and (unavailable := system.out_of_fds(exc)):
+            raise unavailable from None
         raise
     finally:
         # No leaked descriptors, whatever happened.
-        ends.close()
+        if ends is not None:
+            ends.close()
+        out.close()
+        err.close()
         if guard is not None:
             guard.release_run(process.pid)
     returncode = process.returncode
