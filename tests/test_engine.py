@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import json
 import os
 import sys
 import time
@@ -19,9 +20,11 @@ from conftest import MARKER, marked_pids
 from sandbox_agent._exceptions import BadRequest, NotFound, ServiceUnavailable
 from sandbox_agent.engine import ProcessManager
 from sandbox_agent.engine import SpawnRequest as StartProcess
+from sandbox_agent.engine import launcher as _launcher
 from sandbox_agent.engine import run as _run
 from sandbox_agent.engine.logs import feed as _follow
 from sandbox_agent.engine.logs import watch as _watch
+from sandbox_agent.supervisor import launcher as _spare_launcher
 
 
 @pytest.fixture
@@ -355,3 +358,37 @@ def test_a_run_whose_exit_cannot_be_watched_is_a_503_and_leaves_nothing(
     assert guard.told[0] == "+" + guard.told[1][1:]
     with pytest.raises(ChildProcessError):  # reaped already, by the run
         os.waitpid(int(guard.told[1][1:]), os.WNOHANG)
+
+
+def test_the_spares_rehearsal_has_the_shape_of_a_real_spawn_request(
+    tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare parses a made-up spawn request while it waits, so that the real one's parse
+    writes to pages it has already copied: a field added to the real request and not to
+    the rehearsal would quietly cost every start its first parse of that field again."""
+    sent: list[dict[str, object]] = []
+    real_request = _launcher.LauncherClient.request
+
+    async def recording(self: _launcher.LauncherClient, message: dict[str, object]) -> dict[str, object]:
+        if message.get("op") == "spawn":
+            sent.append(message)
+        return await real_request(self, message)
+
+    monkeypatch.setattr(_launcher.LauncherClient, "request", recording)
+
+    async def main() -> None:
+        manager = ProcessManager(tmp_path / "data")
+        await manager.start()
+        try:
+            process = await manager.spawn(StartProcess(command="true"))
+            async with asyncio.timeout(15):
+                await manager.wait(process.id)
+        finally:
+            await manager.close()
+
+    asyncio.run(main())
+    rehearsal = json.loads(_spare_launcher._REHEARSAL)
+    assert len(sent) == 1
+    assert set(rehearsal) == {*sent[0], "req"}
+    for name, value in sent[0].items():
+        assert type(rehearsal[name]) is type(value) or value is None, name
