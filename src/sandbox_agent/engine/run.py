@@ -103,8 +103,9 @@ class _Collector:
 
 
 class _Ends:
-    """What a run waits for, watched on the loop: the command's exit (a pidfd; the child
-    is reaped as soon as it is seen) and the end of both its output pipes.
+    """What a run waits for, watched on the loop: the command's exit (a pidfd) and the end
+    of both its output pipes. The command is left unreaped (``reap``) until the run is
+    done with its group: while its leader is a zombie, the group's id cannot be reused.
 
     One future per wait, no timer unless there is a deadline: a run's usual course (the
     command exits and its pipes end together) costs one wake-up of the waiting task and
@@ -121,23 +122,25 @@ class _Ends:
         self._waiter: asyncio.Future[bool] | None = None
         self._drained_too = False
         self._pidfd = -1
-        if process.returncode is None:
+        self.exited = process.returncode is not None
+        if not self.exited:
             self._pidfd = os.pidfd_open(process.pid)
             loop.add_reader(self._pidfd, self._on_exit)
         for pipe in pipes:
             pipe.on_end = self._check
-
-    @property
-    def exited(self) -> bool:
-        return self.process.returncode is not None
 
     def _met(self) -> bool:
         return self.exited and (not self._drained_too or all(pipe.fd < 0 for pipe in self._pipes))
 
     def _on_exit(self) -> None:
         self._unwatch()
-        self.process.wait()  # a zombie now: at once
+        self.exited = True
         self._check()
+
+    def reap(self) -> None:
+        """Reap the command, which has exited (at once: it is a zombie)."""
+        if self.exited:
+            self.process.wait()
 
     def _check(self) -> None:
         waiter = self._waiter
@@ -331,9 +334,11 @@ async def run(
             raise unavailable from None
         raise
     finally:
-        # No leaked descriptors, whatever happened.
+        # No leaked descriptors, whatever happened; the command reaped before the
+        # launcher hears that the run is over.
         if ends is not None:
             ends.close()
+            ends.reap()
         out.close()
         err.close()
         if guard is not None:
