@@ -392,3 +392,42 @@ def test_the_spares_rehearsal_has_the_shape_of_a_real_spawn_request(
     assert set(rehearsal) == {*sent[0], "req"}
     for name, value in sent[0].items():
         assert type(rehearsal[name]) is type(value) or value is None, name
+
+
+def test_a_run_keeps_its_exited_command_unreaped_while_its_group_may_be_killed(marker: str) -> None:
+    """The command exited but left a child holding its pipes: until the run has killed
+    what is left of the group, the command stays a zombie, so that the group's id (its
+    pid) cannot be given to another process meanwhile; once answered, it is reaped."""
+    pids: list[int] = []
+
+    class Guard:
+        def guard_run(self, pid: int, start_ticks: int | None) -> None:
+            pids.append(pid)
+
+        def release_run(self, pid: int) -> None:
+            pass
+
+    def state(pid: int) -> bytes | None:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            return None
+        return stat[stat.rindex(b")") + 2 :][:1]
+
+    async def main() -> tuple[_run.RunResult, bool]:
+        run = asyncio.create_task(
+            _run.run(_run.RunRequest("sh", ["-c", "sleep 60 & exit 3"], timeout_ms=2000), Guard(), dict(os.environ))
+        )
+        seen_zombie = False
+        deadline = time.monotonic() + 10
+        while not run.done() and time.monotonic() < deadline:
+            if pids and state(pids[0]) == b"Z":
+                seen_zombie = True
+                break
+            await asyncio.sleep(0.005)
+        return await run, seen_zombie
+
+    result, seen_zombie = asyncio.run(main())
+    assert result.exit_code == 3
+    assert seen_zombie, "the command was reaped before the run was done with its group"
+    assert state(pids[0]) is None, "the command was never reaped"
