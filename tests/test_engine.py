@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import errno
 import gc
 import json
@@ -13,6 +14,7 @@ import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -328,15 +330,14 @@ def test_runs_in_a_row_leak_nothing(marker: str) -> None:
     assert _open_fds() == before
 
 
-def test_a_run_whose_exit_cannot_be_watched_is_a_503_and_leaves_nothing(
-    marker: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("failing", ["pidfd", "pipe watch"])
+def test_a_run_that_cannot_be_watched_leaves_nothing(
+    marker: str, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
-    """Out of descriptors between the spawn and the pidfd that watches the exit (another
-    thread took the last ones): the command is killed and reaped, its pipes closed, the
-    launcher told it ended, and the caller gets the 503 of a shortage, not a 500."""
-
-    def no_descriptor(pid: int, flags: int = 0) -> int:
-        raise OSError(errno.EMFILE, "Too many open files")
+    """Out of descriptors for the pidfd that watches the exit (another thread took the
+    last ones), or the loop refusing to watch a pipe (epoll's watch limit): the command
+    is killed and reaped, its pipes closed, the launcher told it ended. A shortage of
+    descriptors is the 503 it is, not a 500."""
 
     class Guard:
         def __init__(self) -> None:
@@ -348,10 +349,28 @@ def test_a_run_whose_exit_cannot_be_watched_is_a_503_and_leaves_nothing(
         def release_run(self, pid: int) -> None:
             self.told.append(f"-{pid}")
 
+    if failing == "pidfd":
+
+        def no_descriptor(pid: int, flags: int = 0) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(os, "pidfd_open", no_descriptor)
+        expected: type[Exception] = ServiceUnavailable
+    else:
+        watched: list[int] = []
+        add_reader = asyncio.selector_events.BaseSelectorEventLoop.add_reader
+
+        def refusing(self: asyncio.AbstractEventLoop, fd: int, callback: Any, *args: Any) -> None:
+            watched.append(fd)
+            if len(watched) == 2:  # the stderr pipe's
+                raise OSError(errno.ENOSPC, "No space left on device")
+            add_reader(self, fd, callback, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "add_reader", refusing)
+        expected = OSError
     guard = Guard()
-    monkeypatch.setattr(os, "pidfd_open", no_descriptor)
     before = _open_fds()
-    with pytest.raises(ServiceUnavailable, match="out of file descriptors"):
+    with pytest.raises(expected):
         asyncio.run(_run.run(_run.RunRequest("sleep", ["60"]), guard, dict(os.environ)))
     assert _open_fds() == before
     assert len(guard.told) == 2

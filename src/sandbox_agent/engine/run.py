@@ -301,12 +301,13 @@ async def run(
         ) from None
     if guard is not None:
         guard.guard_run(process.pid, start_ticks)
-    out = _Collector(out_fd, request.max_output_bytes, loop)
-    err = _Collector(err_fd, request.max_output_bytes, loop)
+    pipes: list[_Collector] = []
     ends: _Ends | None = None
     timed_out = False
     try:
-        ends = _Ends(loop, process, (out, err))
+        for fd in (out_fd, err_fd):
+            pipes.append(_Collector(fd, request.max_output_bytes, loop))
+        ends = _Ends(loop, process, tuple(pipes))
         # The command's exit and its pipes' end, by the deadline; children it left in its
         # group may hold the pipes after it exited.
         if not await ends.until(True, request.timeout_ms / 1000):
@@ -323,8 +324,8 @@ async def run(
                 _kill_group(process.pid)
                 await ends.until(True, _DRAIN_AFTER_KILL)
     except BaseException as exc:
-        # The caller went away (or the server is closing), or the exit cannot be watched
-        # (no descriptor left for it): leave nothing running, nor unreaped.
+        # The caller went away (or the server is closing), or the run cannot be watched
+        # (no descriptor left for its exit): leave nothing running, nor unreaped.
         _kill_group(process.pid)
         if ends is not None:
             ends.close()
@@ -339,10 +340,13 @@ async def run(
         if ends is not None:
             ends.close()
             ends.reap()
-        out.close()
-        err.close()
+        for pipe in pipes:
+            pipe.close()
+        for fd in (out_fd, err_fd)[len(pipes) :]:
+            os.close(fd)  # not yet watched
         if guard is not None:
             guard.release_run(process.pid)
+    out, err = pipes
     returncode = process.returncode
     return RunResult(
         exit_code=None if timed_out or returncode is None or returncode < 0 else returncode,
