@@ -250,13 +250,31 @@ def _open_fds() -> set[int]:
     return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
-def _gone(pid: int) -> bool:
-    """``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+def _state(pid: int) -> bytes | None:
+    """The state letter of ``pid`` in /proc (b"Z": a zombie), None once it is reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2 :].startswith(b"Z")
+        return None
+    return stat[stat.rindex(b")") + 2 :][:1]
+
+
+def _gone(pid: int) -> bool:
+    """``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
+    return _state(pid) in (None, b"Z")
+
+
+class _RecordingGuard:
+    """A run guard that only notes what it is told: ``+pid`` at the start, ``-pid`` at the end."""
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def guard_run(self, pid: int, start_ticks: int | None) -> None:
+        self.told.append(f"+{pid}")
+
+    def release_run(self, pid: int) -> None:
+        self.told.append(f"-{pid}")
 
 
 def test_a_run_whose_command_left_a_child_holding_its_pipes(marker: str) -> None:
@@ -339,16 +357,6 @@ def test_a_run_that_cannot_be_watched_leaves_nothing(
     is killed and reaped, its pipes closed, the launcher told it ended. A shortage of
     descriptors is the 503 it is, not a 500."""
 
-    class Guard:
-        def __init__(self) -> None:
-            self.told: list[str] = []
-
-        def guard_run(self, pid: int, start_ticks: int | None) -> None:
-            self.told.append(f"+{pid}")
-
-        def release_run(self, pid: int) -> None:
-            self.told.append(f"-{pid}")
-
     if failing == "pidfd":
 
         def no_descriptor(pid: int, flags: int = 0) -> int:
@@ -368,7 +376,7 @@ def test_a_run_that_cannot_be_watched_leaves_nothing(
 
         monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "add_reader", refusing)
         expected = OSError
-    guard = Guard()
+    guard = _RecordingGuard()
     before = _open_fds()
     with pytest.raises(expected):
         asyncio.run(_run.run(_run.RunRequest("sleep", ["60"]), guard, dict(os.environ)))
@@ -417,30 +425,16 @@ def test_a_run_keeps_its_exited_command_unreaped_while_its_group_may_be_killed(m
     """The command exited but left a child holding its pipes: until the run has killed
     what is left of the group, the command stays a zombie, so that the group's id (its
     pid) cannot be given to another process meanwhile; once answered, it is reaped."""
-    pids: list[int] = []
-
-    class Guard:
-        def guard_run(self, pid: int, start_ticks: int | None) -> None:
-            pids.append(pid)
-
-        def release_run(self, pid: int) -> None:
-            pass
-
-    def state(pid: int) -> bytes | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            return None
-        return stat[stat.rindex(b")") + 2 :][:1]
+    guard = _RecordingGuard()
 
     async def main() -> tuple[_run.RunResult, bool]:
         run = asyncio.create_task(
-            _run.run(_run.RunRequest("sh", ["-c", "sleep 60 & exit 3"], timeout_ms=2000), Guard(), dict(os.environ))
+            _run.run(_run.RunRequest("sh", ["-c", "sleep 60 & exit 3"], timeout_ms=2000), guard, dict(os.environ))
         )
         seen_zombie = False
         deadline = time.monotonic() + 10
         while not run.done() and time.monotonic() < deadline:
-            if pids and state(pids[0]) == b"Z":
+            if guard.told and _state(int(guard.told[0][1:])) == b"Z":
                 seen_zombie = True
                 break
             await asyncio.sleep(0.005)
@@ -449,4 +443,4 @@ def test_a_run_keeps_its_exited_command_unreaped_while_its_group_may_be_killed(m
     result, seen_zombie = asyncio.run(main())
     assert result.exit_code == 3
     assert seen_zombie, "the command was reaped before the run was done with its group"
-    assert state(pids[0]) is None, "the command was never reaped"
+    assert _state(int(guard.told[0][1:])) is None, "the command was never reaped"

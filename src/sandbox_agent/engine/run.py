@@ -133,7 +133,7 @@ class _Ends:
         return self.exited and (not self._drained_too or all(pipe.fd < 0 for pipe in self._pipes))
 
     def _on_exit(self) -> None:
-        self._unwatch()
+        self.close()
         self.exited = True
         self._check()
 
@@ -163,16 +163,12 @@ class _Ends:
             if timer is not None:
                 timer.cancel()
 
-    def _unwatch(self) -> None:
+    def close(self) -> None:
+        """Stop watching the exit (the pipes are their collectors' to close)."""
         if self._pidfd >= 0:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
-
-    def close(self) -> None:
-        self._unwatch()
-        for pipe in self._pipes:
-            pipe.close()
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
