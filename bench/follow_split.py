@@ -22,6 +22,7 @@ import os
 import select
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
@@ -32,13 +33,18 @@ from .peers import Original, PeerUnavailable, install_original
 from .scenarios.hotpath import _CLOCK_INTERVAL, _follow_sampler, _original, clock_args, follow_entries
 
 
-def _watch(path: str, seconds: float, out: str) -> None:
-    """Stamp each clock line as it lands in ``path``: now - printed, to ``out`` (JSON)."""
+def _watch(paths: Connection, seconds: float, out: str) -> None:
+    """Stamp each clock line as it lands in the log whose path comes on ``paths``: now -
+    printed, to ``out`` (JSON). Ready (it says so on ``paths``) before the clock starts, so
+    that its interpreter's start-up (half a second on a busy machine) does not miss the
+    clock's first lines."""
     from sandbox_agent.engine.logs.inotify import IN_MODIFY, Inotify
 
     notify = Inotify.create()
     if notify is None:
         raise SystemExit("no inotify here")
+    paths.send("ready")
+    path = paths.recv()
     notify.add_watch(path, IN_MODIFY)
     delays: list[float] = []
     with open(path, "rb") as log:
@@ -66,16 +72,23 @@ def _start_clock(http: httpx.Client, seconds: float) -> str:
 
 
 def _ours_round(server: OurServer, seconds: float, scratch: Path) -> tuple[list[float], list[float]]:
-    process_id = _start_clock(server.http, seconds)
-    paths = glob.glob(str(server.data_dir / "**" / process_id / "combined.log"), recursive=True)
-    if len(paths) != 1:
-        raise RuntimeError(f"combined.log of {process_id}: found {paths}")
-    out = str(scratch / f"watch-{process_id}.json")
-    watcher = multiprocessing.get_context("spawn").Process(target=_watch, args=(paths[0], seconds + 0.5, out))
+    context = multiprocessing.get_context("spawn")
+    to_watcher, watcher_end = context.Pipe()
+    out = str(scratch / f"watch-{time.monotonic_ns()}.json")
+    watcher = context.Process(target=_watch, args=(watcher_end, seconds + 0.5, out))
     watcher.start()
     try:
+        if not to_watcher.poll(60):
+            raise RuntimeError("the log watcher did not start within 60 s")
+        to_watcher.recv()
+        process_id = _start_clock(server.http, seconds)
+        paths = glob.glob(str(server.data_dir / "**" / process_id / "combined.log"), recursive=True)
+        if len(paths) != 1:
+            raise RuntimeError(f"combined.log of {process_id}: found {paths}")
+        to_watcher.send(paths[0])
         follower = follow_entries(server.port, process_id, seconds + 1.0)
     finally:
+        to_watcher.close()
         watcher.join(seconds + 30)
     in_file = json.loads(Path(out).read_text())
     return in_file, follower
