@@ -306,6 +306,43 @@ def test_a_large_log_streams_in_pieces_and_reads_the_same(server: Server) -> Non
         assert small["content"].endswith("x" * 40 + "\n")
 
 
+#: 40 MB of 100-byte lines in 1 MB writes, a marker line, then quiet.
+BURST = (
+    "import sys, time\n"
+    "chunk = (b'x' * 99 + b'\\n') * 10000\n"
+    "for _ in range(40): sys.stdout.buffer.write(chunk)\n"
+    "sys.stdout.buffer.write(b'burst done\\n'); sys.stdout.flush()\n"
+    "time.sleep(60)\n"
+)
+
+
+def _private_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        return sum(int(line.split()[1]) for line in rollup if line.startswith(("Private_Dirty:", "Private_Clean:")))
+
+
+def test_a_supervisor_gives_back_the_memory_of_a_burst_of_output(server: Server) -> None:
+    # While output pours in, a supervisor's heap keeps the read and log buffers it frees
+    # (HEAP_KEPT); once the output stops, it gives them back (TRIM_AFTER), so that a
+    # process that was loud once costs what a quiet one does, not the burst's buffers.
+    with server.client() as client:
+        process = start(client, py(BURST))
+        logs = f"/v1/process/{process['id']}/logs"
+
+        def burst_logged() -> bool:
+            tail = client.get(logs, params={"stream": "stdout", "tail": 1}).json()
+            return bool(tail["content"].endswith("burst done\n"))
+
+        wait_for(burst_logged, 60, "the burst in the log")
+        state = json.loads((server.data_dir / "processes" / process["id"] / "state.json").read_text())
+        supervisor = int(state["supervisorPid"])
+        # Kept, the buffers are 10-16 MB here; given back, what is left is the
+        # interpreter's own pages and the log writer's thread (2-4 MB).
+        wait_for(lambda: _private_kb(supervisor) < 6 * 1024, 15, "the supervisor to give its heap back")
+        assert client.post(f"/v1/process/{process['id']}/kill").status_code == 204
+        wait_exited(client, process["id"])
+
+
 def test_the_openapi_document_is_true_to_the_wire(server: Server) -> None:
     with server.client() as client:
         document = client.get("/openapi.json").json()
