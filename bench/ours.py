@@ -30,8 +30,12 @@ def _comm(pid: int) -> str:
 class OurServer:
     """``with OurServer() as server:`` starts it; leaving kills what it runs and stops it."""
 
-    def __init__(self, scratch: Path, python: str = h.PYTHON, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, scratch: Path, python: str = h.PYTHON, env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ours-", dir=scratch))
+        #: More options for ``sandbox-agent server`` (``--max-log-bytes 0``).
+        self.options = options
         #: The interpreter that runs the server (and so its launcher and supervisors).
         self.python = python
         self.env = env
@@ -45,7 +49,7 @@ class OurServer:
 
     def __enter__(self) -> OurServer:
         args = [self.python, "-m", "sandbox_agent", "server", "--port", str(self.port)]
-        args += ["--data-dir", str(self.data_dir)]
+        args += ["--data-dir", str(self.data_dir), *self.options]
         with open(self.dir / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [*args, "--log-level", "warning"], env=h.marked_env(self.env), stdout=log, stderr=subprocess.STDOUT
