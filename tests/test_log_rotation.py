@@ -8,8 +8,12 @@ so what was written, and so what must have been dropped, is known exactly.
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ import httpx
 import pytest
 
 from conftest import Server, py, sse_events, start, wait_exited, wait_for
+from sandbox_agent.supervisor import rotation
+from sandbox_agent.supervisor.rotation import Generations
 
 CAP = 256 * 1024
 BODY = 100  # "n=000123 " and padding: every line the same size
@@ -320,3 +326,71 @@ def test_a_cap_the_server_cannot_keep_is_refused_at_start(tmp_path: Path, value:
     )
     assert result.returncode == 2
     assert "--max-log-bytes" in result.stderr
+
+
+# -- the rotation's steps, on files -----------------------------------------------------
+
+
+def _rotate_twice(tmp_path: Path) -> tuple[Path, list[int]]:
+    """A log rotated twice: what each generation held is its name; the inodes of the three
+    files it had, oldest first."""
+    path = tmp_path / "stdout.log"
+    generations = Generations(str(path), lambda name, info: True, count_lines=False)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    inodes = []
+    for content in (b"first\n", b"second\n"):
+        os.write(fd, content)
+        inodes.append(os.fstat(fd).st_ino)
+        new = generations.rotate(fd, len(content))
+        assert new != -1
+        os.close(fd)
+        fd = new
+    os.write(fd, b"third\n")
+    inodes.append(os.fstat(fd).st_ino)
+    os.close(fd)
+    return path, inodes
+
+
+def test_a_rotation_exchanges_names_and_leaves_two_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The previous generation takes the place of the one before it by an exchange of
+    # names (no rename over a file: ext4 would write the whole generation out at once).
+    libc = ctypes.CDLL(None, use_errno=True)
+    calls: list[tuple[Any, ...]] = []
+
+    def recording(*args: Any) -> int:
+        result: int = libc.renameat2(*args)
+        calls.append((*args, result))
+        return result
+
+    monkeypatch.setattr(rotation, "_renameat2", recording)
+    path, inodes = _rotate_twice(tmp_path)
+    # The first rotation had no "stdout.log.1" to exchange with; the second exchanged.
+    assert [call[-2:] for call in calls] == [(2, -1), (2, 0)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdout.log", "stdout.log.1"]
+    assert path.read_bytes() == b"third\n"
+    assert os.stat(path).st_ino == inodes[2]
+    rotated = tmp_path / "stdout.log.1"
+    assert rotated.read_bytes() == b"second\n"
+    assert os.stat(rotated).st_ino == inodes[1]
+
+
+def test_without_the_exchange_a_rotation_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A filesystem or kernel without RENAME_EXCHANGE: the same files, by plain renames.
+    monkeypatch.setattr(rotation, "_renameat2", lambda *args: -1)
+    path, inodes = _rotate_twice(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdout.log", "stdout.log.1"]
+    assert path.read_bytes() == b"third\n"
+    assert os.stat(path).st_ino == inodes[2]
+    assert (tmp_path / "stdout.log.1").read_bytes() == b"second\n"
+
+
+def test_the_launcher_hands_supervisors_the_exchange(tmp_path: Path) -> None:
+    # prepare() runs in the launcher before it forks: every supervisor rotates by exchange.
+    code = (
+        "from sandbox_agent.supervisor import rotation, supervisor\n"
+        "assert rotation._renameat2 is None\n"
+        "supervisor.prepare()\n"
+        "print(rotation._renameat2 is not None)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "True"

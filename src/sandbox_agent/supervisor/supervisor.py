@@ -58,7 +58,7 @@ from .ondisk import (
     spawn_in_session,
     write_json_atomic,
 )
-from .rotation import Generations
+from .rotation import Generations, use_renameat2
 from .terminal import INPUT_BACKLOG, Control, PtyRecorder, open_pty, set_window
 
 # typing is a large import for a process that must stay small; annotations are strings.
@@ -939,6 +939,10 @@ def prepare() -> None:
     except (ImportError, OSError, AttributeError):
         return
     _libc = libc
+    try:
+        use_renameat2(libc.renameat2)
+    except AttributeError:
+        pass  # a libc without it: rotations rename
     try:
         tuned = (
             libc.mallopt(_M_ARENA_MAX, 1)
