@@ -12,6 +12,7 @@ they are exec'd as ``python -m sandbox_agent server``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -301,6 +302,12 @@ def start(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     data: dict[str, Any] = response.json()
     return data
+
+
+def supervisor_of(server: Server, process_id: str) -> int:
+    """The pid of the supervisor of ``process_id``, from its state record."""
+    state = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
+    return int(state["supervisorPid"])
 
 
 def wait_exited(client: httpx.Client, process_id: str, timeout: float = 15.0) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, py, sse_events, start, wait_exited, wait_for, wait_log
+from conftest import Server, py, sse_events, start, supervisor_of, wait_exited, wait_for, wait_log
 
 # Counts until a stop file appears, then exits with 3.
 COUNTER = """
@@ -158,11 +158,6 @@ def test_a_restart_removes_only_the_state_writes_of_dead_writers(server: Server)
     with server.client() as client:
         client.post(f"/v1/process/{process['id']}/kill")
         assert wait_exited(client, process["id"])["status"] == "killed"
-
-
-def supervisor_of(server: Server, process_id: str) -> int:
-    state = json.loads((server.data_dir / "processes" / process_id / "state.json").read_text())
-    return int(state["supervisorPid"])
 
 
 def test_machine_restart_leaves_stopped_records_not_running_ones(server: Server) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, py, start, wait_exited, wait_for
+from conftest import Server, py, start, supervisor_of, wait_exited, wait_for
 from sandbox_agent.supervisor.launcher import SPARES, RunGuard
 from sandbox_agent.supervisor.ondisk import (
     KILL_SIGNAL_REQUEST,
@@ -334,8 +334,7 @@ def test_a_supervisor_gives_back_the_memory_of_a_burst_of_output(server: Server)
             return bool(tail["content"].endswith("burst done\n"))
 
         wait_for(burst_logged, 60, "the burst in the log")
-        state = json.loads((server.data_dir / "processes" / process["id"] / "state.json").read_text())
-        supervisor = int(state["supervisorPid"])
+        supervisor = supervisor_of(server, process["id"])
         # Kept, the burst's buffers make about 13 MB here; given back, what is left is
         # the interpreter's own pages and the log writer's thread (about 2 MB).
         wait_for(lambda: _private_kb(supervisor) < 6 * 1024, 15, "the supervisor to give its heap back")

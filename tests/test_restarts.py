@@ -5,7 +5,6 @@ count their runs in a file, so every wait is for a run, a log line or a state; n
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 import signal
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, py, wait_exited, wait_for, wait_log
+from conftest import Server, py, supervisor_of, wait_exited, wait_for, wait_log
 from test_services import _open_events, _read
 
 
@@ -134,8 +133,7 @@ def test_stop_or_kill_during_the_backoff_ends_it(
     assert v1["status"] == ("stopped" if how == "stop" else "killed")
     assert count(counter) == 1
     # Its supervisor is done too (it used to wait on a poll nothing would wake).
-    state = checked_shared_server.data_dir / "processes" / process["id"] / "state.json"
-    supervisor = int(json.loads(state.read_text())["supervisorPid"])
+    supervisor = supervisor_of(checked_shared_server, process["id"])
     wait_for(lambda: not _alive(supervisor), what="the supervisor to exit")
     c.delete(f"/v1/processes/{process['id']}")
 
