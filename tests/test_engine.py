@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import MARKER, marked_pids
+from conftest import MARKER, marked_pids, wait_for
 from sandbox_agent._exceptions import BadRequest, NotFound, ServiceUnavailable
 from sandbox_agent.engine import ProcessManager
 from sandbox_agent.engine import SpawnRequest as StartProcess
@@ -293,10 +293,7 @@ def test_a_run_whose_command_left_a_child_holding_its_pipes(marker: str) -> None
     assert 0.25 <= time.monotonic() - began < 5
     assert (result.exit_code, result.timed_out, result.stderr) == (3, False, b"")
     child = int(result.stdout)
-    deadline = time.monotonic() + 10
-    while not _gone(child):
-        assert time.monotonic() < deadline, f"the run's background child {child} still runs"
-        time.sleep(0.01)
+    wait_for(lambda: _gone(child), 10, f"the run's background child {child} to be killed")
     assert _open_fds() == before
 
 
@@ -322,10 +319,7 @@ def test_a_run_whose_caller_goes_away_is_killed_with_its_group(marker: str) -> N
 
     before = _open_fds()
     assert asyncio.run(main()) == 3
-    deadline = time.monotonic() + 10
-    while marked_pids(marker):
-        assert time.monotonic() < deadline, f"left running: {marked_pids(marker)}"
-        time.sleep(0.01)
+    wait_for(lambda: not marked_pids(marker), 10, "the run's group to be killed")
     assert _open_fds() == before
 
 
